@@ -1,0 +1,159 @@
+"""The numba kernels against the NumPy reference (objective.sgd_step), and the sampler's contract."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from bpr_numpy import _kernels as K
+from bpr_numpy._validation import as_user_items
+from bpr_numpy.objective import LOSSES, Regularization, loss_code, pair_loss, sgd_step
+
+REG = Regularization(user=0.01, positive=0.02, negative=0.03, bias=0.04)
+
+
+def _csr(n_users=30, n_items=25, density=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    m = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
+    return as_user_items(m)
+
+
+def _user_of(m):
+    return np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
+
+
+def _params(m, factors, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.3, (m.shape[0], factors)).astype(dtype),
+            rng.normal(0, 0.3, (m.shape[1], factors)).astype(dtype),
+            rng.normal(0, 0.1, m.shape[1]).astype(dtype))
+
+
+def _scalars(dtype, lr, loss, bias):
+    t = np.dtype(dtype).type
+    return (t(lr), t(REG.user), t(REG.positive), t(REG.negative), t(REG.bias), loss_code(loss), bias)
+
+
+def _replay(U, V, b, users, pos, neg, lr, loss, bias):
+    """Apply objective.sgd_step to each triplet in float64; return x before each step."""
+    U, V = U.astype(np.float64), V.astype(np.float64)
+    b = b.astype(np.float64) if bias else None
+    xs = np.full(len(users), np.nan)
+    for k in range(len(users)):
+        if neg[k] >= 0:
+            xs[k] = sgd_step(U, V, b, users[k], pos[k], neg[k], learning_rate=lr, loss=loss, regularization=REG)
+    return U, V, (np.zeros(V.shape[0]) if b is None else b), xs
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_kernel_update_equals_reference_in_float64(loss, bias):
+    m = _csr()
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 3000, 7, 0)
+    U, V, b = _params(m, 16, np.float64)
+    if not bias:
+        b[:] = 0
+    refU, refV, refb, ref_x = _replay(U, V, b, users, pos, neg, 0.1, loss, bias)
+    xs = K._sgd_triplets(U, V, b, users, pos, neg, *_scalars(np.float64, 0.1, loss, bias))
+    np.testing.assert_allclose(U, refU, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(V, refV, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b, refb, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(xs, ref_x, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_kernel_update_in_float32_tracks_reference(loss):
+    m = _csr()
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 500, 3, 0)
+    U, V, b = _params(m, 32, np.float32)
+    refU, refV, refb, _ = _replay(U, V, b, users, pos, neg, 0.05, loss, True)
+    K._sgd_triplets(U, V, b, users, pos, neg, *_scalars(np.float32, 0.05, loss, True))
+    assert U.dtype == np.float32
+    np.testing.assert_allclose(U, refU, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(V, refV, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b, refb, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_serial_epoch_is_its_sample_stream_then_the_update(loss):
+    m = _csr(seed=3)
+    n = m.nnz * 3 + 17  # several chunks, the last one partial
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, 11, 4)
+    U, V, b = _params(m, 8, np.float64)
+    U2, V2, b2 = U.copy(), V.copy(), b.copy()
+    chunks = K.n_chunks(n)
+    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 11, 4, *_scalars(np.float64, 0.05, loss, True), *out)
+    xs = K._sgd_triplets(U2, V2, b2, users, pos, neg, *_scalars(np.float64, 0.05, loss, True))
+    np.testing.assert_array_equal(U, U2)
+    np.testing.assert_array_equal(V, V2)
+    applied = ~np.isnan(xs)
+    assert out[2].sum() == (~applied).sum()
+    assert out[1].sum() == (xs[applied] > 0).sum()
+    np.testing.assert_allclose(out[0].sum(), pair_loss(xs[applied], loss).sum(), rtol=1e-10)
+
+
+def test_parallel_epoch_draws_the_same_triplets_as_serial():
+    # Hogwild changes the arithmetic order, not the sampled stream: with a zero
+    # learning rate nothing moves, and the per-chunk statistics must agree exactly.
+    m = _csr(200, 150, 0.1, seed=5)
+    n = m.nnz * 4
+    chunks = K.n_chunks(n)
+    results = []
+    for kernel in (K._epoch_serial, K._epoch_parallel):
+        U, V, b = _params(m, 8, np.float64)
+        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 99, 0, *_scalars(np.float64, 0.0, "bpr", True), *out)
+        results.append(out)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sampler_never_returns_a_known_positive_and_covers_all_pairs():
+    m = _csr(40, 30, 0.3, seed=2)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 200_000, 5, 0)
+    dense = m.toarray() > 0
+    assert dense[users, pos].all()  # positives are observed pairs
+    ok = neg >= 0
+    assert not dense[users[ok], neg[ok]].any()  # negatives never are
+    # Positive pairs uniform over the observed pairs (chi-square).
+    flat = np.flatnonzero(dense.ravel())
+    counts = np.bincount(np.searchsorted(flat, users * m.shape[1] + pos), minlength=len(flat))
+    assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_negatives_are_uniform_over_the_users_non_positives():
+    m = as_user_items(sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1, 0, 0, 0, 0]], dtype=float)))
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 140_000, 1, 0)
+    counts = np.bincount(neg, minlength=10)
+    assert counts[[0, 2, 5]].sum() == 0
+    assert stats.chisquare(counts[[1, 3, 4, 6, 7, 8, 9]]).pvalue > 1e-4
+
+
+def test_user_holding_every_item_is_skipped_and_counted_without_hanging():
+    dense = np.zeros((3, 4))
+    dense[0] = 1  # user 0 has every item
+    dense[1, 2] = 1
+    m = as_user_items(dense)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 10_000, 0, 0)
+    assert (neg[users == 0] == -1).all()
+    assert (neg[users == 1] >= 0).all()
+    # A one-item catalogue: every sample is skipped, and the epoch ends.
+    one = as_user_items(np.ones((2, 1)))
+    U, V, b = np.zeros((2, 3)), np.zeros((1, 3)), np.zeros(1)
+    out = (np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    K._epoch_serial(U, V, b, one.indptr, one.indices, _user_of(one), 2, 0, 0,
+                    *_scalars(np.float64, 0.1, "bpr", True), *out)
+    assert out[2][0] == 2
+
+
+def test_uniform_integer_mapping_stays_in_range():
+    # _below must never return n, even where (1 - 2**-53) * n rounds up to n.
+    for n in (1, 2, 3, 2**30, 2**31 - 1, 2**40 + 1):
+        assert K._below(np.uint64(2**64 - 1), n) == n - 1
+        assert K._below(np.uint64(0), n) == 0
+
+
+def test_streams_differ_across_seeds_epochs_and_chunks():
+    seeds = {int(K._stream_seed(s, e, c)) for s in range(3) for e in range(3) for c in range(3)}
+    assert len(seeds) == 27
