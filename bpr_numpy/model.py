@@ -99,9 +99,9 @@ class BPR:
     ----------
     factors : int, default 64
         Latent dimensions.
-    learning_rate : float, default 0.05
+    learning_rate : float, default 0.02
         SGD step size.
-    regularization : float or mapping, default 0.002
+    regularization : float or mapping, default 0.02
         L2 strength (``lambda / 2`` convention). A float applies to all roles;
         a mapping may set ``user``, ``positive``, ``negative`` and ``bias``
         separately (missing roles are 0).
@@ -142,16 +142,16 @@ class BPR:
     Notes
     -----
     Defaults were chosen on MovieLens 100k (``ua.base``, ratings >= 4) by a
-    grid over learning rate, regularisation and epochs, scored by full AUC and
-    precision@10 on a validation split carved out of ``ua.base`` (never
-    ``ua.test``); see the README.
+    grid over learning rate, regularisation (per role) and epochs, scored by
+    full AUC and precision@10 on a validation split carved out of ``ua.base``
+    (never ``ua.test``); see the README.
     """
 
     def __init__(
         self,
         factors: int = 64,
-        learning_rate: float = 0.05,
-        regularization: "float | Mapping[str, float]" = 0.002,
+        learning_rate: float = 0.02,
+        regularization: "float | Mapping[str, float]" = 0.02,
         epochs: int = 100,
         loss: str = "bpr",
         sampler: str = "uniform",
