@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -53,6 +53,10 @@ class EpochReport:
     seconds : float
         Wall-clock time of the epoch's kernel.
     samples_per_second : float
+    metric : str or None
+        Name of the validation metric, when ``fit`` was given ``validation``.
+    validation : float or None
+        Its value after this epoch (None on epochs that were not evaluated).
     """
 
     epoch: int
@@ -62,10 +66,71 @@ class EpochReport:
     samples: int
     seconds: float
     samples_per_second: float
+    metric: str | None = None
+    validation: float | None = None
 
     def __str__(self) -> str:
-        return (f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
+        text = (f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
                 f"skipped {self.skipped}  {self.seconds:.3f} s  {self.samples_per_second / 1e6:.2f} M samples/s")
+        if self.validation is not None:
+            text += f"  {self.metric} {self.validation:.4f}"
+        return text
+
+
+class _Validation:
+    """Per-epoch validation for ``fit``: scores, keeps the best factors, decides when to stop."""
+
+    def __init__(self, validation, metric: str, patience: int | None, every: int, shape: tuple[int, int]):
+        from . import metrics
+
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (train_positives, validation_positives)")
+        self.train = as_user_items(validation[0], "validation[0] (train positives)", require_positive=False)
+        self.valid = as_user_items(validation[1], "validation[1] (validation positives)")
+        for name, m in (("validation[0]", self.train), ("validation[1]", self.valid)):
+            if m.shape != shape:
+                raise ValueError(f"{name} has shape {m.shape} but user_items has shape {shape}")
+        if not isinstance(metric, str):
+            raise TypeError(f"metric must be a string such as 'ndcg@10', got {type(metric).__name__}")
+        name, at, k = metric.partition("@")
+        top_k = name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
+        if (name not in metrics.METRIC_NAMES or (at and not top_k)
+                or (at and (not k.isdigit() or int(k) < 1))):
+            raise ValueError(f"unknown validation metric {metric!r}; use one of {', '.join(metrics.METRIC_NAMES)}, "
+                             "with @k for the top-k ones (e.g. 'ndcg@10')")
+        self.name, self.k = name, int(k) if at else 10
+        self.key = f"{name}@{self.k}" if top_k else name
+        for label, value, low in (("patience", patience, 1), ("validate_every", every, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < low):
+                raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        self.patience, self.every = patience, every
+        self.best_score = -np.inf
+        self.best_epoch: int | None = None
+        self.best_params: tuple[np.ndarray, ...] | None = None
+        self.seen = 0
+
+    def after_epoch(self, model: "BPR", report: EpochReport) -> tuple[EpochReport, bool]:
+        from . import metrics
+
+        self.seen += 1
+        if self.seen % self.every:
+            return report, False
+        value = float(metrics.evaluate(model, self.train, self.valid, k=self.k, metrics=[self.name])[self.key])
+        report = replace(report, metric=self.key, validation=value)
+        if value > self.best_score:  # NaN (no evaluable user) never counts as an improvement
+            self.best_score, self.best_epoch = value, report.epoch
+            self.best_params = (model.user_factors.copy(), model.item_factors.copy(), model.item_bias.copy())
+        stop = self.patience is not None and report.epoch - (self.best_epoch or 0) >= self.patience \
+            and self.best_epoch is not None
+        return report, stop
+
+    def restore_best(self, model: "BPR") -> None:
+        if self.best_params is not None:
+            model.user_factors, model.item_factors, model.item_bias = self.best_params
+            model._item_norms = None
+        model.best_epoch_ = self.best_epoch
+        model.best_score_ = None if self.best_epoch is None else self.best_score
 
 
 def _resolve_seed(random_state) -> int:
@@ -182,6 +247,8 @@ class BPR:
         self._seed: int | None = None
         self._diverged: str | None = None
         self._item_norms: np.ndarray | None = None
+        self.best_epoch_: int | None = None
+        self.best_score_: float | None = None
 
     # ------------------------------------------------------------------ parameters
     # Constructor argument -> attribute. ``item_bias`` the argument is stored as
@@ -280,8 +347,13 @@ class BPR:
         epochs: int | None = None,
         callback: Callable[[EpochReport], object] | None = None,
         show_progress: bool | None = None,
+        *,
+        validation=None,
+        metric: str = "ndcg@10",
+        patience: int | None = None,
+        validate_every: int = 1,
     ) -> "BPR":
-        """Initialise the factors and train.
+        """Initialise the factors and train, optionally with validation and early stopping.
 
         Parameters
         ----------
@@ -295,17 +367,41 @@ class BPR:
         show_progress : bool, optional
             Print one line per epoch to stderr. Default: when stderr is a
             terminal.
+        validation : (train_positives, validation_positives), optional
+            Evaluate ``metric`` on ``validation_positives`` (held out from
+            ``user_items``), ranking without ``train_positives`` (usually
+            ``user_items`` itself), every ``validate_every`` epochs. The
+            factors of the best evaluated epoch are kept on the model at the
+            end (``best_epoch_``, ``best_score_``), and each report carries the
+            metric's value.
+        metric : str
+            A name of :data:`bpr_numpy.metrics.METRIC_NAMES`, with ``@k`` for
+            the top-k ones: ``"ndcg@10"`` (default), ``"precision@10"``,
+            ``"auc"``, ``"full_auc"``, ``"mrr"``...
+        patience : int, optional
+            Stop once this many epochs have passed since the best one. None
+            trains all epochs (still keeping the best).
+        validate_every : int
+            Evaluate every this many epochs.
 
         Returns
         -------
         BPR
             ``self``.
+
+        Notes
+        -----
+        After early stopping the factors are those of the best epoch, while
+        the epoch counter (which seeds the triplet streams) keeps counting the
+        epochs actually trained, so a later ``partial_fit`` draws fresh triplets.
         """
         self._check_params()
         matrix = as_user_items(user_items)
+        tracker = None if validation is None else _Validation(validation, metric, patience, validate_every,
+                                                               matrix.shape)
         self._seed = _resolve_seed(self.random_state)
         self._init_factors(*matrix.shape)
-        return self._train(matrix, self.epochs if epochs is None else epochs, callback, show_progress)
+        return self._train(matrix, self.epochs if epochs is None else epochs, callback, show_progress, tracker)
 
     def partial_fit(
         self,
@@ -359,63 +455,74 @@ class BPR:
         self._item_norms = None
         self.history_ = []
 
-    def _train(self, matrix: sp.csr_matrix, epochs: int, callback, show_progress) -> "BPR":
-        from . import _kernels
-
+    def _train(self, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         self._user_items = matrix
         self._item_norms = None
-        dtype = self.user_factors.dtype.type
-        reg = Regularization.coerce(self.regularization)
-        threads = self.threads or _available_threads()
-        threads = min(threads, _available_threads())
+        threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
-        n_samples = matrix.nnz
-        chunks = _kernels.n_chunks(n_samples)
-        args_tail = (dtype(self.learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
-                     dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias))
         total = self._epochs_done + epochs
         for _ in range(epochs):
-            out_loss = np.zeros(chunks)
-            out_ordered = np.zeros(chunks, np.int64)
-            out_skipped = np.zeros(chunks, np.int64)
-            args = (self.user_factors, self.item_factors, self.item_bias, matrix.indptr, matrix.indices, user_of,
-                    n_samples, self._seed, self._epochs_done) + args_tail + (out_loss, out_ordered, out_skipped)
-            start = time.perf_counter()
-            if threads == 1:
-                _kernels._epoch_serial(*args)
-            else:
-                import numba
-
-                previous = numba.get_num_threads()
-                numba.set_num_threads(threads)
-                try:
-                    _kernels._epoch_parallel(*args)
-                finally:
-                    numba.set_num_threads(previous)
-            seconds = time.perf_counter() - start
-            self._epochs_done += 1
-            skipped = int(out_skipped.sum())
-            applied = n_samples - skipped
-            report = EpochReport(
-                epoch=self._epochs_done,
-                loss=float(out_loss.sum() / applied) if applied else float("nan"),
-                ordered_fraction=float(out_ordered.sum() / applied) if applied else float("nan"),
-                skipped=skipped,
-                samples=n_samples,
-                seconds=seconds,
-                samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
-            )
-            self._check_finite(report.epoch)
+            report = self._run_epoch(matrix, user_of, threads)
+            stop = False
+            if validation is not None:
+                report, stop = validation.after_epoch(self, report)
             self.history_.append(report)
             if show_progress:
                 print(f"{report}  [{report.epoch}/{total}]", file=sys.stderr, flush=True)
             if callback is not None and callback(report) is False:
                 break
+            if stop:
+                break
+        if validation is not None:
+            validation.restore_best(self)
         return self
+
+    def _run_epoch(self, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int) -> EpochReport:
+        """One epoch of the kernel over ``matrix``; checks the result is finite."""
+        from . import _kernels
+
+        dtype = self.user_factors.dtype.type
+        reg = Regularization.coerce(self.regularization)
+        n_samples = matrix.nnz
+        chunks = _kernels.n_chunks(n_samples)
+        out_loss = np.zeros(chunks)
+        out_ordered = np.zeros(chunks, np.int64)
+        out_skipped = np.zeros(chunks, np.int64)
+        args = (self.user_factors, self.item_factors, self.item_bias, matrix.indptr, matrix.indices, user_of,
+                n_samples, self._seed, self._epochs_done,
+                dtype(self.learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
+                dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias),
+                out_loss, out_ordered, out_skipped)
+        start = time.perf_counter()
+        if threads == 1:
+            _kernels._epoch_serial(*args)
+        else:
+            import numba
+
+            previous = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                _kernels._epoch_parallel(*args)
+            finally:
+                numba.set_num_threads(previous)
+        seconds = time.perf_counter() - start
+        self._epochs_done += 1
+        self._check_finite(self._epochs_done)
+        skipped = int(out_skipped.sum())
+        applied = n_samples - skipped
+        return EpochReport(
+            epoch=self._epochs_done,
+            loss=float(out_loss.sum() / applied) if applied else float("nan"),
+            ordered_fraction=float(out_ordered.sum() / applied) if applied else float("nan"),
+            skipped=skipped,
+            samples=n_samples,
+            seconds=seconds,
+            samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
+        )
 
     def _check_finite(self, epoch: int) -> None:
         for name, block in (("user_factors", self.user_factors), ("item_factors", self.item_factors),

@@ -322,3 +322,38 @@ def test_import_compiles_nothing():
             "from bpr_numpy import _kernels; "
             "assert all(not f.signatures for f in (_kernels._epoch_serial, _kernels._epoch_parallel))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_validation_keeps_the_best_epoch_and_stops_early(data):
+    X = data[0].tocsr()
+    rng = np.random.default_rng(0)
+    held = X.multiply(sp.csr_matrix(rng.random(X.shape) < 0.2)).tocsr()
+    train = (X - held).tocsr()
+    train.eliminate_zeros()
+    m = BPR(factors=8, epochs=60, learning_rate=0.3, regularization=0.0, threads=1, random_state=0)
+    m.fit(train, validation=(train, held), metric="precision@5", patience=5)
+    values = [r.validation for r in m.history_]
+    assert all(v is not None for v in values) and m.history_[0].metric == "precision@5"
+    best = int(np.argmax(values))  # first maximum: later ties are not improvements
+    assert m.best_epoch_ == best + 1 and m.best_score_ == values[best]
+    assert len(m.history_) == min(60, best + 1 + 5)
+    from bpr_numpy import metrics
+
+    assert metrics.precision_at_k(m, train, held, k=5) == pytest.approx(m.best_score_)
+    assert "precision@5" in str(m.history_[0])
+
+
+def test_validation_every_n_epochs_and_bad_arguments(data):
+    X = data[0]
+    m = BPR(factors=4, epochs=6, threads=1, random_state=0).fit(X, validation=(X, X), metric="auc", validate_every=3)
+    assert [r.validation is not None for r in m.history_] == [False, False, True, False, False, True]
+    with pytest.raises(ValueError, match="unknown validation metric"):
+        BPR(epochs=1).fit(X, validation=(X, X), metric="ndcg@x")
+    with pytest.raises(ValueError, match="unknown validation metric"):
+        BPR(epochs=1).fit(X, validation=(X, X), metric="auc@5")
+    with pytest.raises(ValueError, match="has shape"):
+        BPR(epochs=1).fit(X, validation=(X, X[:, :-1]))
+    with pytest.raises(TypeError, match="pair"):
+        BPR(epochs=1).fit(X, validation=X)
+    with pytest.raises(ValueError, match="patience"):
+        BPR(epochs=1).fit(X, validation=(X, X), patience=0)
