@@ -23,6 +23,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._rng import GOLDEN, below, mix64, next_bits
+
 #: Samples per chunk. Fixed, so that the sampled stream does not depend on threads.
 CHUNK_SIZE = 4096
 
@@ -33,15 +35,6 @@ MAX_NEGATIVE_TRIES = 64
 #: factor <= 2, so the product stays below 2**256, far from overflow).
 LOG_EVERY = 256
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_S11 = np.uint64(11)
-_TWO_POW_M53 = 1.0 / 9007199254740992.0
-
 # The dot products and row updates may be reassociated and fused (SIMD);
 # no flag that would drop NaN/inf semantics, so divergence stays visible.
 # The hot helpers are inlined at numba-IR level (inline="always"): LLVM does
@@ -50,34 +43,11 @@ _TWO_POW_M53 = 1.0 / 9007199254740992.0
 _FASTMATH = {"reassoc", "contract"}
 
 
-@njit(cache=True, inline="always")
-def _mix64(z):
-    """SplitMix64 finaliser: a bijective 64-bit hash."""
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return z ^ (z >> _S31)
-
-
 @njit(cache=True)
 def _stream_seed(seed, epoch, chunk):
     """Initial state of the stream of chunk ``chunk`` of epoch ``epoch``."""
-    s = _mix64(np.uint64(seed) + _GOLDEN * np.uint64(epoch + 1))
-    return _mix64(s + _GOLDEN * np.uint64(chunk + 1))
-
-
-@njit(cache=True, inline="always")
-def _next(state):
-    """Advance a SplitMix64 state; return ``(new_state, 64 random bits)``."""
-    state = state + _GOLDEN
-    return state, _mix64(state)
-
-
-@njit(cache=True, inline="always")
-def _below(bits, n):
-    """Map 64 random bits to an integer uniform in ``[0, n)`` (53-bit resolution)."""
-    k = np.int64(float(bits >> _S11) * _TWO_POW_M53 * n)
-    # Rounding can give n itself when (1 - 2^-53) * n rounds up.
-    return k if k < n else n - 1
+    s = mix64(np.uint64(seed) + GOLDEN * np.uint64(epoch + 1))
+    return mix64(s + GOLDEN * np.uint64(chunk + 1))
 
 
 @njit(cache=True, inline="always")
@@ -104,8 +74,8 @@ def _draw_triplet(state, indptr, indices, user_of, n_items):
     when no negative was found (a user who holds every item, or bad luck on a
     nearly full row): the caller skips and counts that sample.
     """
-    state, bits = _next(state)
-    k = _below(bits, indices.shape[0])
+    state, bits = next_bits(state)
+    k = below(bits, indices.shape[0])
     u = np.int64(user_of[k])
     i = np.int64(indices[k])
     lo = indptr[u]
@@ -113,8 +83,8 @@ def _draw_triplet(state, indptr, indices, user_of, n_items):
     if hi - lo >= n_items:
         return state, u, i, np.int64(-1)
     for _ in range(MAX_NEGATIVE_TRIES):
-        state, bits = _next(state)
-        j = _below(bits, n_items)
+        state, bits = next_bits(state)
+        j = below(bits, n_items)
         if not _contains(indices, lo, hi, j):
             return state, u, i, j
     return state, u, i, np.int64(-1)

@@ -62,6 +62,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from . import _rng
+
 __all__ = [
     "evaluate",
     "full_auc",
@@ -968,9 +970,8 @@ def popularity_scorer(train: Any) -> BlockScorer:
     return score_block
 
 
-_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_SM_M2 = np.uint64(0x94D049BB133111EB)
+# SplitMix64 (bpr_numpy._rng), vectorised over NumPy arrays for the baseline scorer.
+_SM_GAMMA, _SM_M1, _SM_M2 = _rng.GOLDEN, _rng.MIX1, _rng.MIX2
 
 
 def random_scorer(n_items: int, seed: int = 0) -> BlockScorer:

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from bpr_numpy import _kernels as K
+from bpr_numpy import _rng
 from bpr_numpy._validation import as_user_items
 from bpr_numpy.objective import LOSSES, Regularization, loss_code, pair_loss, sgd_step
 
@@ -148,10 +149,11 @@ def test_user_holding_every_item_is_skipped_and_counted_without_hanging():
 
 
 def test_uniform_integer_mapping_stays_in_range():
-    # _below must never return n, even where (1 - 2**-53) * n rounds up to n.
+    # below() must never return n, even where (1 - 2**-53) * n rounds up to n.
     for n in (1, 2, 3, 2**30, 2**31 - 1, 2**40 + 1):
-        assert K._below(np.uint64(2**64 - 1), n) == n - 1
-        assert K._below(np.uint64(0), n) == 0
+        assert _rng.below(np.uint64(2**64 - 1), n) == n - 1
+        assert _rng.below(np.uint64(0), n) == 0
+    assert 0.0 < _rng.unit_open(np.uint64(0)) < _rng.unit_open(np.uint64(2**64 - 1)) < 1.0
 
 
 def test_streams_differ_across_seeds_epochs_and_chunks():
