@@ -465,6 +465,10 @@ class BPR:
         threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
         total = self._epochs_done + epochs
+        if epochs:
+            # Compile (or load from the cache) outside the epoch timer: a call
+            # with zero samples has the same types and does no work.
+            self._run_epoch(matrix, user_of, threads, n_samples=0)
         for _ in range(epochs):
             report = self._run_epoch(matrix, user_of, threads)
             stop = False
@@ -481,13 +485,18 @@ class BPR:
             validation.restore_best(self)
         return self
 
-    def _run_epoch(self, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int) -> EpochReport:
-        """One epoch of the kernel over ``matrix``; checks the result is finite."""
+    def _run_epoch(self, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
+                   n_samples: int | None = None) -> EpochReport | None:
+        """One epoch of the kernel over ``matrix``; checks the result is finite.
+
+        ``n_samples=0`` only compiles the kernel and returns None.
+        """
         from . import _kernels
 
         dtype = self.user_factors.dtype.type
         reg = Regularization.coerce(self.regularization)
-        n_samples = matrix.nnz
+        warm_up = n_samples == 0
+        n_samples = matrix.nnz if n_samples is None else n_samples
         chunks = _kernels.n_chunks(n_samples)
         out_loss = np.zeros(chunks)
         out_ordered = np.zeros(chunks, np.int64)
@@ -510,6 +519,8 @@ class BPR:
             finally:
                 numba.set_num_threads(previous)
         seconds = time.perf_counter() - start
+        if warm_up:
+            return None
         self._epochs_done += 1
         self._check_finite(self._epochs_done)
         skipped = int(out_skipped.sum())
