@@ -6,11 +6,18 @@ compares). Kernels take plain arrays and scalars, never objects; validation is
 the caller's job (:mod:`bpr_numpy.model`).
 
 Reproducibility: an epoch is cut into chunks of ``CHUNK_SIZE`` samples; chunk
-``c`` of epoch ``e`` draws from its own SplitMix64 stream seeded from
-``(seed, e, c)``. The chunk layout depends only on the number of samples, so
-the stream of sampled triplets is the same whatever the thread count, and the
-serial path (one thread) is bitwise reproducible. With several threads the
-chunks run Hogwild (lock-free, racing updates), as every fast BPR does.
+``c`` of epoch ``e`` draws its positives and its negatives from two SplitMix64
+streams seeded from ``(seed, e, c)``. The chunk layout depends only on the
+number of samples, so the stream of sampled triplets is the same whatever the
+thread count, and the serial path (one thread) is bitwise reproducible. With
+several threads the chunks run Hogwild (lock-free, racing updates), as every
+fast BPR does.
+
+Speed: the triplets do not depend on the factors, so a chunk draws them a
+batch (``BATCH``) at a time ahead of the updates and prefetches what the next
+step will read: the CSR entries of the drawn positions, then the three factor
+rows of each triplet. The updates are then applied in the same order as
+without batching; only the memory latency is hidden.
 
 Every function compiles lazily, on first call, and is cached on disk
 (``cache=True``): importing this module compiles nothing.
@@ -21,7 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._rng import GOLDEN, below, mix64, next_bits
 
@@ -31,9 +41,12 @@ CHUNK_SIZE = 4096
 #: Negative draws tried for one positive before the sample is skipped.
 MAX_NEGATIVE_TRIES = 64
 
-#: Samples between logarithms of the running product of loss factors (each
-#: factor <= 2, so the product stays below 2**256, far from overflow).
-LOG_EVERY = 256
+#: Triplets drawn ahead of the updates.
+BATCH = 32
+
+#: Updates ahead of which the three factor rows of a triplet are prefetched.
+PREFETCH_AHEAD = 4
+
 
 # The dot products and row updates may be reassociated and fused (SIMD);
 # no flag that would drop NaN/inf semantics, so divergence stays visible.
@@ -44,10 +57,42 @@ _FASTMATH = {"reassoc", "contract"}
 
 
 @njit(cache=True)
-def _stream_seed(seed, epoch, chunk):
-    """Initial state of the stream of chunk ``chunk`` of epoch ``epoch``."""
+def _stream_seed(seed, epoch, chunk, stream):
+    """Initial state of stream ``stream`` (0: positives, 1: negatives) of a chunk."""
     s = mix64(np.uint64(seed) + GOLDEN * np.uint64(epoch + 1))
-    return mix64(s + GOLDEN * np.uint64(chunk + 1))
+    s = mix64(s + GOLDEN * np.uint64(chunk + 1))
+    return mix64(s + GOLDEN * np.uint64(stream + 1))
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, col):
+    """Hint the CPU to fetch ``array[row, col]`` (or ``array[row]`` of a 1-D array) into cache."""
+    sig = types.void(array, row, col)
+
+    def codegen(context, builder, signature, args):
+        aryty, rowty, colty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], rowty, types.intp)]
+        if aryty.ndim == 2:
+            index.append(context.cast(builder, args[2], colty, types.intp))
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        # read, high temporal locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _prefetch_row(A, r):
+    """Prefetch every cache line of row ``r`` of a C-contiguous 2-D array."""
+    step = max(1, 64 // A.itemsize)
+    for f in range(0, A.shape[1], step):
+        _prefetch(A, r, f)
 
 
 @njit(cache=True, inline="always")
@@ -66,28 +111,82 @@ def _contains(indices, lo, hi, item):
 
 
 @njit(cache=True, inline="always")
-def _draw_triplet(state, indptr, indices, user_of, n_items):
-    """Draw ``(u, i, j)``: a uniform observed pair and a uniform non-positive j.
+def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, bu, bi, bj, base, length,
+                U, V, prefetch_rows):
+    """Draw ``n`` triplets into ``bu, bi, bj``; return the advanced stream states.
 
-    j is resampled while it is a known positive of u, at most
-    ``MAX_NEGATIVE_TRIES`` times. Returns ``(state, u, i, j)`` with ``j = -1``
-    when no negative was found (a user who holds every item, or bad luck on a
-    nearly full row): the caller skips and counts that sample.
+    Positive: a uniform observed pair (position uniform over the nnz). Negative:
+    j uniform over items, resampled while it is a known positive of u (binary
+    search of u's sorted row), at most ``MAX_NEGATIVE_TRIES`` draws; ``j = -1``
+    when none was found (a user who holds every item, or bad luck on a nearly
+    full row): the caller skips and counts that sample. ``base`` and
+    ``length`` are scratch arrays of the batch size. With ``prefetch_rows``
+    the factor rows of each triplet are prefetched for the updates.
+
+    The work runs in passes over the batch so that the cache misses of
+    different samples overlap instead of queueing: positions (prefetching the
+    CSR entries), then users, items and first negative candidates (prefetching
+    row bounds and factor rows), then the membership tests as branch-free
+    binary searches advanced one level at a time for the whole batch, then
+    the rare redraws one sample at a time.
     """
-    state, bits = next_bits(state)
-    k = below(bits, indices.shape[0])
-    u = np.int64(user_of[k])
-    i = np.int64(indices[k])
-    lo = indptr[u]
-    hi = indptr[u + 1]
-    if hi - lo >= n_items:
-        return state, u, i, np.int64(-1)
-    for _ in range(MAX_NEGATIVE_TRIES):
-        state, bits = next_bits(state)
-        j = below(bits, n_items)
-        if not _contains(indices, lo, hi, j):
-            return state, u, i, j
-    return state, u, i, np.int64(-1)
+    nnz = indices.shape[0]
+    for t in range(n):
+        pos_state, bits = next_bits(pos_state)
+        k = below(bits, nnz)
+        bi[t] = k
+        _prefetch(user_of, k, 0)
+        _prefetch(indices, k, 0)
+    for t in range(n):
+        k = bi[t]
+        u = np.int64(user_of[k])
+        bu[t] = u
+        bi[t] = np.int64(indices[k])
+        lo = indptr[u]
+        row = indptr[u + 1] - lo
+        if row >= n_items:
+            bj[t] = -1  # holds every item: no negative exists
+            length[t] = 0
+            continue
+        neg_state, bits = next_bits(neg_state)
+        bj[t] = below(bits, n_items)
+        base[t] = lo
+        length[t] = row
+        if prefetch_rows:
+            _prefetch_row(U, u)
+            _prefetch_row(V, bi[t])
+            _prefetch_row(V, bj[t])
+    # Lower-bound search of bj[t] in each row, all rows one level at a time.
+    level = np.int64(0)
+    for t in range(n):
+        level = max(level, length[t])
+    while level > 1:
+        for t in range(n):
+            m = length[t]
+            if m > 1:
+                half = m >> 1
+                mid = base[t] + half
+                base[t] = mid if indices[mid] <= bj[t] else base[t]
+                length[t] = m - half
+        level -= level >> 1
+    for t in range(n):
+        j = bj[t]
+        if j < 0 or length[t] == 0 or indices[base[t]] != j:
+            continue  # skipped user, empty row, or j is not a positive: keep it
+        # j is a known positive of u: redraw, one sample at a time (rare).
+        u = bu[t]
+        lo = indptr[u]
+        hi = indptr[u + 1]
+        bj[t] = -1
+        for _ in range(MAX_NEGATIVE_TRIES - 1):
+            neg_state, bits = next_bits(neg_state)
+            candidate = below(bits, n_items)
+            if not _contains(indices, lo, hi, candidate):
+                bj[t] = candidate
+                if prefetch_rows:
+                    _prefetch_row(V, candidate)
+                break
+    return pos_state, neg_state
 
 
 @njit(cache=True, inline="always")
@@ -98,7 +197,7 @@ def _pair_loss_and_slope(x, loss_code):
     so the kernel agrees with the reference to round-off, with no overflow.
     The loss comes in two parts, ``ell(x) = linear + log(factor)``, so that a
     caller summing many losses can multiply the factors (each in [1, 2]) and
-    take one logarithm per ``LOG_EVERY`` samples instead of one per sample.
+    take one logarithm per batch of ``BATCH`` samples instead of one per sample.
     Returns ``(linear, factor, slope)``.
     """
     e = math.exp(-abs(x))
@@ -152,32 +251,52 @@ def _sgd_update(U, V, b, u, i, j, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use
 @njit(cache=True, fastmath=_FASTMATH)
 def _run_chunk(U, V, b, indptr, indices, user_of, n_samples, seed, epoch, chunk,
                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias):
-    """Sample and apply ``n_samples`` triplets from chunk ``chunk``'s stream.
+    """Sample and apply ``n_samples`` triplets from chunk ``chunk``'s streams.
 
     Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = V.shape[0]
-    state = _stream_seed(seed, epoch, chunk)
+    pos_state = _stream_seed(seed, epoch, chunk, 0)
+    neg_state = _stream_seed(seed, epoch, chunk, 1)
+    bu = np.empty(BATCH, np.int64)
+    bi = np.empty(BATCH, np.int64)
+    bj = np.empty(BATCH, np.int64)
+    base = np.empty(BATCH, np.int64)
+    length = np.empty(BATCH, np.int64)
+    scratch = np.empty(1, U.dtype)
     loss_sum = 0.0
     product = 1.0
     ordered = 0
     skipped = 0
-    scratch = np.empty(1, U.dtype)
-    for k in range(n_samples):
-        state, u, i, j = _draw_triplet(state, indptr, indices, user_of, n_items)
-        if j < 0:
-            skipped += 1
-            continue
-        x, linear, factor = _sgd_update(U, V, b, u, i, j, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
-                                        scratch)
-        loss_sum += linear
-        product *= factor
-        if (k & (LOG_EVERY - 1)) == 0:
-            loss_sum += math.log(product)
-            product = 1.0
-        if x > 0.0:
-            ordered += 1
-    return loss_sum + math.log(product), ordered, skipped
+    for start in range(0, n_samples, BATCH):
+        n = min(BATCH, n_samples - start)
+        pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n,
+                                           bu, bi, bj, base, length, U, V, False)
+        for t in range(min(PREFETCH_AHEAD, n)):
+            if bj[t] >= 0:
+                _prefetch_row(U, bu[t])
+                _prefetch_row(V, bi[t])
+                _prefetch_row(V, bj[t])
+        for t in range(n):
+            ahead = t + PREFETCH_AHEAD
+            if ahead < n and bj[ahead] >= 0:
+                _prefetch_row(U, bu[ahead])
+                _prefetch_row(V, bi[ahead])
+                _prefetch_row(V, bj[ahead])
+            j = bj[t]
+            if j < 0:
+                skipped += 1
+                continue
+            x, linear, factor = _sgd_update(U, V, b, bu[t], bi[t], j, lr, reg_u, reg_i, reg_j, reg_b,
+                                            loss_code, use_bias, scratch)
+            loss_sum += linear
+            product *= factor
+            if x > 0.0:
+                ordered += 1
+        # One logarithm per batch: each factor is in [1, 2], BATCH of them stay far from overflow.
+        loss_sum += math.log(product)
+        product = 1.0
+    return loss_sum, ordered, skipped
 
 
 @njit(cache=True)
@@ -214,14 +333,20 @@ def _sample_stream(indptr, indices, user_of, n_items, n_samples, seed, epoch):
     users = np.empty(n_samples, np.int64)
     positives = np.empty(n_samples, np.int64)
     negatives = np.empty(n_samples, np.int64)
+    dummy = np.empty((1, 1), np.float32)
+    base = np.empty(BATCH, np.int64)
+    length = np.empty(BATCH, np.int64)
     n_chunks = (n_samples + CHUNK_SIZE - 1) // CHUNK_SIZE
     for c in range(n_chunks):
-        state = _stream_seed(seed, epoch, c)
-        for k in range(c * CHUNK_SIZE, min(n_samples, (c + 1) * CHUNK_SIZE)):
-            state, u, i, j = _draw_triplet(state, indptr, indices, user_of, n_items)
-            users[k] = u
-            positives[k] = i
-            negatives[k] = j
+        pos_state = _stream_seed(seed, epoch, c, 0)
+        neg_state = _stream_seed(seed, epoch, c, 1)
+        end = min(n_samples, (c + 1) * CHUNK_SIZE)
+        for start in range(c * CHUNK_SIZE, end, BATCH):
+            n = min(BATCH, end - start)
+            pos_state, neg_state = _draw_batch(
+                pos_state, neg_state, indptr, indices, user_of, n_items, n,
+                users[start:start + n], positives[start:start + n], negatives[start:start + n], base, length,
+                dummy, dummy, False)
     return users, positives, negatives
 
 

@@ -157,5 +157,5 @@ def test_uniform_integer_mapping_stays_in_range():
 
 
 def test_streams_differ_across_seeds_epochs_and_chunks():
-    seeds = {int(K._stream_seed(s, e, c)) for s in range(3) for e in range(3) for c in range(3)}
-    assert len(seeds) == 27
+    seeds = {int(K._stream_seed(s, e, c, k)) for s in range(3) for e in range(3) for c in range(3) for k in range(2)}
+    assert len(seeds) == 54
