@@ -7,7 +7,7 @@ and precision@10 on the validation set, at several epoch counts (via ``partial_f
 Finally the chosen defaults are scored on ``ua.test`` over more seeds, for the spread that
 the regression tests in ``tests/test_movielens.py`` use as their margins.
 
-    python benchmarks/tune_defaults.py [--data ../shared/data/ml-100k] [--quick]
+    python benchmarks/tune_defaults.py [--data ../shared/data/ml-100k] [--quick | --final-only]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens 100k folder or zip")
     parser.add_argument("--quick", action="store_true", help="one seed, fewer configurations")
+    parser.add_argument("--final-only", action="store_true", help="skip the search; score the defaults on ua.test")
     args = parser.parse_args()
 
     train, test = load_movielens_100k(args.data, split="ua", min_rating=4.0)
@@ -70,6 +71,8 @@ def main() -> None:
          dict(learning_rate=0.02, regularization=dict(user=0.02, positive=0.02, negative=0.02, bias=0.1))),
     ]
     start = time.perf_counter()
+    if args.final_only:
+        configs = []
     print(f"search on ua.base minus a 10% validation set ({fit_train.nnz} / {valid.nnz} positives)")
     grid(fit_train.matrix, valid.matrix, configs, epochs_grid, seeds)
     print(f"search took {time.perf_counter() - start:.0f} s")

@@ -41,8 +41,9 @@ CHUNK_SIZE = 4096
 #: Negative draws tried for one positive before the sample is skipped.
 MAX_NEGATIVE_TRIES = 64
 
-#: Triplets drawn ahead of the updates.
+#: Triplets drawn ahead of the updates; also the longest user run.
 BATCH = 32
+
 
 #: Updates ahead of which the three factor rows of a triplet are prefetched.
 PREFETCH_AHEAD = 4
@@ -111,11 +112,15 @@ def _contains(indices, lo, hi, item):
 
 
 @njit(cache=True, inline="always")
-def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, bu, bi, bj, base, length,
+def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run, bu, bi, bj, base, length,
                 U, V, prefetch_rows):
     """Draw ``n`` triplets into ``bu, bi, bj``; return the advanced stream states.
 
-    Positive: a uniform observed pair (position uniform over the nnz). Negative:
+    Positive: a uniform observed pair (position uniform over the nnz), then
+    ``user_run - 1`` more samples of the same user, each with a positive
+    uniform over the user's row; every sample's marginal distribution is the
+    bootstrap's (pair uniform over the nnz), while the user's factor row stays
+    in cache for the run. Runs restart at each batch. Negative:
     j uniform over items, resampled while it is a known positive of u (binary
     search of u's sorted row), at most ``MAX_NEGATIVE_TRIES`` draws; ``j = -1``
     when none was found (a user who holds every item, or bad luck on a nearly
@@ -131,15 +136,21 @@ def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, bu, 
     the rare redraws one sample at a time.
     """
     nnz = indices.shape[0]
-    for t in range(n):
+    for t in range(0, n, user_run):
         pos_state, bits = next_bits(pos_state)
         k = below(bits, nnz)
         bi[t] = k
         _prefetch(user_of, k, 0)
         _prefetch(indices, k, 0)
     for t in range(n):
-        k = bi[t]
-        u = np.int64(user_of[k])
+        if t % user_run == 0:
+            k = bi[t]
+            u = np.int64(user_of[k])
+        else:
+            u = bu[t - 1]
+            lo = indptr[u]
+            pos_state, bits = next_bits(pos_state)
+            k = lo + below(bits, indptr[u + 1] - lo)
         bu[t] = u
         bi[t] = np.int64(indices[k])
         lo = indptr[u]
@@ -249,7 +260,7 @@ def _sgd_update(U, V, b, u, i, j, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _run_chunk(U, V, b, indptr, indices, user_of, n_samples, seed, epoch, chunk,
+def _run_chunk(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk,
                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias):
     """Sample and apply ``n_samples`` triplets from chunk ``chunk``'s streams.
 
@@ -270,7 +281,7 @@ def _run_chunk(U, V, b, indptr, indices, user_of, n_samples, seed, epoch, chunk,
     skipped = 0
     for start in range(0, n_samples, BATCH):
         n = min(BATCH, n_samples - start)
-        pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n,
+        pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
                                            bu, bi, bj, base, length, U, V, False)
         for t in range(min(PREFETCH_AHEAD, n)):
             if bj[t] >= 0:
@@ -300,31 +311,31 @@ def _run_chunk(U, V, b, indptr, indices, user_of, n_samples, seed, epoch, chunk,
 
 
 @njit(cache=True)
-def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, seed, epoch,
+def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch,
                   lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, out_loss, out_ordered, out_skipped):
     """One epoch, chunks in order on the calling thread: bitwise reproducible."""
     n_chunks = out_loss.shape[0]
     for c in range(n_chunks):
         n = min(CHUNK_SIZE, n_samples - c * CHUNK_SIZE)
         out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-            U, V, b, indptr, indices, user_of, n, seed, epoch, c,
+            U, V, b, indptr, indices, user_of, n, user_run, seed, epoch, c,
             lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias)
 
 
 @njit(cache=True, parallel=True)
-def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, seed, epoch,
+def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch,
                     lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, out_loss, out_ordered, out_skipped):
     """One epoch, chunks spread over threads (Hogwild); same triplet stream as serial."""
     n_chunks = out_loss.shape[0]
     for c in prange(n_chunks):
         n = min(CHUNK_SIZE, n_samples - c * CHUNK_SIZE)
         out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-            U, V, b, indptr, indices, user_of, n, seed, epoch, c,
+            U, V, b, indptr, indices, user_of, n, user_run, seed, epoch, c,
             lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias)
 
 
 @njit(cache=True)
-def _sample_stream(indptr, indices, user_of, n_items, n_samples, seed, epoch):
+def _sample_stream(indptr, indices, user_of, n_items, n_samples, user_run, seed, epoch):
     """The triplets an epoch would draw, without training (for tests and inspection).
 
     Returns arrays ``(users, positives, negatives)`` of length ``n_samples``,
@@ -344,7 +355,7 @@ def _sample_stream(indptr, indices, user_of, n_items, n_samples, seed, epoch):
         for start in range(c * CHUNK_SIZE, end, BATCH):
             n = min(BATCH, end - start)
             pos_state, neg_state = _draw_batch(
-                pos_state, neg_state, indptr, indices, user_of, n_items, n,
+                pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
                 users[start:start + n], positives[start:start + n], negatives[start:start + n], base, length,
                 dummy, dummy, False)
     return users, positives, negatives

@@ -24,6 +24,7 @@ FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
 SAMPLERS = ("uniform",)
+MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
 DTYPES = (np.float32, np.float64)
 
 
@@ -178,6 +179,15 @@ class BPR:
     sampler : {"uniform"}, default "uniform"
         Negative sampling. ``"uniform"``: j uniform over items, resampled while
         it is a known positive of u (the paper's definition).
+    user_run : int, default 16
+        Consecutive samples drawn for the same user: a uniform observed pair
+        (u, i), then ``user_run - 1`` more samples of u, each with its own
+        positive (uniform over u's items) and negative. Every sample has the
+        bootstrap's distribution (pair uniform over all positives) whatever
+        the value; runs only keep u's factors in cache. 1 gives fully
+        independent samples (Rendle's bootstrap). On 20M interactions 16 is
+        1.7x faster than 1; on MovieLens 100k quality was the same within
+        seed-to-seed spread (README). At most 32.
     item_bias : bool, default True
         Learn an item bias ``b_i``.
     init_std : float or None, default None
@@ -220,6 +230,7 @@ class BPR:
         epochs: int = 100,
         loss: str = "bpr",
         sampler: str = "uniform",
+        user_run: int = 16,
         item_bias: bool = True,
         init_std: float | None = None,
         dtype=np.float32,
@@ -232,6 +243,7 @@ class BPR:
         self.epochs = epochs
         self.loss = loss
         self.sampler = sampler
+        self.user_run = user_run
         self.use_item_bias = item_bias
         self.init_std = init_std
         self.dtype = dtype
@@ -254,7 +266,8 @@ class BPR:
     # Constructor argument -> attribute. ``item_bias`` the argument is stored as
     # ``use_item_bias`` because ``item_bias`` the attribute is the learned array.
     _PARAMS = {"factors": "factors", "learning_rate": "learning_rate", "regularization": "regularization",
-               "epochs": "epochs", "loss": "loss", "sampler": "sampler", "item_bias": "use_item_bias",
+               "epochs": "epochs", "loss": "loss", "sampler": "sampler", "user_run": "user_run",
+               "item_bias": "use_item_bias",
                "init_std": "init_std", "dtype": "dtype", "threads": "threads", "random_state": "random_state"}
 
     def get_params(self, deep: bool = True) -> dict:
@@ -297,6 +310,9 @@ class BPR:
         integer("factors", 1)
         integer("epochs", 0)
         integer("threads", 0)
+        integer("user_run", 1)
+        if self.user_run > MAX_USER_RUN:
+            raise ValueError(f"user_run must be <= {MAX_USER_RUN}, got {self.user_run}")
         real("learning_rate", True)
         if self.init_std is not None:
             real("init_std", False)
@@ -502,7 +518,7 @@ class BPR:
         out_ordered = np.zeros(chunks, np.int64)
         out_skipped = np.zeros(chunks, np.int64)
         args = (self.user_factors, self.item_factors, self.item_bias, matrix.indptr, matrix.indices, user_of,
-                n_samples, self._seed, self._epochs_done,
+                n_samples, int(self.user_run), self._seed, self._epochs_done,
                 dtype(self.learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
                 dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias),
                 out_loss, out_ordered, out_skipped)

@@ -50,7 +50,7 @@ def _replay(U, V, b, users, pos, neg, lr, loss, bias):
 @pytest.mark.parametrize("bias", [True, False])
 def test_kernel_update_equals_reference_in_float64(loss, bias):
     m = _csr()
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 3000, 7, 0)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 3000, 1, 7, 0)
     U, V, b = _params(m, 16, np.float64)
     if not bias:
         b[:] = 0
@@ -65,7 +65,7 @@ def test_kernel_update_equals_reference_in_float64(loss, bias):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_kernel_update_in_float32_tracks_reference(loss):
     m = _csr()
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 500, 3, 0)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 500, 16, 3, 0)
     U, V, b = _params(m, 32, np.float32)
     refU, refV, refb, _ = _replay(U, V, b, users, pos, neg, 0.05, loss, True)
     K._sgd_triplets(U, V, b, users, pos, neg, *_scalars(np.float32, 0.05, loss, True))
@@ -76,15 +76,17 @@ def test_kernel_update_in_float32_tracks_reference(loss):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_serial_epoch_is_its_sample_stream_then_the_update(loss):
+@pytest.mark.parametrize("user_run", [1, 16])
+def test_serial_epoch_is_its_sample_stream_then_the_update(loss, user_run):
     m = _csr(seed=3)
     n = m.nnz * 3 + 17  # several chunks, the last one partial
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, 11, 4)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, user_run, 11, 4)
     U, V, b = _params(m, 8, np.float64)
     U2, V2, b2 = U.copy(), V.copy(), b.copy()
     chunks = K.n_chunks(n)
     out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 11, 4, *_scalars(np.float64, 0.05, loss, True), *out)
+    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, user_run, 11, 4,
+                    *_scalars(np.float64, 0.05, loss, True), *out)
     xs = K._sgd_triplets(U2, V2, b2, users, pos, neg, *_scalars(np.float64, 0.05, loss, True))
     np.testing.assert_array_equal(U, U2)
     np.testing.assert_array_equal(V, V2)
@@ -104,28 +106,48 @@ def test_parallel_epoch_draws_the_same_triplets_as_serial():
     for kernel in (K._epoch_serial, K._epoch_parallel):
         U, V, b = _params(m, 8, np.float64)
         out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 99, 0, *_scalars(np.float64, 0.0, "bpr", True), *out)
+        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 99, 0, *_scalars(np.float64, 0.0, "bpr", True),
+               *out)
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sampler_never_returns_a_known_positive_and_covers_all_pairs():
+@pytest.mark.parametrize("user_run", [1, 7, 16, 32])
+def test_sampler_never_returns_a_known_positive_and_covers_all_pairs(user_run):
     m = _csr(40, 30, 0.3, seed=2)
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 200_000, 5, 0)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 200_000, user_run, 5, 0)
     dense = m.toarray() > 0
     assert dense[users, pos].all()  # positives are observed pairs
     ok = neg >= 0
     assert not dense[users[ok], neg[ok]].any()  # negatives never are
-    # Positive pairs uniform over the observed pairs (chi-square).
+    # Runs: within a batch, samples come in runs of user_run samples of one user.
+    t = np.arange(len(users)) % K.CHUNK_SIZE % K.BATCH
+    starts = t % user_run == 0
+    run_start = np.flatnonzero(starts)
+    owner = run_start[np.searchsorted(run_start, np.arange(len(users)), side="right") - 1]
+    assert (users == users[owner]).all()
+    # Samples within a run are dependent (same user), so test what holds exactly:
+    # run starts are independent pairs uniform over the observed pairs ...
     flat = np.flatnonzero(dense.ravel())
-    counts = np.bincount(np.searchsorted(flat, users * m.shape[1] + pos), minlength=len(flat))
-    assert stats.chisquare(counts).pvalue > 1e-4
+    pair = np.searchsorted(flat, users * m.shape[1] + pos)
+    assert stats.chisquare(np.bincount(pair[starts], minlength=len(flat))).pvalue > 1e-4
+    # ... and, given the user, every other sample's positive is uniform over the user's row
+    # (multinomial given the per-user counts: a conditional chi-square).
+    if user_run > 1:
+        observed = np.bincount(pair[~starts], minlength=len(flat))
+        row_len = np.diff(m.indptr)
+        per_user = np.bincount(users[~starts], minlength=m.shape[0])
+        expected = np.repeat(per_user / np.maximum(row_len, 1), row_len)
+        keep = expected > 0
+        dof = int((row_len[per_user > 0] - 1).sum())
+        chi2 = (((observed - expected) ** 2)[keep] / expected[keep]).sum()
+        assert stats.chi2.sf(chi2, dof) > 1e-4
 
 
 def test_negatives_are_uniform_over_the_users_non_positives():
     m = as_user_items(sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1, 0, 0, 0, 0]], dtype=float)))
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 140_000, 1, 0)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 140_000, 16, 1, 0)
     counts = np.bincount(neg, minlength=10)
     assert counts[[0, 2, 5]].sum() == 0
     assert stats.chisquare(counts[[1, 3, 4, 6, 7, 8, 9]]).pvalue > 1e-4
@@ -136,14 +158,14 @@ def test_user_holding_every_item_is_skipped_and_counted_without_hanging():
     dense[0] = 1  # user 0 has every item
     dense[1, 2] = 1
     m = as_user_items(dense)
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 10_000, 0, 0)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 10_000, 16, 0, 0)
     assert (neg[users == 0] == -1).all()
     assert (neg[users == 1] >= 0).all()
     # A one-item catalogue: every sample is skipped, and the epoch ends.
     one = as_user_items(np.ones((2, 1)))
     U, V, b = np.zeros((2, 3)), np.zeros((1, 3)), np.zeros(1)
     out = (np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    K._epoch_serial(U, V, b, one.indptr, one.indices, _user_of(one), 2, 0, 0,
+    K._epoch_serial(U, V, b, one.indptr, one.indices, _user_of(one), 2, 16, 0, 0,
                     *_scalars(np.float64, 0.1, "bpr", True), *out)
     assert out[2][0] == 2
 
@@ -154,6 +176,12 @@ def test_uniform_integer_mapping_stays_in_range():
         assert _rng.below(np.uint64(2**64 - 1), n) == n - 1
         assert _rng.below(np.uint64(0), n) == 0
     assert 0.0 < _rng.unit_open(np.uint64(0)) < _rng.unit_open(np.uint64(2**64 - 1)) < 1.0
+
+
+def test_longest_user_run_is_the_batch():
+    from bpr_numpy.model import MAX_USER_RUN
+
+    assert MAX_USER_RUN == K.BATCH and K.CHUNK_SIZE % K.BATCH == 0
 
 
 def test_streams_differ_across_seeds_epochs_and_chunks():

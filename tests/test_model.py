@@ -158,6 +158,8 @@ def test_accepted_inputs_are_canonicalised():
     (dict(dtype=np.float16), ValueError, "dtype must be"),
     (dict(dtype=int), ValueError, "dtype must be"),
     (dict(threads=-1), ValueError, "threads must be >= 0"),
+    (dict(user_run=0), ValueError, "user_run must be >= 1"),
+    (dict(user_run=33), ValueError, "user_run must be <= 32"),
     (dict(random_state="seed"), TypeError, "random_state"),
     (dict(item_bias="yes"), TypeError, "item_bias must be a bool"),
 ])
