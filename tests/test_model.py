@@ -359,3 +359,11 @@ def test_validation_every_n_epochs_and_bad_arguments(data):
         BPR(epochs=1).fit(X, validation=X)
     with pytest.raises(ValueError, match="patience"):
         BPR(epochs=1).fit(X, validation=(X, X), patience=0)
+
+
+def test_package_names_resolve_lazily_and_consistently():
+    code = ("import sys, bpr_numpy; assert 'scipy.sparse' not in sys.modules; "
+            "import bpr_numpy.gradcheck; from bpr_numpy import gradcheck, BPR, metrics; "
+            "assert callable(gradcheck) and gradcheck.__name__ == 'gradcheck'; "
+            "assert BPR.__name__ == 'BPR' and metrics.__name__ == 'bpr_numpy.metrics'")
+    subprocess.run([sys.executable, "-c", code], check=True)
