@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -25,7 +24,6 @@ FORMAT_VERSION = 1
 
 SAMPLERS = ("uniform",)
 MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
-DTYPES = (np.float32, np.float64)
 
 
 class TrainingDivergedError(FloatingPointError):
