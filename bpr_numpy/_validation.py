@@ -27,8 +27,11 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
     Returns
     -------
     scipy.sparse.csr_matrix
-        float32 ones at the positives, sorted unique column indices, int32
-        indices (int64 when the item count needs it) and int64 indptr.
+        The positives, with sorted unique column indices, int32 indices
+        (int64 when the item count needs it) and int64 indptr. Stored values
+        are positive but otherwise unspecified: a canonical CSR input whose
+        values are all > 0 is shared (read-only, never modified), anything
+        else is rebuilt with float32 ones.
 
     Raises
     ------
@@ -76,13 +79,19 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
 
     index_dtype = np.int32 if n_items < 2**31 - 1 else np.int64
     keep = matrix.data > 0
-    indptr = matrix.indptr.astype(np.int64)
-    if not keep.all():
-        rows = np.repeat(np.arange(n_users), np.diff(indptr))
-        indptr[1:] = np.cumsum(np.bincount(rows[keep], minlength=n_users))
-    indices = matrix.indices[keep].astype(index_dtype)  # always a copy: sorted below in place
-    out = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
-    out.sort_indices()
+    if keep.all() and matrix.has_canonical_format and matrix.indices.dtype == index_dtype:
+        # Already canonical: share the caller's indices and (positive) values
+        # read-only instead of copying them; at 20M pairs that is 160 MB less.
+        out = sp.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(n_users, n_items), copy=False)
+        out.has_canonical_format = True
+    else:
+        indptr = matrix.indptr.astype(np.int64)
+        if not keep.all():
+            rows = np.repeat(np.arange(n_users), np.diff(indptr))
+            indptr[1:] = np.cumsum(np.bincount(rows[keep], minlength=n_users))
+        indices = matrix.indices[keep].astype(index_dtype)  # always a copy: sorted below in place
+        out = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
+        out.sort_indices()
     # scipy may downcast index arrays on construction; the kernels take int64 indptr.
     out.indptr = out.indptr.astype(np.int64, copy=False)
     out.indices = out.indices.astype(index_dtype, copy=False)

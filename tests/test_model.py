@@ -139,11 +139,17 @@ def test_accepted_inputs_are_canonicalised():
         m = BPR(factors=2, epochs=1, threads=1, random_state=0).fit(X)
         liked = m._user_items
         assert liked.has_sorted_indices and liked.indptr.dtype == np.int64
-        assert (liked.data == 1).all()
+        assert (liked.data > 0).all()
         if original is not None and sp.issparse(X):
             assert (X != original).nnz == 0  # the caller's matrix is not modified
     m = BPR(factors=2, epochs=1, threads=1, random_state=0).fit(dense)
     assert m._user_items.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]]  # <= 0 is not positive
+    # A canonical CSR of positives is shared, not copied, and left untouched by training.
+    X = sp.csr_matrix(np.array([[0, 2.0, 0, 1.0], [0, 0, 0, 0], [3.0, 0, 0, 0.5]], dtype=np.float32))
+    before = X.copy()
+    m = BPR(factors=2, epochs=3, threads=1, random_state=0).fit(X)
+    assert np.shares_memory(m._user_items.indices, X.indices)
+    assert (X != before).nnz == 0 and np.array_equal(X.indices, before.indices)
 
 
 @pytest.mark.parametrize("params, error, match", [
