@@ -57,6 +57,10 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 import scipy.sparse as sp
 
+# The scripts share helpers in this folder; the smoke test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
+
 INSTALL_HINT = "pip install -e .[bench]"
 LIBRARIES = ("bpr_numpy", "implicit", "cornac", "lightfm")
 DEFAULT_DATA = Path(os.environ.get(
@@ -1084,18 +1088,6 @@ def _lib_list(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine_lines(adapters: Sequence[Adapter]) -> list[str]:
