@@ -39,6 +39,21 @@ def _is_blank(b):  # pragma: no cover - compiled
     return b == 32 or b == 9
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _line_bounds(buf, pos, n):  # pragma: no cover - compiled
+    """The line starting at ``pos``: ``(newline index, end without CR, first non-blank index)``."""
+    e = pos
+    while e < n and buf[e] != 10:
+        e += 1
+    le = e
+    if le > pos and buf[le - 1] == 13:
+        le -= 1
+    q = pos
+    while q < le and _is_blank(buf[q]):
+        q += 1
+    return e, le, q
+
+
 @njit(cache=True, nogil=True)
 def _parse_int(buf, s, e):  # pragma: no cover - compiled
     """Parse ``buf[s:e]`` (surrounding blanks allowed) as a decimal integer."""
@@ -270,16 +285,8 @@ def scan_table(
     err_ls = 0
     err_le = 0
     while pos < n:
-        e = pos
-        while e < n and buf[e] != 10:
-            e += 1
+        e, le, q = _line_bounds(buf, pos, n)
         line += 1
-        le = e
-        if le > pos and buf[le - 1] == 13:
-            le -= 1
-        q = pos
-        while q < le and _is_blank(buf[q]):
-            q += 1
         if q == le:
             nblank += 1
             pos = e + 1
@@ -362,16 +369,8 @@ def scan_adjacency(buf, start, line0, out_user, out_uline, out_item, out_owner):
     npairs = 0
     nblank = 0
     while pos < n:
-        e = pos
-        while e < n and buf[e] != 10:
-            e += 1
+        e, le, p = _line_bounds(buf, pos, n)
         line += 1
-        le = e
-        if le > pos and buf[le - 1] == 13:
-            le -= 1
-        p = pos
-        while p < le and _is_blank(buf[p]):
-            p += 1
         if p == le:
             nblank += 1
             pos = e + 1
