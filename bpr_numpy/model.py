@@ -206,6 +206,11 @@ class BPR:
     ----------
     user_factors : ndarray, shape (n_users, factors)
     item_factors : ndarray, shape (n_items, factors)
+    user_ids, item_ids : ndarray or None
+        Optional maps from row (user) / column (item) index to the data's raw
+        id (int64 or str); saved and loaded with the model. None when unknown.
+    item_titles : ndarray of str or None
+        Optional item titles, aligned with the item columns.
     item_bias : ndarray, shape (n_items,)
         The learned item biases; zeros when constructed with
         ``item_bias=False`` (the flag itself is kept as ``use_item_bias``).
@@ -259,6 +264,12 @@ class BPR:
         self._item_norms: np.ndarray | None = None
         self.best_epoch_: int | None = None
         self.best_score_: float | None = None
+        # Raw-id maps (row/column index -> the data's own id) and item titles:
+        # optional, set by whoever knows them (the CLI's ``train`` does), saved
+        # with the model so a loaded model can answer in the data's ids.
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+        self.item_titles: np.ndarray | None = None
 
     # ------------------------------------------------------------------ parameters
     # Constructor argument -> attribute. ``item_bias`` the argument is stored as
@@ -342,6 +353,15 @@ class BPR:
     def n_items(self) -> int:
         self._check_fitted()
         return self.item_factors.shape[0]
+
+    @property
+    def user_items(self) -> sp.csr_matrix | None:
+        """The interactions last trained on (or loaded with the model), as canonical CSR; None if unknown.
+
+        ``recommend`` filters these by default. Treat the matrix as read-only:
+        it may share memory with the matrix given to ``fit``.
+        """
+        return self._user_items
 
     @property
     def is_fitted(self) -> bool:
@@ -716,6 +736,10 @@ class BPR:
         if include_interactions and self._user_items is not None:
             arrays["user_items_indptr"] = self._user_items.indptr
             arrays["user_items_indices"] = self._user_items.indices
+        for key, expected in (("user_ids", self.n_users), ("item_ids", self.n_items), ("item_titles", self.n_items)):
+            value = getattr(self, key)
+            if value is not None:
+                arrays[key] = _id_array(value, key, expected, titles=key == "item_titles")
         _atomic_savez(os.fspath(path), arrays)
 
     @classmethod
@@ -786,6 +810,13 @@ class BPR:
                 require_positive=False)
         model.user_factors, model.item_factors, model.item_bias = U, V, b
         model._user_items = user_items
+        # The id maps are optional: files written before they existed load with None.
+        for key, expected in (("user_ids", U.shape[0]), ("item_ids", V.shape[0]), ("item_titles", V.shape[0])):
+            if key in arrays:
+                try:
+                    setattr(model, key, _id_array(arrays[key], key, expected, titles=key == "item_titles"))
+                except (TypeError, ValueError) as exc:
+                    raise bad(str(exc)) from None
         model._epochs_done = int(meta.get("epochs_done", 0))
         model._seed = meta.get("seed")
         try:
@@ -793,6 +824,43 @@ class BPR:
         except TypeError as exc:
             raise bad(f"unreadable training history ({exc})") from None
         return model
+
+
+def _id_array(values, name: str, expected: int, *, titles: bool = False) -> np.ndarray:
+    """An id map or title array in a pickle-free form, with its length checked.
+
+    Integers become int64 and everything else a fixed-width unicode array, so
+    that ``np.load(..., allow_pickle=False)`` reads the file back.
+
+    Parameters
+    ----------
+    values : array_like
+        One entry per row (users) or column (items).
+    name : str
+        ``"user_ids"``, ``"item_ids"`` or ``"item_titles"``, for messages.
+    expected : int
+        Required length (the matching factor array's row count).
+    titles : bool
+        Titles are always stored as strings.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D int64 or ``<U..`` array.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if len(arr) != expected:
+        what = "users (rows of user_factors)" if name == "user_ids" else "items (rows of item_factors)"
+        raise ValueError(f"{name} has {len(arr)} entries but the model has {expected} {what}")
+    if not titles and arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and len(arr) and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} holds integers beyond int64")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b" or (arr.dtype.kind == "f" and not titles):
+        raise TypeError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
+    return arr.astype(str) if arr.dtype.kind != "U" else arr
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
