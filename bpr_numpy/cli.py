@@ -2,20 +2,24 @@
 
 Sub-commands:
 
-* ``train``: fit BPR on the built-in synthetic data set (or a MovieLens 100k
-  folder with ``--movielens``), print one line per epoch and the held-out
-  metrics; ``--save`` writes the model.
+* ``train``: fit BPR on ``--data PATH`` (a MovieLens folder/zip of any
+  release, a LightGCN folder, a delimited file), ``--dataset ml-100k`` etc.
+  from the local cache (``--download`` to fetch), ``--movielens PATH``
+  (``--data PATH --split ua``), or the built-in synthetic set; split it
+  (``--split``); report each epoch (one live line on a terminal) and the
+  held-out metrics; ``--save`` writes the model.
 * ``gradcheck``: run the finite-difference oracle on a random problem and print
   the max relative error per parameter block; exit status 1 above tolerance.
 * ``evaluate``: the held-out metrics of a saved model on the split it was
-  trained against (``--movielens PATH`` or ``--synthetic``); ``--json``.
+  trained against, rebuilt from the same data options (``--synthetic`` for
+  the built-in set); ``--json``.
 * ``recommend``: top items for users given by their raw ids (``--user`` or
   ``--users-file``), liked items filtered, with titles when the model has them.
 * ``similar``: nearest items by cosine of the item factors.
 * ``bench``: a short local throughput run at 1 and ``--threads`` threads.
 
 Exit status: 0 success, 1 failure (including unknown ids and unreadable model
-files), 2 usage error. No traceback unless ``--debug``.
+files), 2 usage error, 130 interrupted. No traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -69,18 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model and print per-epoch reports and held-out metrics")
-    train.add_argument("--movielens", metavar="PATH",
-                       help="a MovieLens 100k folder or zip (official ua split, ratings >= 4 are positives); "
-                            "default: the built-in synthetic data set")
-    train.add_argument("--factors", type=_positive_int, default=None)
-    train.add_argument("--epochs", type=_nonneg_int, default=None)
-    train.add_argument("--learning-rate", type=float, default=None)
-    train.add_argument("--regularization", type=float, default=None)
-    train.add_argument("--loss", choices=["bpr", "sigmoid"], default=None)
-    train.add_argument("--no-item-bias", action="store_true")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--threads", type=_nonneg_int, default=0, help="0: all cores (default); 1: reproducible")
-    train.add_argument("--seed", type=_nonneg_int, default=0)
+    _add_data_options(train)
+    hp = train.add_argument_group("model (BPR hyperparameters; defaults: BPR's)")
+    hp.add_argument("--factors", type=_positive_int, default=None)
+    hp.add_argument("--epochs", type=_nonneg_int, default=None)
+    hp.add_argument("--learning-rate", "--lr", type=float, default=None)
+    hp.add_argument("--regularization", "--reg", type=float, default=None,
+                    help="L2 strength of every role (default 0.02); the --reg-* options override one role each")
+    hp.add_argument("--reg-user", type=float, default=None, help="lambda_u, on the user factors")
+    hp.add_argument("--reg-positive", type=float, default=None, help="lambda_i, on the positive item's factors")
+    hp.add_argument("--reg-negative", type=float, default=None, help="lambda_j, on the negative item's factors")
+    hp.add_argument("--reg-bias", type=float, default=None, help="lambda_b, on the item biases")
+    hp.add_argument("--loss", choices=["bpr", "sigmoid"], default=None)
+    hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",
+                    help="consecutive samples drawn for one user (default 16)")
+    hp.add_argument("--item-bias", dest="item_bias", action=argparse.BooleanOptionalAction, default=True,
+                    help="learn an item bias (default on)")
+    hp.add_argument("--init-std", type=float, default=None, help="std of the initial factors (default 1/sqrt(factors))")
+    hp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    hp.add_argument("--threads", type=_nonneg_int, default=0, help="0: all cores (default); 1: reproducible")
+    hp.add_argument("--seed", type=_nonneg_int, default=0, help="seeds the model and the data split (default 0)")
     train.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
     train.add_argument("--validate-every", type=_positive_int, default=None, metavar="N",
                        help="carve 10%% of the training positives out as a validation set and evaluate --metric "
@@ -93,12 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="held-out metrics of a saved model on the split it was trained against")
     evaluate.add_argument("model", help="a .npz file written by train --save or BPR.save")
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--movielens", metavar="PATH", help="MovieLens 100k folder or zip: the ua split, ratings >= 4")
-    source.add_argument("--synthetic", action="store_true",
-                        help="the built-in synthetic data set and the seeded split train uses")
+    _add_data_options(evaluate, evaluate=True)
     evaluate.add_argument("--seed", type=_nonneg_int, default=None,
-                          help="seed of the synthetic data and split (default: the model's random_state, else 0)")
+                          help="seed of the split (and of the synthetic data) (default: the model's random_state, as train --seed sets it, else 0)")
     evaluate.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -139,24 +148,223 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_training_data(args, seed: int | None = None):
-    """Return (name, train, test, train_interactions); train and test are aligned CSR matrices.
+_DATASETS = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m")
+_OFFICIAL_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
+_SPLITS = _OFFICIAL_SPLITS + ("leave-k-out", "random")
+_DELIMITERS = {"csv": ",", "tsv": "\t", "dat": "::", "auto": None}
+_ML_FILES = ("u.data", "ratings.dat", "ratings.csv")
 
-    ``evaluate`` calls this too, so that it rebuilds exactly the split ``train`` used.
-    """
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+def _columns(text: str) -> list:
+    roles = [c.strip().lower() for c in text.split(",")]
+    out = []
+    for role in roles:
+        if role in ("", "-", "_", "skip", "none"):
+            out.append(None)
+        elif role in ("user", "item", "rating", "timestamp"):
+            out.append(role)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown column role {role!r}; use user, item, rating, timestamp or - (skip), e.g. user,item,rating")
+    if "user" not in out or "item" not in out:
+        raise argparse.ArgumentTypeError(f"--columns needs a user and an item column, got {text!r}")
+    return out
+
+
+def _add_data_options(p: argparse.ArgumentParser, *, evaluate: bool = False) -> None:
+    """Options choosing the data and its train/test split: shared by train and evaluate (same split)."""
+    g = p.add_argument_group("data (the same options rebuild the same split in evaluate)")
+    source = g.add_mutually_exclusive_group(required=evaluate)
+    source.add_argument("--data", metavar="PATH",
+                        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt/test.txt, "
+                             "or a delimited file of user,item[,rating[,timestamp]] rows")
+    source.add_argument("--dataset", choices=_DATASETS,
+                        help="a MovieLens release from the local cache ($BPR_NUMPY_DATA, else ~/.cache/bpr_numpy); "
+                             "--download fetches it")
+    source.add_argument("--movielens", metavar="PATH",
+                        help="a MovieLens 100k folder or zip: the same as --data PATH --split ua")
+    if evaluate:
+        source.add_argument("--synthetic", action="store_true",
+                            help="the built-in synthetic data set and the seeded split train uses")
+    g.add_argument("--download", action="store_true", help="with --dataset: download it when not cached")
+    g.add_argument("--format", dest="data_format", choices=list(_DELIMITERS), default=None,
+                   help="delimited file format (default auto: detected from the first line)")
+    g.add_argument("--columns", type=_columns, default=None, metavar="ROLES",
+                   help="roles of the fields of a delimited file, e.g. user,item,rating,timestamp (- skips one); "
+                        "default: from the header, else user,item[,rating[,timestamp]]")
+    g.add_argument("--min-rating", type=float, default=None, metavar="R",
+                   help="ratings >= R are positives (default: 4 for MovieLens, every row for other files)")
+    g.add_argument("--split", choices=_SPLITS, default=None,
+                   help="ua/ub/u1..u5: the official MovieLens 100k splits (default for ML-100k); random (default "
+                        "otherwise); leave-k-out; LightGCN folders use their own test.txt")
+    g.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
+                   help="--split random: fraction of pairs held out (default 0.2)")
+    g.add_argument("--leave-k", type=_positive_int, default=1, metavar="K",
+                   help="--split leave-k-out: pairs held out per user (default 1)")
+    g.add_argument("--leave-strategy", choices=["random", "latest"], default="random",
+                   help="--split leave-k-out: which pairs (latest needs timestamps)")
+
+
+class _Data:
+    """A loaded train/test split: ``name`` describes it; ``train``/``test`` are Interactions in one id space."""
+
+    def __init__(self, name: str, train, test, seeded: bool) -> None:
+        self.name, self.train, self.test, self.seeded = name, train, test, seeded
+
+
+def _release_of(src) -> str | None:
+    """The kind of data a folder/zip holds, from its files."""
+    if src.has("u.data") or src.has("ua.base"):
+        return "ml-100k"
+    if src.has("ratings.dat"):
+        return "ml-1m" if src.has("users.dat") else "ml-10m"
+    if src.has("ratings.csv"):
+        return "ml-csv"
+    if src.has("train.txt") and src.has("test.txt"):
+        return "lightgcn"
+    return None
+
+
+_RELEASE_WORDS = {"ml-100k": "MovieLens 100k (u.data)", "ml-1m": "MovieLens 1M (ratings.dat + users.dat)",
+                  "ml-10m": "MovieLens 10M (ratings.dat, no users.dat)",
+                  "ml-csv": "a CSV MovieLens release (ratings.csv: 20M, 25M or latest)",
+                  "lightgcn": "a LightGCN split (train.txt + test.txt)"}
+
+
+def _expected_files(name: str) -> str:
+    return {"ml-100k": "u.data", "ml-1m": "ratings.dat and users.dat", "ml-10m": "ratings.dat",
+            "ml-20m": "ratings.csv", "ml-25m": "ratings.csv"}[name]
+
+
+def _cached_dataset(name: str, download: bool) -> str:
+    """Path of ``--dataset NAME`` in the cache (a .zip or an unpacked folder); downloads only with --download."""
     from . import datasets
 
-    seed = args.seed if seed is None else seed
-    if args.movielens:
-        try:
-            train, test = datasets.load_movielens_100k(args.movielens, split="ua", min_rating=4.0)
-        except FileNotFoundError as exc:
-            raise CLIError(f"MovieLens 100k not found: {exc}") from None
-        return f"MovieLens 100k ua split ({args.movielens})", train.matrix, test.matrix, train
-    data = datasets.synthetic_small(random_state=seed)
-    train, test = datasets.split_random(data, test_fraction=0.2, random_state=seed)
-    return (f"built-in synthetic data ({data.n_users} users x {data.n_items} items, {data.nnz} pairs)",
-            train.matrix, test.matrix, train)
+    home = datasets.data_home()
+    folders = [name] + (["ml-10M100K"] if name == "ml-10m" else [])
+    for candidate in [home / f"{name}.zip"] + [home / f for f in folders]:
+        if candidate.exists():
+            return str(candidate)
+    if not download:
+        raise CLIError(f"{name} is not in the data cache {home} (no {name}.zip or {name}/ there): run again with "
+                       f"--download to fetch it from GroupLens, or pass --data /path/to/{name} (the folder or .zip); "
+                       f"set BPR_NUMPY_DATA to use another cache folder")
+    print(f"downloading {name} into {home} ...", file=sys.stderr, flush=True)
+    return str(datasets.fetch_movielens(name))
+
+
+def _split(data, args, seed: int, what: str):
+    """Split one Interactions by --split (random/leave-k-out); official names are refused."""
+    from . import datasets
+
+    split = args.split or "random"
+    if split in _OFFICIAL_SPLITS:
+        raise CLIError(f"--split {split} is an official MovieLens 100k split, and {what} has none: "
+                       "use --split random or --split leave-k-out")
+    if split == "random":
+        train, test = datasets.split_random(data, test_fraction=args.test_fraction, random_state=seed)
+        how = f"random split, {args.test_fraction:g} held out, seed {seed}"
+    else:
+        train, test = datasets.split_leave_k_out(data, k=args.leave_k, strategy=args.leave_strategy,
+                                                 random_state=seed)
+        how = f"leave-{args.leave_k}-out split ({args.leave_strategy}), seed {seed}"
+    return train, test, how
+
+
+def _load_data(args, seed: int) -> _Data:
+    """Load the data and build the train/test split the options describe.
+
+    ``train`` and ``evaluate`` both call this, so ``evaluate`` rebuilds exactly the split ``train`` used.
+    """
+    from . import datasets
+    from .datasets._sources import _Source
+
+    path = getattr(args, "data", None)
+    split = args.split
+    expected = None
+    if getattr(args, "movielens", None):
+        path, split, expected = args.movielens, split or "ua", "ml-100k"
+    elif getattr(args, "dataset", None):
+        path, expected = _cached_dataset(args.dataset, args.download), args.dataset
+    elif args.download:
+        raise CLIError("--download needs --dataset NAME (one of " + ", ".join(_DATASETS) + ")")
+    delimited_opts = args.data_format is not None or args.columns is not None
+    if path is None:
+        if delimited_opts:
+            raise CLIError("--format/--columns describe a delimited file: pass it with --data PATH")
+        data = datasets.synthetic_small(random_state=seed)
+        train, test, how = _split(data, args, seed, "the built-in synthetic data")
+        return _Data(f"built-in synthetic data ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); "
+                     f"{how}", train, test, True)
+
+    if not os.path.exists(path):
+        raise CLIError(f"{path} does not exist" + (" (expected a MovieLens 100k folder or zip)" if expected else ""))
+    import zipfile
+
+    is_container = os.path.isdir(path) or zipfile.is_zipfile(path)
+    release = None
+    if is_container:
+        with _Source(path) as src:
+            release = _release_of(src)
+            listing = src.listing()
+    if expected is not None:
+        found = release if release != "ml-csv" or expected not in ("ml-20m", "ml-25m") else expected
+        if found != expected:
+            what = _RELEASE_WORDS.get(release, f"no MovieLens or LightGCN files (it holds: {listing})"
+                                      if is_container else "a single file, not a folder or .zip")
+            raise CLIError(f"{path} is not {expected}: expected {_expected_files(expected)} in the folder or zip "
+                           f"(top level or one folder down), found {what}")
+    if is_container and release is None:
+        if zipfile.is_zipfile(path) and not os.path.isdir(path) and delimited_opts:
+            release = "delimited"
+        else:
+            raise CLIError(f"{path}: expected a MovieLens folder or zip (u.data, ratings.dat or ratings.csv) or a "
+                           f"LightGCN folder (train.txt and test.txt), top level or one folder down; "
+                           f"it holds: {listing}")
+    if release in ("lightgcn", "ml-100k", "ml-1m", "ml-10m", "ml-csv") and delimited_opts:
+        raise CLIError(f"--format/--columns describe a delimited file, but {path} holds "
+                       f"{_RELEASE_WORDS[release]}: drop them")
+    min_rating = args.min_rating
+
+    if release == "lightgcn":
+        if split is not None:
+            raise CLIError(f"{path} is a LightGCN folder: it brings its own train/test split (test.txt); "
+                           f"drop --split {split}")
+        if min_rating is not None:
+            raise CLIError("--min-rating does not apply to LightGCN data (no ratings)")
+        train, test = datasets.load_lightgcn(path)
+        return _Data(f"LightGCN split ({path}: train.txt/test.txt)", train, test, False)
+    if release is None or release == "delimited":
+        data = datasets.load_delimited(path, delimiter=_DELIMITERS[args.data_format or "auto"],
+                                       columns=args.columns, min_rating=min_rating)
+        train, test, how = _split(data, args, seed, f"the delimited file {path}")
+        return _Data(f"{path} ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); {how}",
+                     train, test, True)
+    min_rating = 4.0 if min_rating is None else min_rating
+    if release == "ml-100k":
+        split = split or "ua"
+        if split in _OFFICIAL_SPLITS:
+            train, test = datasets.load_movielens_100k(path, split=split, min_rating=min_rating)
+            return _Data(f"MovieLens 100k {split} split ({path}), ratings >= {min_rating:g}", train, test, False)
+        data = datasets.load_movielens_100k(path, min_rating=min_rating)
+        train, test, how = _split(data, args, seed, "MovieLens 100k")
+        return _Data(f"MovieLens 100k ({path}), ratings >= {min_rating:g}; {how}", train, test, True)
+    data = datasets.load_movielens(path, min_rating=min_rating)
+    label = expected or next((n[len("MovieLens release detected: "):] for n in data.summary.notes
+                              if n.startswith("MovieLens release detected: ")), "MovieLens")
+    train, test, how = _split(data, args, seed, f"{label} (only MovieLens 100k ships official splits)")
+    return _Data(f"{label} ({path}; {data.n_users} users x {data.n_items} items, {data.nnz} positives), "
+                 f"ratings >= {min_rating:g}; {how}", train, test, True)
 
 
 def _print_metrics(result: dict) -> None:
@@ -166,24 +374,101 @@ def _print_metrics(result: dict) -> None:
             print(f"  {key:>14s}  {value:.4f}")
 
 
-def _train(args) -> int:
+def _format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def format_progress(report, total: int, elapsed: float) -> str:
+    """The live progress line of a terminal: epoch/total, loss, ordered fraction, validation metric when
+    present, samples/s, and the ETA from the mean epoch time so far (``elapsed`` seconds over ``report.epoch``)."""
+    parts = [f"epoch {report.epoch}/{total}", f"loss {report.loss:.4f}", f"ordered {report.ordered_fraction:.4f}"]
+    if report.validation is not None:
+        parts.append(f"{report.metric} {report.validation:.4f}")
+    parts.append(f"{report.samples_per_second / 1e6:.2f} M samples/s")
+    remaining = max(0, total - report.epoch)
+    eta = elapsed / max(1, report.epoch) * remaining
+    parts.append(f"ETA {_format_duration(eta)}" if remaining else f"done in {_format_duration(elapsed)}")
+    return "  ".join(parts)
+
+
+class _Progress:
+    """Per-epoch output: one line rewritten in place on a terminal, one log line per epoch otherwise."""
+
+    def __init__(self, total: int, quiet: bool, stream=None) -> None:
+        self.stream = sys.stdout if stream is None else stream
+        self.total, self.quiet = total, quiet
+        self.live = not quiet and _isatty(self.stream)
+        self.start = time.perf_counter()
+        self.width = 0
+        self.open = False
+
+    def __call__(self, report) -> None:
+        if self.quiet:
+            return
+        if not self.live:
+            print(f"{report}  [{report.epoch}/{self.total}]", file=self.stream, flush=True)
+            return
+        line = format_progress(report, self.total, time.perf_counter() - self.start)
+        pad = " " * max(0, self.width - len(line))
+        self.width = len(line)
+        self.stream.write("\r" + line + pad)
+        self.open = True
+        if report.epoch >= self.total:
+            self.finish()
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the live line (after the last epoch, early stopping or an interruption)."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _model_params(args) -> dict:
+    """BPR constructor arguments from the train options (unset ones keep BPR's defaults)."""
     import numpy as np
 
+    from .model import BPR
+
+    params = {k: v for k, v in dict(factors=args.factors, epochs=args.epochs, learning_rate=args.learning_rate,
+                                    loss=args.loss, user_run=args.user_run, init_std=args.init_std).items()
+              if v is not None}
+    roles = {"user": args.reg_user, "positive": args.reg_positive, "negative": args.reg_negative,
+             "bias": args.reg_bias}
+    if any(v is not None for v in roles.values()):
+        base = args.regularization
+        if base is None:
+            base = BPR.__init__.__defaults__[1]  # regularization's default
+        params["regularization"] = {role: base if v is None else v for role, v in roles.items()}
+    elif args.regularization is not None:
+        params["regularization"] = args.regularization
+    params.update(item_bias=args.item_bias, dtype=np.dtype(args.dtype).type, threads=args.threads,
+                  random_state=args.seed)
+    return params
+
+
+def _train(args) -> int:
     from . import metrics
     from .model import BPR
 
-    name, train, test, train_data = _load_training_data(args)
-    params = {k: v for k, v in dict(factors=args.factors, epochs=args.epochs, learning_rate=args.learning_rate,
-                                    regularization=args.regularization, loss=args.loss).items() if v is not None}
-    model = BPR(**params, item_bias=not args.no_item_bias, dtype=np.dtype(args.dtype).type,
-                threads=args.threads, random_state=args.seed)
-    print(f"data: {name}")
+    model = BPR(**_model_params(args))  # invalid hyperparameters fail before any data is read
+    data = _load_data(args, args.seed)
+    train, test = data.train.matrix, data.test.matrix
+    print(f"data: {data.name}")
     print(f"train: {train.nnz} positives, held out: {test.nnz}; {model!r}", flush=True)
     start = time.perf_counter()
-
-    def report(r):
-        if not args.quiet:
-            print(f"{r}  [{r.epoch}/{model.epochs if args.epochs is None else args.epochs}]", flush=True)
+    progress = _Progress(model.epochs, args.quiet)
 
     fit_kwargs = {}
     if args.validate_every is not None or args.patience is not None:
@@ -197,7 +482,10 @@ def _train(args) -> int:
               f"{fit_kwargs['validate_every']} epoch(s)" + (f", patience {args.patience}" if args.patience else ""))
     else:
         train_for_fit = train
-    model.fit(train_for_fit, callback=report, show_progress=False, **fit_kwargs)
+    try:
+        model.fit(train_for_fit, callback=progress, show_progress=False, **fit_kwargs)
+    finally:
+        progress.finish()
     seconds = time.perf_counter() - start
     kernel = sum(r.seconds for r in model.history_)
     print(f"trained {len(model.history_)} epochs in {seconds:.2f} s ({kernel:.2f} s in the SGD kernel; the rest is "
@@ -208,8 +496,8 @@ def _train(args) -> int:
     _print_metrics(result)
     # Keep the data's own ids (and titles) in the model file, so that recommend
     # and similar answer in them rather than in row/column indices.
-    model.user_ids, model.item_ids = train_data.user_ids, train_data.item_ids
-    model.item_titles = train_data.item_titles
+    model.user_ids, model.item_ids = data.train.user_ids, data.train.item_ids
+    model.item_titles = data.train.item_titles
     if args.save:
         model.save(args.save)
         print(f"saved {args.save}")
@@ -243,23 +531,24 @@ def _evaluate(args) -> int:
 
     model = _load_model(args.model)
     seed = args.seed
-    if seed is None and not args.movielens:
+    if seed is None:
         # train stores its --seed as the model's random_state: the split follows it.
         rs = model.random_state
-        seed = int(rs) if isinstance(rs, int) else 0
-    name, train, test, _ = _load_training_data(args, seed=0 if seed is None else seed)
+        seed = int(rs) if isinstance(rs, (int,)) and not isinstance(rs, bool) else 0
+    data = _load_data(args, seed)
+    train, test = data.train.matrix, data.test.matrix
     if train.shape != (model.n_users, model.n_items):
-        raise CLIError(f"the model has {model.n_users} users x {model.n_items} items but {name} has "
+        raise CLIError(f"the model has {model.n_users} users x {model.n_items} items but {data.name} has "
                        f"{train.shape[0]} x {train.shape[1]}: evaluate on the data it was trained on")
     result = metrics.evaluate(model, train, test, k=args.k)
     if args.json:
-        out = {"model": args.model, "data": name, "k": args.k}
-        if not args.movielens:
+        out = {"model": args.model, "data": data.name, "k": args.k}
+        if data.seeded:
             out["seed"] = seed
         out.update({key: _json_value(value) for key, value in result.items()})
         print(json.dumps(out, indent=2))
     else:
-        print(f"model: {args.model}; data: {name}" + ("" if args.movielens else f", seed {seed}"))
+        print(f"model: {args.model}; data: {data.name}")
         _print_metrics(result)
     return 0
 
@@ -450,10 +739,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): not an error worth a message
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except (CLIError, ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"bpr-numpy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"bpr-numpy {args.command}: internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+              "traceback)", file=sys.stderr)
         return 1
 
 

@@ -1,6 +1,7 @@
 """The command line end to end, in subprocesses: output, files, exit codes, error messages."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -157,7 +158,7 @@ def test_bench_prints_throughput_per_thread_count():
     (("similar", "{foreign}", "--item", "1"), 1, "no 'meta' entry"),
     (("recommend", "{model}", "--users-file", "{missing}"), 1, "users file not found"),
     (("recommend", "{model}"), 2, "one of the arguments --user --users-file is required"),
-    (("evaluate", "{model}"), 2, "one of the arguments --movielens --synthetic is required"),
+    (("evaluate", "{model}"), 2, "one of the arguments --data --dataset --movielens --synthetic is required"),
     (("recommend", "{model}", "--user", "1", "-n", "0"), 2, "expected a positive integer"),
 ])
 def test_model_command_errors(synth_model, tmp_path, args, code, message):
@@ -192,3 +193,166 @@ def test_movielens_raw_ids_and_titles(ml100k_path, tmp_path):
     assert json.loads(proc.stdout)["n_users"] > 900
     proc = run("recommend", str(path), "--user", "944", check_code=1)
     assert "unknown user id '944'" in proc.stderr and "943" in proc.stderr
+
+
+# ---------------------------------------------------------------- train: data sources, splits, options, progress
+
+def _write_csv(path, n_users=40, n_items=25, per_user=8, seed=0):
+    """A small CSV with a header and string ids (user 'u007', item 'song-3'), ratings 1..5."""
+    rng = np.random.default_rng(seed)
+    lines = ["userId,itemId,rating,timestamp"]
+    for u in range(n_users):
+        for i in rng.choice(n_items, size=per_user, replace=False):
+            lines.append(f"u{u:03d},song-{i},{rng.integers(1, 6)},{1000 + len(lines)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_train_on_a_delimited_file_with_string_ids_then_recommend(tmp_path):
+    csv = _write_csv(tmp_path / "plays.csv")
+    model_path = tmp_path / "m.npz"
+    proc = run("train", "--data", str(csv), "--epochs", "2", "--factors", "8", "--threads", "1",
+               "--save", str(model_path), check_code=0)
+    assert "random split, 0.2 held out, seed 0" in proc.stdout and "[2/2]" in proc.stdout
+    model = BPR.load(model_path)
+    assert model.n_users == 40 and str(model.user_ids[7]) == "u007"
+    out = json.loads(run("recommend", str(model_path), "--user", "u007", "-n", "3", "--format", "json",
+                         check_code=0).stdout)
+    assert out[0]["user"] == "u007" and len(out[0]["results"]) == 3
+    assert all(r["item"].startswith("song-") for r in out[0]["results"])
+    # evaluate rebuilds the same split from the same options (seed from the model)
+    ev = json.loads(run("evaluate", str(model_path), "--data", str(csv), "--json", check_code=0).stdout)
+    assert ev["seed"] == 0 and "random split" in ev["data"]
+    # --min-rating and explicit --format/--columns reach the loader
+    proc = run("train", "--data", str(csv), "--format", "csv", "--columns", "user,item,rating,-",
+               "--min-rating", "4", "--epochs", "1", "--quiet", check_code=0)
+    assert "train:" in proc.stdout
+
+
+@pytest.mark.parametrize("split, expected", [
+    (("--split", "leave-k-out", "--leave-k", "2"), "leave-2-out split (random), seed 5"),
+    (("--split", "leave-k-out", "--leave-strategy", "latest"), "leave-1-out split (latest)"),
+    (("--split", "random", "--test-fraction", "0.5"), "random split, 0.5 held out, seed 5"),
+])
+def test_train_splits(tmp_path, split, expected):
+    csv = _write_csv(tmp_path / "plays.csv")
+    proc = run("train", "--data", str(csv), *split, "--seed", "5", "--epochs", "1", "--quiet", "--threads", "1",
+               check_code=0)
+    assert expected in proc.stdout
+    if "--leave-k" in split:
+        assert "held out: 80" in proc.stdout  # 2 per user, 40 users
+
+
+def test_train_on_a_lightgcn_folder(tmp_path):
+    folder = tmp_path / "gowalla-mini"
+    folder.mkdir()
+    (folder / "train.txt").write_text("".join(f"{u} " + " ".join(str((u * 3 + k) % 15) for k in range(5)) + "\n"
+                                              for u in range(12)))
+    (folder / "test.txt").write_text("".join(f"{u} {(u * 3 + 7) % 15}\n" for u in range(12)))
+    proc = run("train", "--data", str(folder), "--epochs", "2", "--factors", "4", "--threads", "1",
+               check_code=0)
+    assert "LightGCN split" in proc.stdout and "train: 60 positives, held out: 12" in proc.stdout
+    proc = run("train", "--data", str(folder), "--split", "random", "--epochs", "1", check_code=1)
+    assert "brings its own train/test split" in proc.stderr
+
+
+def test_dataset_from_the_cache(ml100k_path, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ml-100k").symlink_to(ml100k_path, target_is_directory=True)
+    env = {**os.environ, "BPR_NUMPY_DATA": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "bpr_numpy", "train", "--dataset", "ml-100k", "--epochs", "1",
+                           "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "MovieLens 100k ua split" in proc.stdout and "train: 49906 positives" in proc.stdout
+    # the wrong release for --dataset names what was expected and what was found
+    (cache / "ml-1m").symlink_to(ml100k_path, target_is_directory=True)
+    proc = subprocess.run([sys.executable, "-m", "bpr_numpy", "train", "--dataset", "ml-1m", "--epochs", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "is not ml-1m: expected ratings.dat and users.dat" in proc.stderr
+    assert "found MovieLens 100k" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dataset_offline_error_says_how_to_get_it(tmp_path):
+    env = {**os.environ, "BPR_NUMPY_DATA": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "bpr_numpy", "train", "--dataset", "ml-100k", "--epochs", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--download" in proc.stderr and "--data" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+def test_wrong_folders_and_splits_are_explained(tmp_path, ml100k_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    proc = run("train", "--data", str(tmp_path), "--epochs", "1", check_code=1)
+    assert "expected a MovieLens folder or zip" in proc.stderr and "notes.txt" in proc.stderr
+    proc = run("train", "--movielens", str(tmp_path), "--epochs", "1", check_code=1)
+    assert "is not ml-100k: expected u.data" in proc.stderr
+    proc = run("train", "--split", "ua", "--epochs", "1", check_code=1)
+    assert "--split ua is an official MovieLens 100k split" in proc.stderr
+    csv = _write_csv(tmp_path / "plays.csv")
+    proc = run("train", "--data", str(csv), "--split", "u1", "--epochs", "1", check_code=1)
+    assert "has none: use --split random" in proc.stderr
+    proc = run("train", "--data", str(ml100k_path), "--format", "csv", check_code=1)
+    assert "--format/--columns describe a delimited file" in proc.stderr
+
+
+def test_per_role_regularization_and_hyperparameters_reach_the_model(tmp_path):
+    path = tmp_path / "m.npz"
+    run("train", "--epochs", "1", "--threads", "1", "--quiet", "--factors", "6", "--lr", "0.05",
+        "--regularization", "0.01", "--reg-negative", "0.003", "--reg-bias", "0", "--user-run", "4",
+        "--no-item-bias", "--init-std", "0.05", "--loss", "sigmoid", "--dtype", "float64", "--seed", "9",
+        "--save", str(path), check_code=0)
+    params = BPR.load(path).get_params()
+    assert dict(params["regularization"]) == {"user": 0.01, "positive": 0.01, "negative": 0.003, "bias": 0.0}
+    assert params["factors"] == 6 and params["learning_rate"] == 0.05 and params["user_run"] == 4
+    assert params["item_bias"] is False and params["init_std"] == 0.05 and params["loss"] == "sigmoid"
+    assert np.dtype(params["dtype"]) == np.float64 and params["random_state"] == 9
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "--test-fraction", "1.5"), "expected a number in (0, 1)"),
+    (("train", "--columns", "user,thing"), "unknown column role"),
+    (("train", "--dataset", "ml-7k"), "invalid choice"),
+    (("train", "--data", "x", "--movielens", "y"), "not allowed with argument"),
+])
+def test_train_usage_errors(args, message):
+    proc = run(*args, check_code=2)
+    assert message in proc.stderr
+
+
+def test_progress_line_formatting_and_live_rewrite():
+    import io
+
+    from bpr_numpy.cli import _Progress, format_progress
+    from bpr_numpy.model import EpochReport
+
+    r = EpochReport(epoch=3, loss=0.41234, ordered_fraction=0.81, skipped=0, samples=1000, seconds=0.5,
+                    samples_per_second=2.5e6, metric="ndcg@10", validation=0.1234)
+    line = format_progress(r, 10, elapsed=30.0)  # 10 s per epoch so far, 7 to go
+    assert line == ("epoch 3/10  loss 0.4123  ordered 0.8100  ndcg@10 0.1234  2.50 M samples/s  ETA 1:10")
+    from dataclasses import replace
+
+    r = replace(r, validation=None, metric=None)
+    assert "ndcg" not in format_progress(r, 10, 30.0)
+    r = replace(r, epoch=10)
+    assert format_progress(r, 10, 3725.0).endswith("done in 1:02:05")
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    progress = _Progress(2, quiet=False, stream=stream)
+    for epoch in (1, 2):
+        r = replace(r, epoch=epoch)
+        progress(r)
+    progress.finish()  # idempotent: the newline came with the last epoch
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and text.count("\n") == 1 and text.endswith("\n")
+    assert "epoch 1/2" in text and "epoch 2/2" in text
+    plain = io.StringIO()
+    _Progress(2, quiet=False, stream=plain)(r)
+    assert plain.getvalue().endswith("[2/2]\n") and "\r" not in plain.getvalue()
+    quiet = Tty()
+    _Progress(2, quiet=True, stream=quiet)(r)
+    assert quiet.getvalue() == ""
