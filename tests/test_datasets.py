@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bpr_numpy.datasets._download as dl
 from bpr_numpy.datasets import (
+    ML100K_GENRES,
     DatasetDownloadError,
     Interactions,
     LoadSummary,
-    ML100K_GENRES,
     align,
     data_home,
     fetch_movielens,
@@ -48,7 +49,7 @@ ML100K = Path(__file__).parents[2] / "shared" / "data" / "ml-100k"
 needs_ml100k = pytest.mark.skipif(
     not (ML100K / "u.data").is_file(), reason=f"MovieLens 100k not found at {ML100K}"
 )
-HYP = settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HYP = settings(deadline=None, max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # ---------------------------------------------------------------- helpers

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import rankdata
@@ -172,7 +173,7 @@ def problems(draw):
 # --------------------------------------------------------------------------- fast path vs reference
 
 
-@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_evaluate_matches_reference(problem):
     S, train, test, train_m, test_m, ks, block_size, exclude_train = problem
@@ -188,7 +189,7 @@ def test_evaluate_matches_reference(problem):
                                    err_msg=key)  # fmt: skip
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=examples(60))
 @given(problems(), st.data())
 def test_metric_subsets_agree_with_full_pass(problem, data):
     S, _, _, train_m, test_m, ks, block_size, exclude_train = problem
@@ -202,7 +203,7 @@ def test_metric_subsets_agree_with_full_pass(problem, data):
         assert val == full[key] or (math.isnan(val) and math.isnan(full[key])), key
 
 
-@settings(deadline=None, max_examples=100)
+@settings(deadline=None, max_examples=examples(100))
 @given(
     st.integers(1, 6),
     st.integers(1, 12),
@@ -220,7 +221,7 @@ def test_top_k_kernel_order_is_stable_sort(n_rows, n_items, kmax, seed):
     assert out[:size].tolist() == want
 
 
-@settings(deadline=None, max_examples=100)
+@settings(deadline=None, max_examples=examples(100))
 @given(st.integers(1, 5), st.integers(1, 10), st.integers(0, 2**32 - 1), st.booleans())
 def test_auc_from_scores_matches_pairs(n_rows, n_items, seed, with_candidates):
     rng = np.random.default_rng(seed)
@@ -267,7 +268,7 @@ def test_many_positives_binary_search_path(n_pos):
         assert got["per_user"]["full_auc"][u] == pytest.approx(mw, rel=1e-12)
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=examples(60))
 @given(st.integers(1, 6), st.integers(1, 8), st.integers(1, 3), st.integers(0, 2**32 - 1),
        st.booleans(), st.sampled_from([np.float32, np.float64, np.int64]))  # fmt: skip
 def test_factor_model_matches_callable(n_users, n_items, f, seed, with_bias, dtype):

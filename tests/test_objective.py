@@ -4,6 +4,7 @@ import decimal
 
 import numpy as np
 import pytest
+from _budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +51,7 @@ def _args(p):
     return (p["user_factors"], p["item_factors"], p["item_bias"], p["users"], p["positives"], p["negatives"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_gradients_match_finite_differences(p):
     result = check_gradients(*_args(p), loss=p["loss"], regularization=p["regularization"])
@@ -124,7 +125,7 @@ def test_pair_loss_is_stable_for_large_scores(loss):
         np.testing.assert_allclose(slope[0], -np.exp(-100.0), rtol=1e-14)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.floats(-100, 100))
 def test_pair_losses_match_their_definitions(x):
     # 120-digit decimal arithmetic: an independent, cancellation-free reference.
