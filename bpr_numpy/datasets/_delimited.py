@@ -280,18 +280,7 @@ def load_delimited(
         unknown=unknown,
         source=label,
         where=table.where,
-        summary_fields=_table_counts(table, notes),
-    )
-
-
-def _table_counts(table, notes: Sequence[str] = ()) -> dict[str, Any]:
-    return dict(
-        lines_read=table.n_lines,
-        header_lines=table.n_header,
-        blank_lines=table.n_blank,
-        malformed_lines=table.n_bad,
-        malformed_examples=table.bad_examples,
-        notes=tuple(notes),
+        summary_fields=table.summary_fields(notes),
     )
 
 

@@ -56,17 +56,6 @@ def _parse_ratings(src: _Source, name: str, sep: bytes, header: bool = False):
     return table
 
 
-def _counts(table, notes=()) -> dict[str, Any]:
-    return dict(
-        lines_read=table.n_lines,
-        header_lines=table.n_header,
-        blank_lines=table.n_blank,
-        malformed_lines=table.n_bad,
-        malformed_examples=table.bad_examples,
-        notes=tuple(notes) + tuple(table.notes),
-    )
-
-
 def _build_from_table(table, uids, iids, *, min_rating, binarize, dedupe, side, notes) -> Interactions:
     users, items = table.ints["user"], table.ints["item"]
     return _assemble(
@@ -85,7 +74,7 @@ def _build_from_table(table, uids, iids, *, min_rating, binarize, dedupe, side, 
         unknown="raise",
         source=table.label,
         where=table.where,
-        summary_fields=_counts(table, notes),
+        summary_fields=table.summary_fields(tuple(notes) + tuple(table.notes)),
         side=side,
     )
 

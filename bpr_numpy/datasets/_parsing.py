@@ -43,6 +43,17 @@ class _Table:
     def n_rows(self) -> int:
         return int(self.lines.size)
 
+    def summary_fields(self, notes=()) -> dict:
+        """The load-summary counts of this table, with ``notes`` as given."""
+        return dict(
+            lines_read=self.n_lines,
+            header_lines=self.n_header,
+            blank_lines=self.n_blank,
+            malformed_lines=self.n_bad,
+            malformed_examples=self.bad_examples,
+            notes=tuple(notes),
+        )
+
     def where(self, k: int) -> str:
         """Name row ``k`` for error messages."""
         return f"{self.label}, line {int(self.lines[k])}"
