@@ -254,6 +254,13 @@ def _top_k(cand: np.ndarray, kmax: int, out: np.ndarray) -> int:
 
 
 @njit(cache=True)
+def _top_k_rows(scores: np.ndarray, kmax: int, out: np.ndarray, counts: np.ndarray) -> None:
+    """:func:`_top_k` for every row of a score block (NaN marks a non-candidate)."""
+    for r in range(scores.shape[0]):
+        counts[r] = _top_k(scores[r], kmax, out[r])
+
+
+@njit(cache=True)
 def _block_kernel(
     scores: np.ndarray,
     users: np.ndarray,

@@ -652,13 +652,12 @@ class BPR:
             s += self.item_bias
             if liked is not None:
                 sub = liked[rows]
-                s[np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), sub.indices] = -np.inf
+                s[np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), sub.indices] = np.nan  # not a candidate
             items[start:start + block], scores[start:start + block] = _top_k(s, k)
         if k < n:
             pad = n - k
             items = np.concatenate([items, np.full((len(batch), pad), -1)], axis=1)
             scores = np.concatenate([scores, np.full((len(batch), pad), -np.inf, scores.dtype)], axis=1)
-        items[np.isneginf(scores)] = -1
         if np.ndim(u) == 0:
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
@@ -690,8 +689,8 @@ class BPR:
         batch = np.atleast_1d(q)
         k = min(int(n), self.n_items - 1)
         sims = unit[batch] @ unit.T
-        sims[np.arange(len(batch)), batch] = -np.inf
-        nb, sc = _top_k(sims, k) if k > 0 else (np.empty((len(batch), 0), np.int64), np.empty((len(batch), 0)))
+        sims[np.arange(len(batch)), batch] = np.nan  # the query is not its own neighbour
+        nb, sc = _top_k(sims, k)
         if np.ndim(q) == 0:
             return nb[0], sc[0]
         return nb, sc
@@ -864,31 +863,21 @@ def _id_array(values, name: str, expected: int, *, titles: bool = False) -> np.n
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of a score block: best first, ties by lower column index."""
-    n_rows, n_cols = scores.shape
-    if k >= n_cols:
-        cand = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
-    else:
-        cand = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        # argpartition picks arbitrarily among scores tied with the k-th one:
-        # widen to every column tied with it, then order and cut.
-        kth = np.take_along_axis(scores, cand, axis=1).min(axis=1)
-        if np.any((scores == kth[:, None]).sum(axis=1) > 1):
-            cand = _top_k_exact(scores, kth, k)
-    vals = np.take_along_axis(scores, cand, axis=1)
-    order = np.lexsort((cand, -vals), axis=1) if n_rows else np.empty((0, cand.shape[1]), np.int64)
-    top = np.take_along_axis(cand, order, axis=1)[:, :k]
-    return top.astype(np.int64), np.take_along_axis(scores, top, axis=1)
+    """Row-wise top-k of a score block, best first, ties by the lower column index.
 
+    NaN entries are not candidates; rows with fewer than k candidates are padded
+    with index -1 and score -inf. The ranking is the metrics' own
+    (:func:`bpr_numpy.metrics._top_k`), so recommendations and top-k metrics agree.
+    """
+    from .metrics import _top_k_rows
 
-def _top_k_exact(scores: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
-    """Candidates: all columns scoring >= the k-th best score, padded to rectangular."""
-    keep = scores >= kth[:, None]
-    width = int(keep.sum(axis=1).max())
-    # Stable sort puts kept columns first in index order, so the lowest tied
-    # indices survive the final cut.
-    cand = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-    return cand
+    top = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    counts = np.empty(scores.shape[0], dtype=np.int64)
+    if k > 0:
+        _top_k_rows(np.ascontiguousarray(scores), k, top, counts)
+    values = np.take_along_axis(scores, np.maximum(top, 0), axis=1)
+    values[top < 0] = -np.inf
+    return top, values
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
