@@ -33,6 +33,10 @@ import sys
 import time
 from typing import Any, Sequence
 
+# NumPy-only modules (no scipy, no numba): the parser stays cheap to build.
+from .objective import LOSSES, OPTIMIZERS
+from .sampling import SAMPLERS
+
 __all__ = ["main", "build_parser"]
 
 
@@ -83,7 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--reg-positive", type=float, default=None, help="lambda_i, on the positive item's factors")
     hp.add_argument("--reg-negative", type=float, default=None, help="lambda_j, on the negative item's factors")
     hp.add_argument("--reg-bias", type=float, default=None, help="lambda_b, on the item biases")
-    hp.add_argument("--loss", choices=["bpr", "sigmoid"], default=None)
+    hp.add_argument("--loss", choices=LOSSES, default=None)
+    hp.add_argument("--sampler", choices=SAMPLERS,
+                    default=None, help="negative sampler (default uniform; see bpr_numpy.sampling)")
+    hp.add_argument("--popularity-exponent", type=float, default=None, metavar="ALPHA",
+                    help="exponent of the popularity samplers (default 1)")
+    hp.add_argument("--dns-candidates", type=_positive_int, default=None, metavar="K",
+                    help="candidates per draw of the dns sampler (default 5)")
+    hp.add_argument("--aobpr-lambda", type=float, default=None, metavar="FRACTION",
+                    help="aobpr's geometric rank scale, as a fraction of the items (default 0.05)")
+    hp.add_argument("--max-sampled", type=_positive_int, default=None, metavar="N",
+                    help="WARP's draws per positive (default 10)")
+    hp.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    hp.add_argument("--lr-decay", type=float, default=None, metavar="GAMMA",
+                    help="learning rate multiplied by GAMMA after each epoch (default 1)")
     hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",
                     help="consecutive samples drawn for one user (default 16)")
     hp.add_argument("--item-bias", dest="item_bias", action=argparse.BooleanOptionalAction, default=True,
@@ -139,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--items", type=_positive_int, default=11)
     grad.add_argument("--factors", type=_positive_int, default=16)
     grad.add_argument("--batch", type=_positive_int, default=64)
-    grad.add_argument("--loss", choices=["bpr", "sigmoid"], default="bpr")
+    grad.add_argument("--loss", choices=LOSSES, default="bpr")
     grad.add_argument("--no-item-bias", action="store_true")
     grad.add_argument("--scale", type=float, default=1.0, help="std of the random factors (|x_uij| grows with it)")
     grad.add_argument("--seed", type=_nonneg_int, default=0)
@@ -441,7 +458,11 @@ def _model_params(args) -> dict:
     from .model import BPR
 
     params = {k: v for k, v in dict(factors=args.factors, epochs=args.epochs, learning_rate=args.learning_rate,
-                                    loss=args.loss, user_run=args.user_run, init_std=args.init_std).items()
+                                    loss=args.loss, user_run=args.user_run, init_std=args.init_std,
+                                    sampler=args.sampler, popularity_exponent=args.popularity_exponent,
+                                    dns_candidates=args.dns_candidates, aobpr_lambda=args.aobpr_lambda,
+                                    max_sampled=args.max_sampled, optimizer=args.optimizer,
+                                    learning_rate_decay=args.lr_decay).items()
               if v is not None}
     roles = {"user": args.reg_user, "positive": args.reg_positive, "negative": args.reg_negative,
              "bias": args.reg_bias}

@@ -145,6 +145,7 @@ def check_gradients(
     *,
     loss: str = "bpr",
     regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    weights: np.ndarray | None = None,
     gradient: GradientFunction | None = None,
     eps: float = 1e-4,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -162,8 +163,14 @@ def check_gradients(
     item_bias : ndarray, shape (n_items,), or None
     users, positives, negatives : ndarray of int, shape (batch,)
         The triplets; repeats are allowed and must accumulate.
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "warp"}
+        The WARP hinge has a kink at ``x_uij = 1``: a triplet within a few
+        steps of it makes the differences straddle the kink, which is not a
+        gradient error (``details["kink_distance"]`` reports the closest).
     regularization : float, mapping or Regularization
+    weights : array_like, shape (batch,), optional
+        Per-triplet weights of the pair loss (WARP's rank weights); passed
+        on to ``gradient`` as ``weights=`` when given.
     gradient : callable, optional
         The gradient under test, called as
         ``gradient(U, V, b, users, positives, negatives, loss=..., regularization=...)``
@@ -186,15 +193,17 @@ def check_gradients(
     gradient = triplet_gradients if gradient is None else gradient
 
     users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
+    omega = np.ones(len(users)) if weights is None else np.asarray(weights, dtype=np.float64)
+    extra = {} if weights is None else {"weights": omega.copy()}
 
     def loss_of(mask: np.ndarray | None = None) -> float:
         if mask is None:
-            return triplet_loss(U, V, b, users, positives, negatives, loss=loss, regularization=reg)
+            return triplet_loss(U, V, b, users, positives, negatives, loss=loss, regularization=reg, weights=omega)
         return triplet_loss(U, V, b, users[mask], positives[mask], negatives[mask], loss=loss,
-                            regularization=reg)
+                            regularization=reg, weights=omega[mask])
 
     reported = gradient(U.copy(), V.copy(), None if b is None else b.copy(), users, positives, negatives,
-                        loss=loss, regularization=reg)
+                        loss=loss, regularization=reg, **extra)
     value, gU, gV, gb = tuple(reported)
     gU, gV = np.asarray(gU, dtype=np.float64), np.asarray(gV, dtype=np.float64)
     if gU.shape != U.shape or gV.shape != V.shape:
@@ -216,6 +225,8 @@ def check_gradients(
         "loss": loss, "item_bias": b is not None, "regularization": reg.as_tuple(),
         "max_abs_x": float(np.max(np.abs(x), initial=0.0)),
     }
+    if loss == "warp":
+        details["kink_distance"] = float(np.min(np.abs(1.0 - x), initial=np.inf))
     return GradcheckResult(errors, tolerance, details)
 
 
@@ -240,7 +251,9 @@ def gradcheck(
     n_users, n_items, factors, batch : int
         Problem size. Triplets are drawn with replacement, so users and items
         repeat within the batch.
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "warp"}
+        For ``"warp"`` each triplet gets a random weight in [0.5, 3) (WARP's
+        rank weights are what make it WARP).
     item_bias : bool
         Include the item bias block.
     regularization : float, mapping, Regularization or None
@@ -272,5 +285,6 @@ def gradcheck(
     negatives = (positives + rng.integers(1, n_items, batch)) % n_items  # always != positive
     if regularization is None:
         regularization = Regularization(*rng.uniform(0.01, 0.1, 4))
+    weights = rng.uniform(0.5, 3.0, batch) if loss == "warp" else None
     return check_gradients(U, V, b, users, positives, negatives, loss=loss, regularization=regularization,
-                           gradient=gradient, tolerance=tolerance)
+                           weights=weights, gradient=gradient, tolerance=tolerance)

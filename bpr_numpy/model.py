@@ -15,14 +15,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import as_user_items, check_index_array
-from .objective import LOSSES, Regularization, loss_code
+from . import sampling
+from .objective import LOSSES, OPTIMIZERS, OptimizerState, Regularization, loss_code
+from .sampling import SAMPLERS
 
 __all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
-SAMPLERS = ("uniform",)
 MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
 
 
@@ -172,11 +173,37 @@ class BPR:
     epochs : int, default 100
         Epochs for :meth:`fit`; one epoch draws as many triplets as there
         are positives.
-    loss : {"bpr", "sigmoid"}, default "bpr"
-        ``"bpr"`` is BPR-Opt, ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``.
-    sampler : {"uniform"}, default "uniform"
-        Negative sampling. ``"uniform"``: j uniform over items, resampled while
-        it is a known positive of u (the paper's definition).
+    loss : {"bpr", "sigmoid", "warp"}, default "bpr"
+        ``"bpr"`` is BPR-Opt, ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``;
+        ``"warp"`` is WARP as LightFM does it: negatives are drawn (by
+        ``sampler``, ``"uniform"`` or ``"popularity"``) until one violates the
+        margin ``x_uj > x_ui - 1`` or ``max_sampled`` draws are made; the
+        hinge ``max(0, 1 - x_uij)`` is weighted by
+        ``log(floor((n_items - 1) / draws))`` (:func:`bpr_numpy.objective.warp_weight`).
+    sampler : str, default "uniform"
+        Negative sampling, one of :data:`bpr_numpy.sampling.SAMPLERS`:
+        ``"uniform"`` (j uniform, resampled while a known positive: the
+        paper's), ``"uniform-skip"`` (cornac's), ``"popularity"`` and
+        ``"popularity-skip"`` (j drawn in proportion to ``count(j) **
+        popularity_exponent``; the skip variant with exponent 1 is
+        implicit's), ``"dns"`` (best-scored of ``dns_candidates`` uniform
+        negatives) and ``"aobpr"`` (Rendle & Freudenthaler's adaptive
+        oversampling). Definitions in :mod:`bpr_numpy.sampling`.
+    popularity_exponent : float, default 1.0
+        ``alpha`` of the popularity samplers.
+    dns_candidates : int, default 5
+        Candidates per draw of ``"dns"``.
+    aobpr_lambda : float, default 0.05
+        Scale of AOBPR's geometric rank law, as a fraction of the number of
+        items (``lambda = aobpr_lambda * n_items``).
+    max_sampled : int, default 10
+        WARP's draws per positive before giving up (LightFM's default).
+    optimizer : {"sgd", "adagrad", "adam"}, default "sgd"
+        Update rule (see :mod:`bpr_numpy.objective`): plain SGD, AdaGrad with
+        per-element accumulators starting at 1 (LightFM's), or lazy Adam with
+        per-row step counts.
+    learning_rate_decay : float, default 1.0
+        Epoch ``e`` (from 0) uses ``learning_rate * learning_rate_decay ** e``.
     user_run : int, default 16
         Consecutive samples drawn for the same user: a uniform observed pair
         (u, i), then ``user_run - 1`` more samples of u, each with its own
@@ -234,6 +261,12 @@ class BPR:
         loss: str = "bpr",
         sampler: str = "uniform",
         user_run: int = 16,
+        popularity_exponent: float = 1.0,
+        dns_candidates: int = 5,
+        aobpr_lambda: float = 0.05,
+        max_sampled: int = 10,
+        optimizer: str = "sgd",
+        learning_rate_decay: float = 1.0,
         item_bias: bool = True,
         init_std: float | None = None,
         dtype=np.float32,
@@ -247,6 +280,12 @@ class BPR:
         self.loss = loss
         self.sampler = sampler
         self.user_run = user_run
+        self.popularity_exponent = popularity_exponent
+        self.dns_candidates = dns_candidates
+        self.aobpr_lambda = aobpr_lambda
+        self.max_sampled = max_sampled
+        self.optimizer = optimizer
+        self.learning_rate_decay = learning_rate_decay
         self.use_item_bias = item_bias
         self.init_std = init_std
         self.dtype = dtype
@@ -262,6 +301,7 @@ class BPR:
         self._seed: int | None = None
         self._diverged: str | None = None
         self._item_norms: np.ndarray | None = None
+        self._optimizer_state: OptimizerState | None = None
         self.best_epoch_: int | None = None
         self.best_score_: float | None = None
         # Raw-id maps (row/column index -> the data's own id) and item titles:
@@ -276,7 +316,9 @@ class BPR:
     # ``use_item_bias`` because ``item_bias`` the attribute is the learned array.
     _PARAMS = {"factors": "factors", "learning_rate": "learning_rate", "regularization": "regularization",
                "epochs": "epochs", "loss": "loss", "sampler": "sampler", "user_run": "user_run",
-               "item_bias": "use_item_bias",
+               "popularity_exponent": "popularity_exponent", "dns_candidates": "dns_candidates",
+               "aobpr_lambda": "aobpr_lambda", "max_sampled": "max_sampled", "optimizer": "optimizer",
+               "learning_rate_decay": "learning_rate_decay", "item_bias": "use_item_bias",
                "init_std": "init_std", "dtype": "dtype", "threads": "threads", "random_state": "random_state"}
 
     def get_params(self, deep: bool = True) -> dict:
@@ -320,6 +362,11 @@ class BPR:
         integer("epochs", 0)
         integer("threads", 0)
         integer("user_run", 1)
+        integer("dns_candidates", 1)
+        integer("max_sampled", 1)
+        real("popularity_exponent", False)
+        real("aobpr_lambda", True)
+        real("learning_rate_decay", True)
         if self.user_run > MAX_USER_RUN:
             raise ValueError(f"user_run must be <= {MAX_USER_RUN}, got {self.user_run}")
         real("learning_rate", True)
@@ -330,6 +377,11 @@ class BPR:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.loss == "warp" and self.sampler not in ("uniform", "popularity"):
+            raise ValueError(f"loss='warp' draws its own negatives until one violates the margin: "
+                             f"use sampler='uniform' or 'popularity', not {self.sampler!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not isinstance(self.use_item_bias, (bool, np.bool_)):
             raise TypeError(f"item_bias must be a bool, got {type(self.use_item_bias).__name__}")
         try:
@@ -484,6 +536,7 @@ class BPR:
         self.user_factors = rng.normal(0.0, std, (n_users, self.factors)).astype(dtype)
         self.item_factors = rng.normal(0.0, std, (n_items, self.factors)).astype(dtype)
         self.item_bias = np.zeros(n_items, dtype=dtype)
+        self._optimizer_state = None
         self._epochs_done = 0
         self._diverged = None
         self._item_norms = None
@@ -499,12 +552,19 @@ class BPR:
         threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
         total = self._epochs_done + epochs
+        state = self._optimizer_state
+        if state is None or state.optimizer != self.optimizer or state.user_second.dtype != self.user_factors.dtype:
+            # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
+            self._optimizer_state = OptimizerState(self.optimizer, self.user_factors.shape[0],
+                                                   self.item_factors.shape[0], self.user_factors.shape[1],
+                                                   dtype=self.user_factors.dtype)
+        alias = self._alias_table(matrix)
         if epochs:
             # Compile (or load from the cache) outside the epoch timer: a call
             # with zero samples has the same types and does no work.
-            self._run_epoch(matrix, user_of, threads, n_samples=0)
+            self._run_epoch(matrix, user_of, threads, alias, n_samples=0)
         for _ in range(epochs):
-            report = self._run_epoch(matrix, user_of, threads)
+            report = self._run_epoch(matrix, user_of, threads, alias)
             stop = False
             if validation is not None:
                 report, stop = validation.after_epoch(self, report)
@@ -519,8 +579,17 @@ class BPR:
             validation.restore_best(self)
         return self
 
+    def _alias_table(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """The popularity samplers' alias table over ``matrix`` (empty arrays for the other samplers)."""
+        if sampling.sampler_codes(self.sampler).candidate != sampling.CANDIDATE_POPULARITY:
+            return np.empty(0), np.empty(0, np.int64)
+        weights = sampling.popularity_weights(matrix, float(self.popularity_exponent))
+        if not weights.sum() > 0:  # no positives at all: nothing is drawn anyway
+            weights = np.ones_like(weights)
+        return sampling.alias_table(weights)
+
     def _run_epoch(self, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
-                   n_samples: int | None = None) -> EpochReport | None:
+                   alias: tuple[np.ndarray, np.ndarray], n_samples: int | None = None) -> EpochReport | None:
         """One epoch of the kernel over ``matrix``; checks the result is finite.
 
         ``n_samples=0`` only compiles the kernel and returns None.
@@ -529,27 +598,52 @@ class BPR:
 
         dtype = self.user_factors.dtype.type
         reg = Regularization.coerce(self.regularization)
+        codes = sampling.sampler_codes(self.sampler)
         warm_up = n_samples == 0
         n_samples = matrix.nnz if n_samples is None else n_samples
         chunks = _kernels.n_chunks(n_samples)
         out_loss = np.zeros(chunks)
         out_ordered = np.zeros(chunks, np.int64)
         out_skipped = np.zeros(chunks, np.int64)
-        args = (self.user_factors, self.item_factors, self.item_bias, matrix.indptr, matrix.indices, user_of,
-                n_samples, int(self.user_run), self._seed, self._epochs_done,
-                dtype(self.learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
-                dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias),
-                out_loss, out_ordered, out_skipped)
+        n_items = self.item_factors.shape[0]
+        aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
+        # AOBPR refreshes its rankings every n ln n samples: the epoch runs in groups of chunks.
+        group = sampling.aobpr_refresh_chunks(n_items, _kernels.CHUNK_SIZE) if aobpr else max(chunks, 1)
+        learning_rate = self.learning_rate * self.learning_rate_decay ** self._epochs_done
+        kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
+        popularity = alias if alias[0].size else None
+        opt = self._optimizer_state.kernel_args() if self._optimizer_state.code else None
+        adaptive_kind = int(codes.adaptive)
+        warp_max_sampled = int(self.max_sampled) if self.loss == "warp" else 0
+        no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
+
+        def run(chunk_start: int, chunk_stop: int) -> None:
+            adaptive = None
+            if adaptive_kind or warp_max_sampled:
+                ranks, spread = no_ranks
+                if aobpr and chunk_stop > chunk_start:
+                    ranks, spread = sampling.aobpr_rankings(self.item_factors,
+                                                            self.item_bias if self.use_item_bias else None)
+                adaptive = (adaptive_kind, warp_max_sampled, int(self.dns_candidates),
+                            float(self.aobpr_lambda * n_items), ranks, spread)
+            kernel(self.user_factors, self.item_factors, self.item_bias, matrix.indptr, matrix.indices, user_of,
+                   n_samples, int(self.user_run), self._seed, self._epochs_done, chunk_start, chunk_stop,
+                   dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
+                   dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias), bool(codes.skip_liked),
+                   popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped)
+
         start = time.perf_counter()
         if threads == 1:
-            _kernels._epoch_serial(*args)
+            for c in range(0, max(chunks, 1), group):
+                run(c, min(c + group, chunks))
         else:
             import numba
 
             previous = numba.get_num_threads()
             numba.set_num_threads(threads)
             try:
-                _kernels._epoch_parallel(*args)
+                for c in range(0, max(chunks, 1), group):
+                    run(c, min(c + group, chunks))
             finally:
                 numba.set_num_threads(previous)
         seconds = time.perf_counter() - start

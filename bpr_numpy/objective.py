@@ -23,7 +23,16 @@ with the pair loss ``ell``:
   (BPR-Opt of Rendle et al., UAI 2009);
 * ``"sigmoid"``: ``ell(x) = 1 - sigma(x) = sigma(-x)``,
   ``ell'(x) = -sigma(x) sigma(-x)`` (a smoothed 0-1 loss; the loss of the
-  widely copied Keras triplet example, offered for reproduction).
+  widely copied Keras triplet example, offered for reproduction);
+* ``"warp"``: ``ell(x) = max(0, 1 - x)``, ``ell'(x) = -1`` for ``x < 1`` and 0
+  above (the margin hinge of WARP, Weston et al., IJCAI 2011). WARP scales
+  each triplet's term by a weight ``omega = warp_weight(n_items, n_draws)``
+  that estimates the positive's rank from how many negatives had to be drawn
+  before one violated the margin (:func:`warp_weight`); the weight is a
+  constant of the step, not a function of the parameters.
+
+Every pair loss may carry such a per-triplet weight ``omega`` (1 unless
+given): the term is ``omega * ell(x_uij)`` and its slope ``omega * ell'(x_uij)``.
 
 The regularisation is applied to the rows a triplet touches, each time they
 are touched, with the ``lambda / 2`` convention so that the gradient of the
@@ -38,13 +47,27 @@ penalty is ``lambda * theta``. With ``s = ell'(x_uij)``::
 For ``"bpr"``, ``s = -g`` with ``g = sigma(-x_uij)``, which is DESIGN.md's
 ``-g (h_i - h_j) + lambda_u w_u`` and so on.
 
-An SGD step with learning rate ``eta`` is ``theta <- theta - eta dL/dtheta``,
-all three rows computed from the *old* values of ``w_u, h_i, h_j``
-(:func:`sgd_step`).
+Optimisers
+----------
+A step on one triplet takes the gradient ``G = dL/dtheta`` of every touched
+row at the *old* values of ``w_u, h_i, h_j`` (and ``b_i, b_j``), then updates
+each element of those rows with learning rate ``eta`` (:func:`sgd_step`):
+
+* ``"sgd"``: ``theta <- theta - eta G``.
+* ``"adagrad"`` (Duchi et al., 2011; LightFM's default): a per-element
+  accumulator ``A``, starting at 1 as in LightFM (so the first steps are no
+  larger than SGD's), ``A <- A + G^2``, ``theta <- theta - eta G / sqrt(A)``.
+* ``"adam"`` (Kingma & Ba, 2015), lazy: per-element moments ``m, v`` and a
+  per-row step count ``t``, all advanced only when the row is touched;
+  ``m <- beta1 m + (1 - beta1) G``, ``v <- beta2 v + (1 - beta2) G^2``,
+  ``theta <- theta - eta (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)``.
+  The bias correction uses the row's own count, because its moments average
+  only the steps that touched it. An item bias shares its item's count.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
@@ -60,10 +83,21 @@ __all__ = [
     "triplet_loss",
     "triplet_gradients",
     "sgd_step",
+    "warp_weight",
+    "OPTIMIZERS",
+    "OptimizerState",
 ]
 
 #: Names of the pair losses, in the order of their integer codes in the kernels.
-LOSSES: tuple[str, ...] = ("bpr", "sigmoid")
+LOSSES: tuple[str, ...] = ("bpr", "sigmoid", "warp")
+
+#: Names of the optimisers, in the order of their integer codes in the kernels.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "adam")
+
+#: Initial value of AdaGrad's accumulators (LightFM's choice).
+ADAGRAD_INITIAL = 1.0
+#: Adam's moment decays and denominator offset (the paper's defaults).
+ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 def loss_code(loss: str) -> int:
@@ -82,6 +116,33 @@ def loss_code(loss: str) -> int:
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     return LOSSES.index(loss)
+
+
+def optimizer_code(optimizer: str) -> int:
+    """Integer code of an optimiser name (its index in :data:`OPTIMIZERS`)."""
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    return OPTIMIZERS.index(optimizer)
+
+
+def warp_weight(n_items: int, n_draws: int) -> float:
+    """WARP's rank weight ``log(max(1, floor((n_items - 1) / n_draws)))``, as LightFM computes it.
+
+    ``n_draws`` negatives were drawn (uniformly) until one violated the
+    margin, so about ``(n_items - 1) / n_draws`` items outrank the positive;
+    the log turns that rank estimate into the weight of the step (Weston et
+    al.'s ``L(rank)`` with harmonic-like growth).
+
+    Parameters
+    ----------
+    n_items : int
+        Items in the catalogue.
+    n_draws : int
+        Draws made, the violating one included (``>= 1``).
+    """
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+    return math.log(max(1.0, math.floor((n_items - 1) / n_draws)))
 
 
 @dataclass(frozen=True)
@@ -180,8 +241,9 @@ def pair_loss(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     ----------
     x : array_like
         Score differences ``x_uij``.
-    loss : {"bpr", "sigmoid"}
-        ``"bpr"`` is ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``.
+    loss : {"bpr", "sigmoid", "warp"}
+        ``"bpr"`` is ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``;
+        ``"warp"`` is ``max(0, 1 - x)`` (unweighted).
 
     Returns
     -------
@@ -189,9 +251,12 @@ def pair_loss(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
         ``ell(x)`` in float64; finite for every finite ``x``.
     """
     x = np.asarray(x, dtype=np.float64)
-    if loss_code(loss) == 0:
+    code = loss_code(loss)
+    if code == 0:
         return _softplus(-x)
-    return _sigmoid(-x)
+    if code == 1:
+        return _sigmoid(-x)
+    return np.maximum(1.0 - x, 0.0)
 
 
 def pair_loss_derivative(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
@@ -201,17 +266,21 @@ def pair_loss_derivative(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     ----------
     x : array_like
         Score differences ``x_uij``.
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "warp"}
 
     Returns
     -------
     numpy.ndarray
-        ``-sigma(-x)`` for ``"bpr"``; ``-sigma(x) sigma(-x)`` for ``"sigmoid"``.
-        Always in ``[-1, 0]``.
+        ``-sigma(-x)`` for ``"bpr"``; ``-sigma(x) sigma(-x)`` for ``"sigmoid"``;
+        for ``"warp"``, -1 where ``x < 1`` and 0 elsewhere (the hinge's kink
+        at 1 takes the right derivative, as the kernels do). Always in ``[-1, 0]``.
     """
     x = np.asarray(x, dtype=np.float64)
+    code = loss_code(loss)
+    if code == 2:
+        return np.where(x < 1.0, -1.0, 0.0)
     g = _sigmoid(-x)
-    if loss_code(loss) == 0:
+    if code == 0:
         return -g
     return -g * _sigmoid(x)
 
@@ -246,6 +315,17 @@ def _check_batch(
     if not (len(idx[0]) == len(idx[1]) == len(idx[2])):
         raise ValueError("users, positives and negatives must have the same length")
     return U, V, b, idx[0], idx[1], idx[2]
+
+
+def _check_weights(weights, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be finite and >= 0")
+    return w
 
 
 def triplet_scores(
@@ -286,6 +366,7 @@ def triplet_loss(
     *,
     loss: str = "bpr",
     regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    weights: np.ndarray | None = None,
 ) -> float:
     """Summed objective ``sum_t L(u_t, i_t, j_t)`` of a batch of triplets.
 
@@ -294,9 +375,12 @@ def triplet_loss(
     user_factors, item_factors, item_bias, users, positives, negatives
         As in :func:`triplet_scores`. With ``item_bias=None`` the bias terms
         (score and penalty) are absent.
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "warp"}
     regularization : float, mapping or Regularization
         See :meth:`Regularization.coerce`.
+    weights : array_like, shape (batch,), optional
+        Per-triplet weights ``omega`` of the pair loss (WARP's rank weights);
+        1 when omitted. The penalties are not weighted.
 
     Returns
     -------
@@ -307,7 +391,7 @@ def triplet_loss(
     reg = Regularization.coerce(regularization)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, users, positives, negatives)
     x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b[i] - b[j]
-    total = pair_loss(x, loss).sum()
+    total = (_check_weights(weights, len(u)) * pair_loss(x, loss)).sum()
     total += 0.5 * reg.user * np.einsum("bf,bf->", U[u], U[u])
     total += 0.5 * reg.positive * np.einsum("bf,bf->", V[i], V[i])
     total += 0.5 * reg.negative * np.einsum("bf,bf->", V[j], V[j])
@@ -326,6 +410,7 @@ def triplet_gradients(
     *,
     loss: str = "bpr",
     regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    weights: np.ndarray | None = None,
 ) -> Gradients:
     """Summed loss and its analytic gradient for a batch of triplets.
 
@@ -334,7 +419,7 @@ def triplet_gradients(
 
     Parameters
     ----------
-    user_factors, item_factors, item_bias, users, positives, negatives, loss, regularization
+    user_factors, item_factors, item_bias, users, positives, negatives, loss, regularization, weights
         As in :func:`triplet_loss`.
 
     Returns
@@ -348,7 +433,8 @@ def triplet_gradients(
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, users, positives, negatives)
     Wu, Hi, Hj = U[u], V[i], V[j]
     x = np.einsum("bf,bf->b", Wu, Hi - Hj) + b[i] - b[j]
-    s = pair_loss_derivative(x, loss)[:, None]
+    omega = _check_weights(weights, len(u))
+    s = (omega * pair_loss_derivative(x, loss))[:, None]
 
     gU = np.zeros_like(U)
     gV = np.zeros_like(V)
@@ -359,8 +445,67 @@ def triplet_gradients(
     if item_bias is not None:
         np.add.at(gb, i, s[:, 0] + reg.bias * b[i])
         np.add.at(gb, j, -s[:, 0] + reg.bias * b[j])
-    value = triplet_loss(U, V, None if item_bias is None else b, u, i, j, loss=loss, regularization=reg)
+    value = triplet_loss(U, V, None if item_bias is None else b, u, i, j, loss=loss, regularization=reg,
+                         weights=omega)
     return Gradients(value, gU, gV, gb)
+
+
+class OptimizerState:
+    """Per-parameter memory of an adaptive optimiser, shaped like the parameters.
+
+    ``first`` holds Adam's first moments; ``second`` AdaGrad's accumulators or
+    Adam's second moments; ``user_steps``/``item_steps`` Adam's per-row step
+    counts. Arrays an optimiser does not use have zero rows, so the kernels
+    take the same argument types whatever the optimiser.
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adagrad", "adam"}
+    n_users, n_items, factors : int
+    dtype : numpy dtype
+        The parameters' dtype (moments are kept in the same precision).
+    """
+
+    def __init__(self, optimizer: str, n_users: int, n_items: int, factors: int, dtype=np.float64) -> None:
+        self.optimizer = optimizer
+        self.code = optimizer_code(optimizer)
+        adam = self.code == 2
+        rows_u = n_users if self.code else 0
+        rows_i = n_items if self.code else 0
+        start = ADAGRAD_INITIAL if self.code == 1 else 0.0
+        self.user_second = np.full((rows_u, factors), start, dtype)
+        self.item_second = np.full((rows_i, factors), start, dtype)
+        self.bias_second = np.full(rows_i, start, dtype)
+        self.user_first = np.zeros((rows_u if adam else 0, factors), dtype)
+        self.item_first = np.zeros((rows_i if adam else 0, factors), dtype)
+        self.bias_first = np.zeros(rows_i if adam else 0, dtype)
+        self.user_steps = np.zeros(rows_u if adam else 0, np.int64)
+        self.item_steps = np.zeros(rows_i if adam else 0, np.int64)
+
+    def kernel_args(self) -> tuple:
+        """The state as the kernels take it: ``(code, first_u, first_i, first_b, second_u, ...)``."""
+        return (self.code, self.user_first, self.item_first, self.bias_first, self.user_second,
+                self.item_second, self.bias_second, self.user_steps, self.item_steps)
+
+
+def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
+    """Apply one optimiser step to ``theta[rows]`` given their gradients ``grad[rows]``."""
+    g = grad[rows]
+    if code == 0:
+        theta[rows] -= learning_rate * g
+        return
+    if code == 1:
+        second[rows] += g * g
+        theta[rows] -= learning_rate * g / np.sqrt(second[rows])
+        return
+    t = steps[rows].astype(np.float64)
+    if g.ndim == 2:
+        t = t[:, None]
+    first[rows] = ADAM_BETA1 * first[rows] + (1.0 - ADAM_BETA1) * g
+    second[rows] = ADAM_BETA2 * second[rows] + (1.0 - ADAM_BETA2) * g * g
+    m_hat = first[rows] / (1.0 - ADAM_BETA1 ** t)
+    v_hat = second[rows] / (1.0 - ADAM_BETA2 ** t)
+    theta[rows] -= learning_rate * m_hat / (np.sqrt(v_hat) + ADAM_EPSILON)
 
 
 def sgd_step(
@@ -374,13 +519,17 @@ def sgd_step(
     learning_rate: float,
     loss: str = "bpr",
     regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    weight: float = 1.0,
+    optimizer: str = "sgd",
+    state: OptimizerState | None = None,
 ) -> float:
-    """Apply one SGD step for a single triplet, in place; the reference update.
+    """Apply one stochastic step for a single triplet, in place; the reference update.
 
-    ``theta <- theta - learning_rate * dL/dtheta`` for ``w_u, h_i, h_j`` (and
-    ``b_i, b_j``), every gradient taken at the old values. This is what the
-    numba kernels do for each sampled triplet; the kernel tests replay a
-    triplet sequence through this function and compare.
+    The gradient of every touched row (``w_u, h_i, h_j``, and ``b_i, b_j``) is
+    taken at the old values, then each row moves by the optimiser's rule (see
+    the module's notes). This is what the numba kernels do for each sampled
+    triplet; the kernel tests replay a triplet sequence through this function
+    and compare.
 
     Parameters
     ----------
@@ -393,6 +542,11 @@ def sgd_step(
     learning_rate : float
     loss, regularization
         As in :func:`triplet_loss`.
+    weight : float
+        The triplet's weight ``omega`` (WARP's rank weight); 1 otherwise.
+    optimizer : {"sgd", "adagrad", "adam"}
+    state : OptimizerState, optional
+        Required for ``"adagrad"`` and ``"adam"``; updated in place.
 
     Returns
     -------
@@ -401,15 +555,26 @@ def sgd_step(
     """
     if positive == negative:
         raise ValueError("positive and negative item must differ")
+    code = optimizer_code(optimizer)
+    if code and (state is None or state.code != code):
+        raise ValueError(f"optimizer {optimizer!r} needs an OptimizerState({optimizer!r}, ...)")
     u = np.array([user])
     i = np.array([positive])
     j = np.array([negative])
     grads = triplet_gradients(user_factors, item_factors, item_bias, u, i, j,
-                              loss=loss, regularization=regularization)
+                              loss=loss, regularization=regularization, weights=np.array([weight]))
     x = triplet_scores(user_factors, item_factors, item_bias, u, i, j)[0]
+    items = np.array([positive, negative])
+    if code == 2:
+        state.user_steps[user] += 1
+        state.item_steps[items] += 1
+    st = state if code else OptimizerState("sgd", 0, 0, user_factors.shape[1])
     # Gradients are dense but zero outside the touched rows: update only those.
-    user_factors[user] -= learning_rate * grads.user_factors[user]
-    item_factors[[positive, negative]] -= learning_rate * grads.item_factors[[positive, negative]]
+    _optimizer_rows(user_factors, grads.user_factors, st.user_first, st.user_second, st.user_steps,
+                    np.array([user]), code, learning_rate)
+    _optimizer_rows(item_factors, grads.item_factors, st.item_first, st.item_second, st.item_steps,
+                    items, code, learning_rate)
     if item_bias is not None:
-        item_bias[[positive, negative]] -= learning_rate * grads.item_bias[[positive, negative]]
+        _optimizer_rows(item_bias, grads.item_bias, st.bias_first, st.bias_second, st.item_steps,
+                        items, code, learning_rate)
     return float(x)

@@ -23,6 +23,11 @@ def _user_of(m):
     return np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
 
 
+def _stream(m, n, user_run, seed, epoch, skip_liked=False, popularity=None):
+    return K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, user_run, seed, epoch,
+                            skip_liked, popularity)
+
+
 def _params(m, factors, dtype, seed=1):
     rng = np.random.default_rng(seed)
     return (rng.normal(0, 0.3, (m.shape[0], factors)).astype(dtype),
@@ -33,6 +38,20 @@ def _params(m, factors, dtype, seed=1):
 def _scalars(dtype, lr, loss, bias):
     t = np.dtype(dtype).type
     return (t(lr), t(REG.user), t(REG.positive), t(REG.negative), t(REG.bias), loss_code(loss), bias)
+
+
+def _apply(U, V, b, users, pos, neg, lr, loss, bias, weights=None, opt=None):
+    w = np.ones(len(users)) if weights is None else weights
+    return K._apply_triplets(U, V, b, users, pos, neg, w, *_scalars(U.dtype, lr, loss, bias), opt)
+
+
+def _epoch(kernel, U, V, b, m, n, user_run, seed, epoch, lr, loss, bias=True, skip_liked=False, popularity=None,
+           adaptive=None, opt=None, trace=None):
+    chunks = K.n_chunks(n)
+    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+    kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, user_run, seed, epoch, 0, chunks,
+           *_scalars(U.dtype, lr, loss, bias), skip_liked, popularity, adaptive, opt, trace, *out)
+    return out
 
 
 def _replay(U, V, b, users, pos, neg, lr, loss, bias):
@@ -50,12 +69,12 @@ def _replay(U, V, b, users, pos, neg, lr, loss, bias):
 @pytest.mark.parametrize("bias", [True, False])
 def test_kernel_update_equals_reference_in_float64(loss, bias):
     m = _csr()
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 3000, 1, 7, 0)
+    users, pos, neg = _stream(m, 3000, 1, 7, 0)
     U, V, b = _params(m, 16, np.float64)
     if not bias:
         b[:] = 0
     refU, refV, refb, ref_x = _replay(U, V, b, users, pos, neg, 0.1, loss, bias)
-    xs = K._sgd_triplets(U, V, b, users, pos, neg, *_scalars(np.float64, 0.1, loss, bias))
+    xs = _apply(U, V, b, users, pos, neg, 0.1, loss, bias)
     np.testing.assert_allclose(U, refU, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(V, refV, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(b, refb, rtol=1e-12, atol=1e-14)
@@ -65,29 +84,26 @@ def test_kernel_update_equals_reference_in_float64(loss, bias):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_kernel_update_in_float32_tracks_reference(loss):
     m = _csr()
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 500, 16, 3, 0)
+    users, pos, neg = _stream(m, 500, 16, 3, 0)
     U, V, b = _params(m, 32, np.float32)
     refU, refV, refb, _ = _replay(U, V, b, users, pos, neg, 0.05, loss, True)
-    K._sgd_triplets(U, V, b, users, pos, neg, *_scalars(np.float32, 0.05, loss, True))
+    _apply(U, V, b, users, pos, neg, 0.05, loss, True)
     assert U.dtype == np.float32
     np.testing.assert_allclose(U, refU, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(V, refV, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b, refb, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss", ["bpr", "sigmoid"])  # WARP draws at update time: tests/test_samplers.py
 @pytest.mark.parametrize("user_run", [1, 16])
 def test_serial_epoch_is_its_sample_stream_then_the_update(loss, user_run):
     m = _csr(seed=3)
     n = m.nnz * 3 + 17  # several chunks, the last one partial
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, user_run, 11, 4)
+    users, pos, neg = _stream(m, n, user_run, 11, 4)
     U, V, b = _params(m, 8, np.float64)
     U2, V2, b2 = U.copy(), V.copy(), b.copy()
-    chunks = K.n_chunks(n)
-    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, user_run, 11, 4,
-                    *_scalars(np.float64, 0.05, loss, True), *out)
-    xs = K._sgd_triplets(U2, V2, b2, users, pos, neg, *_scalars(np.float64, 0.05, loss, True))
+    out = _epoch(K._epoch_serial, U, V, b, m, n, user_run, 11, 4, 0.05, loss)
+    xs = _apply(U2, V2, b2, users, pos, neg, 0.05, loss, True)
     np.testing.assert_array_equal(U, U2)
     np.testing.assert_array_equal(V, V2)
     applied = ~np.isnan(xs)
@@ -101,14 +117,10 @@ def test_parallel_epoch_draws_the_same_triplets_as_serial():
     # learning rate nothing moves, and the per-chunk statistics must agree exactly.
     m = _csr(200, 150, 0.1, seed=5)
     n = m.nnz * 4
-    chunks = K.n_chunks(n)
     results = []
     for kernel in (K._epoch_serial, K._epoch_parallel):
         U, V, b = _params(m, 8, np.float64)
-        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 99, 0, *_scalars(np.float64, 0.0, "bpr", True),
-               *out)
-        results.append(out)
+        results.append(_epoch(kernel, U, V, b, m, n, 16, 99, 0, 0.0, "bpr"))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
@@ -116,7 +128,7 @@ def test_parallel_epoch_draws_the_same_triplets_as_serial():
 @pytest.mark.parametrize("user_run", [1, 7, 16, 32])
 def test_sampler_never_returns_a_known_positive_and_covers_all_pairs(user_run):
     m = _csr(40, 30, 0.3, seed=2)
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 200_000, user_run, 5, 0)
+    users, pos, neg = _stream(m, 200_000, user_run, 5, 0)
     dense = m.toarray() > 0
     assert dense[users, pos].all()  # positives are observed pairs
     ok = neg >= 0
@@ -147,7 +159,7 @@ def test_sampler_never_returns_a_known_positive_and_covers_all_pairs(user_run):
 
 def test_negatives_are_uniform_over_the_users_non_positives():
     m = as_user_items(sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1, 0, 0, 0, 0]], dtype=float)))
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 140_000, 16, 1, 0)
+    users, pos, neg = _stream(m, 140_000, 16, 1, 0)
     counts = np.bincount(neg, minlength=10)
     assert counts[[0, 2, 5]].sum() == 0
     assert stats.chisquare(counts[[1, 3, 4, 6, 7, 8, 9]]).pvalue > 1e-4
@@ -158,15 +170,13 @@ def test_user_holding_every_item_is_skipped_and_counted_without_hanging():
     dense[0] = 1  # user 0 has every item
     dense[1, 2] = 1
     m = as_user_items(dense)
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], 10_000, 16, 0, 0)
+    users, pos, neg = _stream(m, 10_000, 16, 0, 0)
     assert (neg[users == 0] == -1).all()
     assert (neg[users == 1] >= 0).all()
     # A one-item catalogue: every sample is skipped, and the epoch ends.
     one = as_user_items(np.ones((2, 1)))
     U, V, b = np.zeros((2, 3)), np.zeros((1, 3)), np.zeros(1)
-    out = (np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    K._epoch_serial(U, V, b, one.indptr, one.indices, _user_of(one), 2, 16, 0, 0,
-                    *_scalars(np.float64, 0.1, "bpr", True), *out)
+    out = _epoch(K._epoch_serial, U, V, b, one, 2, 16, 0, 0, 0.1, "bpr")
     assert out[2][0] == 2
 
 

@@ -5,7 +5,7 @@ import decimal
 import numpy as np
 import pytest
 from _budget import examples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bpr_numpy import objective
@@ -43,8 +43,17 @@ def problems(draw):
     U *= c
     if b is not None:
         b *= c
+    weights = None
+    if loss == "warp":
+        weights = rng.uniform(0.0, 5.0, batch)
+        # The hinge's kink at x = 1: keep every triplet further from it than the
+        # stencil's reach (2 steps of 1e-4 max(1, |theta|) times the largest slope of x).
+        x = np.einsum("bf,bf->b", U[users], V[pos] - V[neg]) + (0 if b is None else b[pos] - b[neg])
+        theta = max(1.0, np.abs(U).max(), np.abs(V).max(), 0 if b is None else np.abs(b).max())
+        reach = 4e-4 * theta * max(1.0, np.abs(U).max(), 2 * np.abs(V).max())
+        assume(np.min(np.abs(1.0 - x)) > reach)
     return dict(user_factors=U, item_factors=V, item_bias=b, users=users, positives=pos, negatives=neg,
-                loss=loss, regularization=Regularization(*regs))
+                loss=loss, regularization=Regularization(*regs), weights=weights)
 
 
 def _args(p):
@@ -54,7 +63,8 @@ def _args(p):
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_gradients_match_finite_differences(p):
-    result = check_gradients(*_args(p), loss=p["loss"], regularization=p["regularization"])
+    result = check_gradients(*_args(p), loss=p["loss"], regularization=p["regularization"],
+                             weights=p["weights"])
     assert result.passed, str(result)
     assert result.max_error <= 1e-6
 
@@ -115,7 +125,10 @@ def test_pair_loss_is_stable_for_large_scores(loss):
         value = objective.pair_loss(x, loss)
         slope = objective.pair_loss_derivative(x, loss)
     assert np.isfinite(value).all() and np.isfinite(slope).all()
-    if loss == "bpr":
+    if loss == "warp":
+        np.testing.assert_array_equal(value, np.maximum(1.0 - x, 0.0))
+        np.testing.assert_array_equal(slope, [-1.0, -1.0, -1.0, -1.0, -1.0, 0.0, 0.0])
+    elif loss == "bpr":
         np.testing.assert_allclose(value[[0, 1]], [100.0, 50.0], rtol=1e-15)
         np.testing.assert_allclose(value[-1], np.exp(-100.0), rtol=1e-14)  # no 1 - tiny cancellation
         np.testing.assert_allclose(slope[[0, -1]], [-1.0, -np.exp(-100.0)], rtol=1e-14)
@@ -197,3 +210,96 @@ def test_gradcheck_entry_point_reports_every_block():
     with pytest.raises(ValueError, match="n_items must be at least 2"):
         gradcheck(n_items=1)
     assert DEFAULT_TOLERANCE == 1e-6
+
+
+def test_warp_weight_is_lightfms_rank_estimate():
+    assert objective.warp_weight(1682, 1) == pytest.approx(np.log(1681))
+    assert objective.warp_weight(1682, 10) == pytest.approx(np.log(168))
+    assert objective.warp_weight(11, 10) == 0.0  # floor(10 / 10) = 1: log 1
+    assert objective.warp_weight(5, 10) == 0.0   # fewer items than draws: clamped at log 1
+    with pytest.raises(ValueError, match="n_draws"):
+        objective.warp_weight(10, 0)
+
+
+def test_warp_weights_scale_loss_and_gradient_linearly():
+    rng = np.random.default_rng(3)
+    U, V, b = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)
+    u, i, j = np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([4, 0, 1])
+    w = np.array([0.5, 2.0, 3.0])
+    whole = triplet_gradients(U, V, b, u, i, j, loss="warp", weights=w)
+    for t in range(3):
+        one = triplet_gradients(U, V, b, u[t:t + 1], i[t:t + 1], j[t:t + 1], loss="warp")
+        x = objective.triplet_scores(U, V, b, u[t:t + 1], i[t:t + 1], j[t:t + 1])[0]
+        assert one.loss == pytest.approx(max(0.0, 1.0 - x))
+    assert whole.loss == pytest.approx(sum(
+        w[t] * max(0.0, 1.0 - objective.triplet_scores(U, V, b, u[t:t + 1], i[t:t + 1], j[t:t + 1])[0])
+        for t in range(3)))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        objective.triplet_loss(U, V, b, u, i, j, weights=np.ones(2))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        objective.triplet_loss(U, V, b, u, i, j, weights=np.array([1.0, -1.0, 1.0]))
+
+
+def _textbook_step(theta, g, memory, optimizer, lr, t):
+    """One optimiser step on one scalar, written out as in the papers (an independent reference)."""
+    if optimizer == "sgd":
+        return theta - lr * g, memory
+    if optimizer == "adagrad":
+        acc = memory + g * g
+        return theta - lr * g / acc ** 0.5, acc
+    m, v = memory
+    m = 0.9 * m + 0.1 * g
+    v = 0.999 * v + 0.001 * g * g
+    return theta - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)) ** 0.5 + 1e-8), (m, v)
+
+
+@pytest.mark.parametrize("optimizer", objective.OPTIMIZERS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_optimizer_steps_match_their_textbook_definitions(optimizer, bias):
+    """sgd_step over a triplet sequence with repeated rows, against scalar loops per element."""
+    rng = np.random.default_rng(5)
+    n_users, n_items, f = 3, 4, 3
+    U, V = rng.normal(size=(n_users, f)), rng.normal(size=(n_items, f))
+    b = rng.normal(size=n_items) if bias else None
+    reg = Regularization(0.01, 0.02, 0.03, 0.04)
+    state = objective.OptimizerState(optimizer, n_users, n_items, f)
+    start = 1.0 if optimizer == "adagrad" else 0.0
+    mem = {}  # (block, row, col) -> memory of the textbook optimiser
+    steps = {}
+    ref = {"U": U.copy(), "V": V.copy(), "b": None if b is None else b.copy()}
+    for _ in range(25):
+        u = int(rng.integers(n_users))
+        i, j = (int(k) for k in rng.choice(n_items, 2, replace=False))
+        g = triplet_gradients(ref["U"], ref["V"], ref["b"], np.array([u]), np.array([i]), np.array([j]),
+                              loss="bpr", regularization=reg)
+        grads = {"U": g.user_factors, "V": g.item_factors, "b": g.item_bias}
+        touched = [("U", u), ("V", i), ("V", j)] + ([("b", i), ("b", j)] if bias else [])
+        for block, row in touched:
+            key = (block if block != "b" else "V", row)
+            if block != "b":
+                steps[key] = steps.get(key, 0) + 1
+        new = {k: (None if v is None else v.copy()) for k, v in ref.items()}
+        for block, row in touched:
+            t = steps[(block if block != "b" else "V", row)]
+            cols = range(f) if block != "b" else [None]
+            for c in cols:
+                idx = (row,) if c is None else (row, c)
+                zero = (0.0, 0.0) if optimizer == "adam" else start
+                memory = mem.get((block, *idx), zero)
+                new[block][idx], mem[(block, *idx)] = _textbook_step(ref[block][idx], grads[block][idx], memory,
+                                                                     optimizer, 0.1, t)
+        ref = new
+        objective.sgd_step(U, V, b, u, i, j, learning_rate=0.1, regularization=reg, optimizer=optimizer,
+                           state=state if optimizer != "sgd" else None)
+    np.testing.assert_allclose(U, ref["U"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(V, ref["V"], rtol=1e-12, atol=1e-14)
+    if bias:
+        np.testing.assert_allclose(b, ref["b"], rtol=1e-12, atol=1e-14)
+
+
+def test_adaptive_optimizer_needs_its_state():
+    U, V = np.zeros((2, 3)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match="needs an OptimizerState"):
+        objective.sgd_step(U, V, None, 0, 1, 2, learning_rate=0.1, optimizer="adam")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        objective.sgd_step(U, V, None, 0, 1, 2, learning_rate=0.1, optimizer="rmsprop")

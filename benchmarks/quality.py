@@ -1,0 +1,310 @@
+"""Samplers x losses x optimisers on MovieLens 100k, each tuned on validation, against LightFM.
+
+MovieLens 100k, the official ``ua`` split, ratings >= 4 are positives. For every combination
+below, a small grid (learning rate x regularisation scale, and the sampler's own parameter) is
+searched on a validation split carved out of ``ua.base`` (``split_random(train, 0.1,
+random_state=0)``; ``ua.test`` is never read by the search): each candidate is trained for two
+seeds with ``fit(validation=..., metric="precision@10", validate_every=10, patience=...)`` and
+scored at its best evaluated epoch. The winner of each combination (best mean validation
+precision@10) is refitted on all of ``ua.base`` for the mean of its seeds' best epochs, for
+``--seeds`` seeds (``threads=1``, bitwise reproducible per seed), and scored on ``ua.test``:
+P1 full AUC, P2 AUC, precision@10, NDCG@10 (DESIGN.md §4), mean ± std over seeds, and the
+seconds of one fit.
+
+In the same run, when ``lightfm`` is importable (``pip install -e .[bench]``), LightFM WARP and
+LightFM BPR with the settings DESIGN.md §6 found best for them on the same kind of validation
+split (adagrad 0.05; ``item_alpha = user_alpha`` 1e-3 for WARP at 25 epochs, 1e-4 for BPR at
+100 epochs), scored the same way, over the same seeds.
+
+The regularisation of every grid is the per-role setting the SGD search of
+``benchmarks/movielens.py`` chose at 64 factors (``user 0.02, positive 0.01, negative 0.04,
+bias 0.02``), scaled by the grid's factor, so that the combinations differ only in what the
+table names.
+
+Usage::
+
+    python benchmarks/quality.py [--data PATH] [--seeds 5] [--quick] [--only NAME,...] [--markdown PATH]
+
+``--markdown PATH`` writes a ``## Samplers, losses and optimisers`` section into PATH (only that
+section is replaced when PATH exists). One core: ``threads=1`` and BLAS limited to one thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import Any, Mapping, Sequence, TextIO  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from bpr_numpy import BPR  # noqa: E402
+from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from movielens import (DEFAULT_DATA, Row, Trial, _cell, machine_line, quality,  # noqa: E402
+                       replace_section, run_trial)
+
+SECTION_TITLE = "## Samplers, losses and optimisers"
+FACTORS = 64
+BASE_REG = {"user": 0.02, "positive": 0.01, "negative": 0.04, "bias": 0.02}
+# The issue's targets on ua.test, and the best peer's published figures (DESIGN.md §6).
+TARGET_P1, TARGET_PRECISION = 0.93, 0.16
+LIGHTFM_WARP_PUBLISHED = (0.921, 0.151)
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One sampler x loss x optimiser, and the grid searched for it.
+
+    Attributes
+    ----------
+    name : str
+        Row label.
+    fixed : dict
+        BPR keywords common to the grid (sampler, loss, optimizer...).
+    learning_rates, reg_scales : tuple of float
+        Grid: learning rate x scale of :data:`BASE_REG`.
+    extra : tuple of dict
+        Sampler-specific settings crossed with the grid (e.g. ``dns_candidates``).
+    """
+
+    name: str
+    fixed: dict
+    learning_rates: tuple[float, ...]
+    reg_scales: tuple[float, ...] = (0.5, 1.0)
+    extra: tuple[dict, ...] = ({},)
+
+    def grid(self, quick: bool) -> list[dict]:
+        """Every BPR keyword set to try (the first of each axis only with ``quick``)."""
+        axes = (self.learning_rates, self.reg_scales, self.extra)
+        if quick:
+            axes = tuple(a[:1] for a in axes)
+        return [dict(self.fixed, learning_rate=lr, regularization={k: v * s for k, v in BASE_REG.items()}, **x)
+                for lr, s, x in itertools.product(*axes)]
+
+
+COMBINATIONS: tuple[Combination, ...] = (
+    Combination("bpr, uniform, sgd", dict(), (0.02, 0.05)),
+    Combination("bpr, uniform-skip, sgd", dict(sampler="uniform-skip"), (0.02, 0.05)),
+    Combination("bpr, popularity (alpha), sgd", dict(sampler="popularity"), (0.02,),
+                extra=({"popularity_exponent": 0.25}, {"popularity_exponent": 0.5})),
+    Combination("bpr, popularity-skip alpha 1 (implicit's), sgd", dict(sampler="popularity-skip"), (0.02,)),
+    Combination("bpr, dns, sgd", dict(sampler="dns"), (0.02, 0.05),
+                extra=({"dns_candidates": 2}, {"dns_candidates": 4})),
+    Combination("bpr, aobpr, sgd", dict(sampler="aobpr"), (0.02, 0.05),
+                extra=({"aobpr_lambda": 0.02}, {"aobpr_lambda": 0.1})),
+    Combination("bpr, uniform, sgd + decay 0.99", dict(learning_rate_decay=0.99), (0.05, 0.1)),
+    Combination("bpr, uniform, adagrad", dict(optimizer="adagrad"), (0.05, 0.1)),
+    Combination("bpr, uniform, adam", dict(optimizer="adam"), (0.001, 0.003)),
+    Combination("bpr, dns, adagrad", dict(sampler="dns", optimizer="adagrad"), (0.05, 0.1),
+                extra=({"dns_candidates": 2},)),
+    Combination("warp, uniform, adagrad", dict(loss="warp", optimizer="adagrad"), (0.02, 0.05),
+                reg_scales=(0.05, 0.25)),
+    Combination("warp, uniform, sgd", dict(loss="warp"), (0.002, 0.005), reg_scales=(0.05, 0.25)),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Training budget of one search candidate (the attributes ``movielens.run_trial`` reads)."""
+
+    max_epochs: int
+    validate_every: int
+    patience: int
+    seeds: tuple[int, ...]
+
+
+FULL_PLAN = Plan(max_epochs=400, validate_every=10, patience=60, seeds=(0, 1))
+QUICK_PLAN = Plan(max_epochs=30, validate_every=10, patience=10, seeds=(0,))
+
+
+def label(params: Mapping[str, Any]) -> str:
+    """The knobs of a candidate that the grid moves, as text."""
+    reg = params["regularization"]
+    parts = [f"lr {params['learning_rate']:g}", f"reg x{reg['user'] / BASE_REG['user']:g}"]
+    for key in ("popularity_exponent", "dns_candidates", "aobpr_lambda", "learning_rate_decay"):
+        if key in params:
+            parts.append(f"{key} {params[key]:g}")
+    return ", ".join(parts)
+
+
+def tune(combo: Combination, fit_train: sp.csr_matrix, valid: sp.csr_matrix, plan: Plan, quick: bool,
+         log: TextIO) -> tuple[Trial, list[Trial]]:
+    """Search ``combo``'s grid on the validation split; return the winner and every trial."""
+    trials = []
+    for params in combo.grid(quick):
+        trial = run_trial(Trial(FACTORS, combo.name, params), fit_train, valid, plan, "precision@10", log)
+        trials.append(trial)
+    winner = max(enumerate(trials), key=lambda it: (it[1].mean("precision@10"), -it[0]))[1]
+    return winner, trials
+
+
+def measure_bpr(name: str, params: dict, epochs: int, train: sp.csr_matrix, test: sp.csr_matrix,
+                seeds: Sequence[int], log: TextIO) -> Row:
+    """Refit one configuration on all of ``ua.base`` per seed; score on ``ua.test``."""
+    values: dict[str, list[float]] = {}
+    seconds = []
+    for seed in seeds:
+        model = BPR(factors=FACTORS, epochs=epochs, threads=1, random_state=seed, **params)
+        start = time.perf_counter()
+        model.fit(train)
+        seconds.append(time.perf_counter() - start)
+        for key, value in quality(model, train, test).items():
+            values.setdefault(key, []).append(value)
+    row = Row(name, {k: np.asarray(v) for k, v in values.items()}, np.asarray(seconds))
+    print(f"  {name}: P1 {row.mean('full_auc'):.4f}  precision@10 {row.mean('precision@10'):.4f}",
+          file=log, flush=True)
+    return row
+
+
+def measure_lightfm(loss: str, alpha: float, epochs: int, train: sp.csr_matrix, test: sp.csr_matrix,
+                    seeds: Sequence[int], log: TextIO) -> Row | None:
+    """LightFM with DESIGN.md's tuned settings, scored like bpr_numpy; None when not installed."""
+    try:
+        from lightfm import LightFM
+    except ImportError:
+        print(f"  LightFM {loss}: not installed (pip install -e .[bench]); row skipped", file=log)
+        return None
+    values: dict[str, list[float]] = {}
+    seconds = []
+    coo = train.tocoo()
+    for seed in seeds:
+        model = LightFM(no_components=FACTORS, loss=loss, learning_schedule="adagrad", learning_rate=0.05,
+                        item_alpha=alpha, user_alpha=alpha, random_state=seed)
+        start = time.perf_counter()
+        model.fit(coo, epochs=epochs, num_threads=1)
+        seconds.append(time.perf_counter() - start)
+        # LightFM's user bias is constant per user: it cancels in every ranking metric.
+        scorer = SimpleNamespace(user_factors=model.user_embeddings, item_factors=model.item_embeddings,
+                                 item_bias=model.item_biases)
+        for key, value in quality(scorer, train, test).items():
+            values.setdefault(key, []).append(value)
+    name = f"LightFM {loss.upper()} (adagrad 0.05, alpha {alpha:g}, {epochs} epochs)"
+    row = Row(name, {k: np.asarray(v) for k, v in values.items()}, np.asarray(seconds))
+    print(f"  {name}: P1 {row.mean('full_auc'):.4f}  precision@10 {row.mean('precision@10'):.4f}",
+          file=log, flush=True)
+    return row
+
+
+COLUMNS = (("full_auc", "P1 full AUC"), ("auc", "P2 AUC"), ("precision@10", "precision@10"),
+           ("ndcg@10", "NDCG@10"))
+
+
+def format_rows(rows: Sequence[tuple[Row, str]]) -> str:
+    """The result table in Markdown (mean ± std over seeds)."""
+    head = ["model", "settings (chosen on validation)"] + [h for _, h in COLUMNS] + ["fit s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, settings in rows:
+        cells = [row.name, settings] + [_cell(row.values[k], 4) for k, _ in COLUMNS]
+        cells.append(_cell(row.fit_seconds, 2) if row.fit_seconds is not None else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(rows: Sequence[tuple[Row, str]], peers: Sequence[Row]) -> list[str]:
+    """Whether the issue's targets are met, in words."""
+    ours = [r for r, _ in rows if not r.name.startswith("LightFM")]
+
+    def spread(row: Row, key: str) -> float:
+        return float(np.std(row.values[key], ddof=1)) if len(row.values[key]) > 1 else 0.0
+
+    best = max(ours, key=lambda r: r.mean("precision@10"))
+    pure = [r for r in ours if r.name.startswith("bpr,")]
+    best_pure = max(pure, key=lambda r: r.mean("precision@10"))
+    out = []
+    if peers:
+        peer = max(peers, key=lambda r: r.mean("precision@10"))
+        for key in ("full_auc", "precision@10"):
+            gap = best.mean(key) - peer.mean(key)
+            margin = max(spread(best, key), spread(peer, key))
+            out.append(f"- Best bpr_numpy ({best.name}) vs best peer ({peer.name}), {key}: "
+                       f"{best.mean(key):.4f} vs {peer.mean(key):.4f}, difference {gap:+.4f} against a seed "
+                       f"spread of {margin:.4f}: {'beaten' if gap > margin else 'NOT beaten'} by more than the spread.")
+    for key, target in (("full_auc", TARGET_P1), ("precision@10", TARGET_PRECISION)):
+        value = best_pure.mean(key)
+        out.append(f"- Best pure-BPR-loss configuration ({best_pure.name}), {key} {value:.4f}: target {target} "
+                   f"{'met' if value >= target else 'NOT met'}.")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens 100k folder (u.data, ua.base, ua.test)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds of the final refits (default 5)")
+    p.add_argument("--quick", action="store_true", help="one candidate per combination, short budgets (smoke)")
+    p.add_argument("--only", default="", help="semicolon-separated substrings: run only the combinations whose name contains one")
+    p.add_argument("--markdown", default=None, help="write the section into this Markdown file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextIO = sys.stderr) -> dict:
+    """Run the benchmark; print the table; return ``{"rows": [...], "verdict": [...]}``."""
+    args = build_parser().parse_args(argv)
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    seeds = list(range(args.seeds))
+    train_i, test_i = load_movielens_100k(args.data, split="ua", min_rating=4.0)
+    train, test = train_i.matrix, test_i.matrix
+    fit_i, valid_i = split_random(train_i, 0.1, random_state=0)
+    fit_train, valid = fit_i.matrix, valid_i.matrix
+    wanted = [s.strip() for s in args.only.split(";") if s.strip()]
+    combos = [c for c in COMBINATIONS if not wanted or any(w in c.name for w in wanted)]
+    BPR(factors=FACTORS, epochs=1, threads=1).fit(fit_train)  # compile outside every timer
+    rows: list[tuple[Row, str]] = []
+    searched: list[tuple[Combination, Trial, list[Trial]]] = []
+    for combo in combos:
+        print(f"{combo.name}:", file=log, flush=True)
+        BPR(factors=FACTORS, epochs=1, threads=1, **combo.grid(True)[0]).fit(fit_train)  # compile this path
+        winner, trials = tune(combo, fit_train, valid, plan, args.quick, log)
+        epochs = winner.refit_epochs(plan.validate_every)
+        searched.append((combo, winner, trials))
+        rows.append((measure_bpr(combo.name, winner.params, epochs, train, test, seeds, log),
+                     f"{label(winner.params)}, {epochs} epochs"))
+    peers = []
+    if not wanted or any("lightfm" in w.lower() for w in wanted):
+        for loss, alpha, epochs in (("warp", 1e-3, 25), ("bpr", 1e-4, 100)):
+            row = measure_lightfm(loss, alpha, epochs, train, test, seeds, log)
+            if row is not None:
+                peers.append(row)
+                rows.append((row, "DESIGN.md §6"))
+    table = format_rows(rows)
+    lines = verdict(rows, peers) if rows else []
+    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    section = "\n".join([
+        SECTION_TITLE, "",
+        f"MovieLens 100k `ua` (ratings >= 4), {FACTORS} factors, mean ± std over {len(seeds)} seeds, one thread. "
+        f"Machine: {machine_line()}. Command: `{command.strip()}`.", "",
+        table, "",
+        "Targets (issue 6; best peer measured here in the same run when LightFM is installed, "
+        f"published P1 {LIGHTFM_WARP_PUBLISHED[0]}, precision@10 {LIGHTFM_WARP_PUBLISHED[1]}):", "",
+        *lines, "",
+        "Searched on the validation split only (mean of the search seeds, best epoch of each):", "",
+        "| combination | candidate | valid P1 | valid precision@10 | best epochs | search s |",
+        "|---|---|---|---|---|---|",
+        *[f"| {c.name} | {'**' if t is w else ''}{label(t.params)}{'**' if t is w else ''} | "
+          f"{t.mean('full_auc'):.4f} | {t.mean('precision@10'):.4f} | {', '.join(map(str, t.best_epochs))} | "
+          f"{t.seconds:.0f} |" for c, w, ts in searched for t in ts],
+        "",
+    ])
+    print(section, file=out)
+    if args.markdown:
+        path = Path(args.markdown)
+        document = path.read_text() if path.exists() else ""
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(replace_section(document, section, title=SECTION_TITLE))
+        os.replace(tmp, path)
+    return {"rows": rows, "verdict": lines}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Negative samplers: their names, their exact definitions, and the tables the kernels draw from.
+
+The numba kernels (:mod:`bpr_numpy._kernels`) do the drawing; this module
+says what each sampler *is*, in plain NumPy: the exact probability of every
+item being drawn as the negative of a user (:func:`negative_distribution`),
+which the tests compare with the kernels' empirical draws (chi-square), and
+the precomputed tables the kernels read (alias table, AOBPR rankings).
+
+Samplers (``BPR(sampler=...)``)
+-------------------------------
+Every sampler draws the positive the same way (a uniform observed pair,
+Rendle's bootstrap); they differ in the negative ``j``:
+
+``"uniform"``
+    ``j`` uniform over items, redrawn while it is a known positive of ``u``
+    (the paper's definition): uniform over ``u``'s non-positives.
+``"uniform-skip"``
+    ``j`` uniform over items; a known positive skips the step (counted as
+    skipped). cornac's convention.
+``"popularity"``
+    ``j`` drawn with probability proportional to ``count(j) ** exponent``
+    (``count`` = the item's positives in the training data), redrawn while it
+    is a known positive of ``u``. ``exponent=0`` is ``"uniform"``.
+``"popularity-skip"``
+    The same draw; a known positive skips the step. With ``exponent=1`` this
+    is implicit's convention (``j`` is the item of a random observed pair).
+``"dns"``
+    Dynamic negative sampling (Zhang et al., SIGIR 2013): draw
+    ``dns_candidates`` negatives as ``"uniform"`` does and keep the one the
+    current model scores highest. A harder negative is more informative, but
+    also more often an unobserved positive (a false negative): with many
+    candidates the model is pushed to demote items the user would like.
+``"aobpr"``
+    Adaptive oversampling (Rendle & Freudenthaler, WSDM 2014): draw a rank
+    ``r`` from the truncated geometric law ``p(r) ~ exp(-r / lambda)``,
+    ``r = 0 .. n_items - 1``, and a factor ``f`` with ``p(f | u) ~ |w_uf| sigma_f``
+    (``sigma_f`` the standard deviation of factor ``f`` over items); ``j`` is
+    the item at rank ``r`` of factor ``f``'s ranking, descending if
+    ``w_uf > 0`` and ascending otherwise. The item bias, when learned, is one
+    more factor with ``w_u = 1``. Known positives are redrawn. The rankings
+    are refreshed every ``n_items * ln(n_items)`` samples (rounded up to whole
+    chunks), as in the paper. ``lambda = aobpr_lambda * n_items``.
+
+A user who holds every item has no negative: the sample is skipped and
+counted, never looped on. Redraws stop after
+:data:`bpr_numpy._kernels.MAX_NEGATIVE_TRIES` draws (then the sample is skipped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "SAMPLERS",
+    "alias_table",
+    "popularity_weights",
+    "geometric_rank_probabilities",
+    "aobpr_rankings",
+    "aobpr_refresh_chunks",
+    "negative_distribution",
+]
+
+#: The sampler names ``BPR(sampler=...)`` accepts.
+SAMPLERS: tuple[str, ...] = ("uniform", "uniform-skip", "popularity", "popularity-skip", "dns", "aobpr")
+
+# Codes shared with the kernels: how the first candidate is drawn, and which
+# factor-dependent choice (if any) replaces or refines it.
+CANDIDATE_UNIFORM, CANDIDATE_POPULARITY = 0, 1
+ADAPTIVE_NONE, ADAPTIVE_DNS, ADAPTIVE_AOBPR = 0, 1, 2
+
+
+class SamplerCodes(NamedTuple):
+    """How a sampler name maps onto the kernels' switches."""
+
+    candidate: int
+    skip_liked: bool
+    adaptive: int
+
+
+_CODES = {
+    "uniform": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE),
+    "uniform-skip": SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE),
+    "popularity": SamplerCodes(CANDIDATE_POPULARITY, False, ADAPTIVE_NONE),
+    "popularity-skip": SamplerCodes(CANDIDATE_POPULARITY, True, ADAPTIVE_NONE),
+    "dns": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS),
+    "aobpr": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR),
+}
+
+
+def sampler_codes(sampler: str) -> SamplerCodes:
+    """The kernel switches of a sampler name; ``ValueError`` for an unknown name."""
+    if not isinstance(sampler, str) or sampler not in _CODES:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return _CODES[sampler]
+
+
+def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table (Vose's construction) for drawing ``k`` with probability ``w_k / sum(w)``.
+
+    A draw picks a column ``k`` uniformly and keeps it with probability
+    ``prob[k]``, else takes ``alias[k]``: O(1) per draw.
+
+    Parameters
+    ----------
+    weights : array_like, shape (n,)
+        Non-negative, finite, with a positive sum.
+
+    Returns
+    -------
+    prob : ndarray of float64, shape (n,)
+    alias : ndarray of int64, shape (n,)
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be finite and >= 0")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("weights must have a positive sum")
+    n = w.size
+    scaled = (w / total) * n  # normalise first: n / total overflows for subnormal totals
+    prob = np.ones(n)
+    alias = np.arange(n, dtype=np.int64)
+    small = [k for k in range(n) if scaled[k] < 1.0]
+    large = [k for k in range(n) if scaled[k] >= 1.0]
+    while small and large:
+        s = small.pop()
+        g = large[-1]
+        prob[s] = scaled[s]
+        alias[s] = g
+        scaled[g] -= 1.0 - scaled[s]
+        if scaled[g] < 1.0:
+            large.pop()
+            small.append(g)
+    # Whatever is left is 1 up to round-off: keep it.
+    return prob, alias
+
+
+def alias_probabilities(prob: np.ndarray, alias: np.ndarray) -> np.ndarray:
+    """The distribution an alias table draws from (the inverse of :func:`alias_table`)."""
+    n = prob.size
+    p = prob / n
+    np.add.at(p, alias, (1.0 - prob) / n)
+    return p
+
+
+def popularity_weights(user_items, exponent: float) -> np.ndarray:
+    """``count(j) ** exponent`` per item; items never seen get 0 (for ``exponent > 0``).
+
+    Parameters
+    ----------
+    user_items : sparse matrix, shape (n_users, n_items)
+        Canonical CSR of positives (as :func:`bpr_numpy._validation.as_user_items` returns).
+    exponent : float
+        ``>= 0``; 0 gives equal weights.
+    """
+    counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
+    if exponent == 0:
+        return np.ones_like(counts)
+    return counts ** float(exponent)
+
+
+def geometric_rank_probabilities(n_items: int, lam: float) -> np.ndarray:
+    """AOBPR's rank law: ``p(r) ~ exp(-r / lam)`` for ``r = 0 .. n_items - 1``."""
+    r = np.arange(n_items, dtype=np.float64)
+    logp = -r / lam
+    p = np.exp(logp - logp.max())
+    return p / p.sum()
+
+
+def aobpr_rankings(item_factors: np.ndarray, item_bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """AOBPR's per-factor item rankings and factor spreads.
+
+    Parameters
+    ----------
+    item_factors : ndarray, shape (n_items, factors)
+    item_bias : ndarray, shape (n_items,), or None
+        When given, the bias is one more factor (whose user weight is 1).
+
+    Returns
+    -------
+    ranks : ndarray of int32, shape (factors (+1), n_items)
+        ``ranks[f, r]`` is the item with the ``r``-th largest value of factor
+        ``f`` (ties by lower item index).
+    spread : ndarray of float64, shape (factors (+1),)
+        The standard deviation of each factor over items.
+    """
+    V = np.asarray(item_factors, dtype=np.float64)
+    if item_bias is not None:
+        V = np.column_stack([V, np.asarray(item_bias, dtype=np.float64)])
+    ranks = np.argsort(-V, axis=0, kind="stable").T.astype(np.int32)
+    return np.ascontiguousarray(ranks), V.std(axis=0)
+
+
+def aobpr_refresh_chunks(n_items: int, chunk_size: int) -> int:
+    """Chunks between two AOBPR refreshes: ``n_items * ln(n_items)`` samples, rounded up to whole chunks."""
+    return max(1, math.ceil(n_items * math.log(max(n_items, 2)) / chunk_size))
+
+
+def _user_factor_weights(w_u: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AOBPR's ``p(f | u)`` and the sign of each factor, bias pseudo-factor included."""
+    w = np.asarray(w_u, dtype=np.float64)
+    if spread.size == w.size + 1:
+        w = np.append(w, 1.0)
+    weights = np.abs(w) * spread
+    total = weights.sum()
+    if not total > 0:  # a user with all-zero factors: every factor equally likely
+        weights = np.ones_like(weights)
+        total = weights.size
+    return weights / total, w >= 0
+
+
+def negative_distribution(
+    sampler: str,
+    positives: np.ndarray,
+    n_items: int,
+    *,
+    weights: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+    dns_candidates: int = 1,
+    user_factors_row: np.ndarray | None = None,
+    ranks: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+    lam: float | None = None,
+) -> tuple[np.ndarray, float]:
+    """The exact law of one user's negative draw: the reference the kernels are tested against.
+
+    Parameters
+    ----------
+    sampler : str
+        One of :data:`SAMPLERS`.
+    positives : array_like of int
+        The user's known positives.
+    n_items : int
+    weights : ndarray, optional
+        Candidate weights for the popularity samplers (:func:`popularity_weights`).
+    scores : ndarray, optional
+        ``x_uj`` for every item (``"dns"``); ties go to the earlier candidate,
+        so the law given here assumes distinct scores.
+    dns_candidates : int
+    user_factors_row, ranks, spread, lam
+        AOBPR: ``w_u``, :func:`aobpr_rankings`' output and ``lambda`` in ranks.
+
+    Returns
+    -------
+    probabilities : ndarray, shape (n_items,)
+        ``P(j = item)``; zero on known positives.
+    skip : float
+        Probability that the step is skipped (a known positive was drawn by a
+        skip variant, or the user holds every item). Redraw limits are
+        ignored (their effect is below ``(share of positives) ** 64``).
+    """
+    codes = sampler_codes(sampler)
+    liked = np.zeros(n_items, bool)
+    liked[np.asarray(positives, dtype=np.int64)] = True
+    if liked.all():
+        return np.zeros(n_items), 1.0
+    if codes.adaptive == ADAPTIVE_AOBPR:
+        pf, sign = _user_factor_weights(user_factors_row, spread)
+        pr = geometric_rank_probabilities(n_items, lam)
+        p = np.zeros(n_items)
+        for f in range(pf.size):
+            order = ranks[f] if sign[f] else ranks[f][::-1]
+            p[order] += pf[f] * pr
+    elif codes.candidate == CANDIDATE_POPULARITY:
+        p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    else:
+        p = np.full(n_items, 1.0 / n_items)
+    p = np.where(liked, 0.0, p)
+    mass = p.sum()
+    if codes.skip_liked:
+        return p, 1.0 - mass
+    if mass <= 0:
+        return np.zeros(n_items), 1.0
+    p = p / mass
+    if codes.adaptive == ADAPTIVE_DNS and dns_candidates > 1:
+        # The best of k independent draws: P(best = j) = F(j)^k - F(j-)^k over the score order.
+        order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
+        cdf = np.cumsum(p[order])
+        below_ = np.concatenate([[0.0], cdf[:-1]])
+        best = np.zeros(n_items)
+        best[order] = cdf ** dns_candidates - below_ ** dns_candidates
+        p = np.where(liked, 0.0, best)
+    return p, 0.0

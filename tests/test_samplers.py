@@ -1,0 +1,306 @@
+"""Negative samplers, WARP and the adaptive optimisers in the kernels, against their definitions.
+
+Each sampler's empirical draws are compared (chi-square) with the exact law of
+:func:`bpr_numpy.sampling.negative_distribution`; each training path (sampler x
+loss x optimiser) is replayed triplet by triplet through
+:func:`bpr_numpy.objective.sgd_step` from the kernel's own trace.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from _budget import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from bpr_numpy import BPR, sampling
+from bpr_numpy import _kernels as K
+from bpr_numpy._validation import as_user_items
+from bpr_numpy.objective import OPTIMIZERS, OptimizerState, Regularization, loss_code, sgd_step, warp_weight
+
+REG = Regularization(user=0.01, positive=0.02, negative=0.03, bias=0.04)
+
+
+def _user_of(m):
+    return np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
+
+
+def _matrix(n_users=6, n_items=12, density=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_users, n_items)) < density
+    dense[np.arange(n_users), rng.integers(0, n_items, n_users)] = True  # no empty user
+    return as_user_items(sp.csr_matrix(dense.astype(np.float32)))
+
+
+def _chi_square(counts, probabilities, n):
+    """p-value of observed counts against exact probabilities (cells with p > 0)."""
+    keep = probabilities > 0
+    assert counts[~keep].sum() == 0, "drew an item of probability zero"
+    expected = probabilities[keep] * n
+    return stats.chisquare(counts[keep], expected * counts[keep].sum() / expected.sum()).pvalue
+
+
+# ---------------------------------------------------------------- alias table
+@settings(max_examples=examples(100), deadline=None)
+@given(st.lists(st.floats(0.0, 1e6, allow_nan=False), min_size=1, max_size=50).filter(lambda w: sum(w) > 0))
+def test_alias_table_encodes_exactly_the_weights(weights):
+    w = np.array(weights)
+    prob, alias = sampling.alias_table(w)
+    assert ((prob >= 0) & (prob <= 1 + 1e-12)).all() and ((alias >= 0) & (alias < len(w))).all()
+    np.testing.assert_allclose(sampling.alias_probabilities(prob, alias), w / w.sum(), atol=1e-12)
+
+
+def test_alias_table_rejects_bad_weights():
+    for bad in ([], [-1.0, 2.0], [np.nan], [0.0, 0.0]):
+        with pytest.raises(ValueError):
+            sampling.alias_table(bad)
+
+
+# ---------------------------------------------------------------- factor-free samplers
+@pytest.mark.parametrize("sampler,exponent", [("uniform", 1.0), ("uniform-skip", 1.0), ("popularity", 0.5),
+                                              ("popularity", 1.0), ("popularity-skip", 1.0),
+                                              ("popularity-skip", 0.0)])
+def test_factor_free_samplers_draw_their_exact_law(sampler, exponent):
+    m = _matrix(n_users=3, n_items=15, density=0.35, seed=4)
+    codes = sampling.sampler_codes(sampler)
+    popularity = None
+    weights = sampling.popularity_weights(m, exponent)
+    if codes.candidate == sampling.CANDIDATE_POPULARITY:
+        popularity = sampling.alias_table(weights)
+    n = 240_000
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, 1, 7, 0,
+                                       codes.skip_liked, popularity)
+    dense = m.toarray() > 0
+    for u in range(m.shape[0]):
+        mine = users == u
+        p, skip = sampling.negative_distribution(sampler, m.indices[m.indptr[u]:m.indptr[u + 1]], m.shape[1],
+                                                 weights=weights)
+        drawn = neg[mine]
+        assert not dense[u, drawn[drawn >= 0]].any()  # never a known positive
+        counts = np.bincount(drawn[drawn >= 0], minlength=m.shape[1])
+        assert _chi_square(counts, p, mine.sum()) > 1e-4, (sampler, u)
+        skipped = (drawn < 0).sum()
+        # Skips: binomial with the positives' share of the candidate law.
+        assert stats.binomtest(int(skipped), int(mine.sum()), max(min(skip, 1.0), 0.0)).pvalue > 1e-4
+
+
+def test_popularity_skip_with_exponent_one_is_implicits_convention():
+    # implicit: j is the item of a random observed pair, skipped if u likes it.
+    m = _matrix(n_users=20, n_items=10, density=0.3, seed=8)
+    weights = sampling.popularity_weights(m, 1.0)
+    np.testing.assert_array_equal(weights, np.bincount(m.indices, minlength=10))
+    p, _ = sampling.negative_distribution("popularity-skip", [], 10, weights=weights)
+    np.testing.assert_allclose(p, np.bincount(m.indices, minlength=10) / m.nnz)
+
+
+# ---------------------------------------------------------------- factor-dependent samplers
+def _adaptive(kind, dns=1, lam=1.0, ranks=None, spread=None, warp=0):
+    if ranks is None:
+        ranks, spread = np.zeros((0, 0), np.int32), np.zeros(0)
+    return (kind, warp, dns, float(lam), ranks, spread)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("candidates", [2, 5])
+def test_dns_keeps_the_best_of_k_uniform_negatives(bias, candidates):
+    m = _matrix(n_users=2, n_items=14, density=0.3, seed=1)
+    rng = np.random.default_rng(2)
+    U, V = rng.normal(size=(2, 4)), rng.normal(size=(14, 4))
+    b = rng.normal(size=14) if bias else np.zeros(14)
+    n = 100_000
+    users = np.repeat(np.arange(2), n // 2)
+    neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users,
+                                     _adaptive(sampling.ADAPTIVE_DNS, dns=candidates), 3)
+    for u in range(2):
+        scores = U[u] @ V.T + b
+        p, _ = sampling.negative_distribution("dns", m.indices[m.indptr[u]:m.indptr[u + 1]], 14, scores=scores,
+                                              dns_candidates=candidates)
+        counts = np.bincount(neg[users == u], minlength=14)
+        assert _chi_square(counts, p, n // 2) > 1e-4
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lam", [1.5, 6.0])
+def test_aobpr_draws_ranks_geometrically_by_factor(bias, lam):
+    m = _matrix(n_users=3, n_items=25, density=0.2, seed=6)
+    rng = np.random.default_rng(9)
+    U, V = rng.normal(size=(3, 3)), rng.normal(size=(25, 3))
+    b = rng.normal(size=25)
+    ranks, spread = sampling.aobpr_rankings(V, b if bias else None)
+    n = 150_000
+    users = np.repeat(np.arange(3), n // 3)
+    neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users,
+                                     _adaptive(sampling.ADAPTIVE_AOBPR, lam=lam, ranks=ranks, spread=spread), 5)
+    for u in range(3):
+        p, _ = sampling.negative_distribution("aobpr", m.indices[m.indptr[u]:m.indptr[u + 1]], 25,
+                                              user_factors_row=U[u], ranks=ranks, spread=spread, lam=lam)
+        counts = np.bincount(neg[users == u], minlength=25)
+        assert _chi_square(counts, p, n // 3) > 1e-4
+
+
+def test_aobpr_rank_law_is_geometric_not_uniform():
+    # One factor, a positive user weight, no positives: j = the item at rank r,
+    # so the draws expose the rank law itself (the integer-division bug of one
+    # public implementation would make it uniform).
+    n_items, lam = 40, 4.0
+    m = sp.csr_matrix((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(2, np.int64)), (1, n_items))
+    V = np.arange(n_items, 0, -1, dtype=np.float64)[:, None]  # item k has rank k
+    ranks, spread = sampling.aobpr_rankings(V, None)
+    np.testing.assert_array_equal(ranks[0], np.arange(n_items))
+    users = np.zeros(200_000, np.int64)
+    neg = K._draw_adaptive_negatives(np.ones((1, 1)), V, np.zeros(n_items), False, m.indptr, m.indices, users,
+                                     _adaptive(sampling.ADAPTIVE_AOBPR, lam=lam, ranks=ranks, spread=spread), 1)
+    counts = np.bincount(neg, minlength=n_items)
+    expected = sampling.geometric_rank_probabilities(n_items, lam)
+    assert _chi_square(counts, expected, len(users)) > 1e-4
+    assert counts[0] / counts[4] == pytest.approx(np.exp(4 / lam), rel=0.1)
+
+
+# ---------------------------------------------------------------- training paths, replayed
+def _replay(U, V, b, trace, lr, loss, bias, optimizer):
+    """Apply objective.sgd_step to every traced triplet, in float64."""
+    state = OptimizerState(optimizer, U.shape[0], V.shape[0], U.shape[1]) if optimizer != "sgd" else None
+    for u, i, j, w in trace:
+        if j >= 0:
+            sgd_step(U, V, b if bias else None, int(u), int(i), int(j), learning_rate=lr, loss=loss,
+                     regularization=REG, weight=w, optimizer=optimizer, state=state)
+
+
+COMBINATIONS = [(s, "bpr", "sgd") for s in sampling.SAMPLERS] + [
+    ("uniform", "warp", "sgd"), ("popularity", "warp", "adagrad"), ("uniform", "sigmoid", "adam"),
+    ("uniform", "bpr", "adagrad"), ("dns", "bpr", "adam"), ("aobpr", "warp", "sgd")]
+
+
+@pytest.mark.parametrize("sampler,loss,optimizer", COMBINATIONS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_training_path_is_the_reference_step_on_its_trace(sampler, loss, optimizer, bias):
+    if loss == "warp" and sampler not in ("uniform", "popularity"):
+        sampler = "uniform"
+    m = _matrix(n_users=15, n_items=20, density=0.25, seed=11)
+    rng = np.random.default_rng(12)
+    U, V = rng.normal(0, 0.3, (15, 6)), rng.normal(0, 0.3, (20, 6))
+    b = rng.normal(0, 0.1, 20) if bias else np.zeros(20)
+    U0, V0, b0 = U.copy(), V.copy(), b.copy()
+    codes = sampling.sampler_codes(sampler)
+    popularity = sampling.alias_table(sampling.popularity_weights(m, 0.7)) if codes.candidate else None
+    ranks, spread = sampling.aobpr_rankings(V, b if bias else None)
+    adaptive = None
+    if codes.adaptive or loss == "warp":
+        adaptive = (int(codes.adaptive), 10 if loss == "warp" else 0, 3, 4.0, ranks, spread)
+    opt = OptimizerState(optimizer, 15, 20, 6).kernel_args() if optimizer != "sgd" else None
+    n = K.CHUNK_SIZE + 300  # two chunks, the second partial
+    trace = np.full((n, 4), np.nan)
+    chunks = K.n_chunks(n)
+    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 4, 21, 2, 0, chunks,
+                    0.05, REG.user, REG.positive, REG.negative, REG.bias, loss_code(loss), bias,
+                    codes.skip_liked, popularity, adaptive, opt, trace, *out)
+    assert not np.isnan(trace).any()
+    dense = m.toarray() > 0
+    u, i, j, w = trace.T
+    u, i, j = u.astype(int), i.astype(int), j.astype(int)
+    assert dense[u, i].all() and not dense[u[j >= 0], j[j >= 0]].any()
+    assert out[2].sum() == (j == -1).sum()
+    if loss == "warp":
+        applied = w[j >= 0]
+        possible = [warp_weight(20, k) for k in range(1, 11)]
+        assert np.isin(np.round(applied, 12), np.round(possible, 12)).all()
+    else:
+        assert (w == 1).all() and (j != -2).all()
+    _replay(U0, V0, b0, trace, 0.05, loss, bias, optimizer)
+    np.testing.assert_allclose(U, U0, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(V, V0, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b, b0, rtol=1e-9, atol=1e-12)
+
+
+def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
+    # Frozen factors (learning rate 0): the first violating non-positive of
+    # uniform draws is uniform over the violators; no violation in max_sampled
+    # draws happens with probability (1 - share of violators) ** max_sampled.
+    m = _matrix(n_users=1, n_items=30, density=0.2, seed=3)
+    rng = np.random.default_rng(4)
+    U, V, b = rng.normal(size=(1, 3)), rng.normal(size=(30, 3)), np.zeros(30)
+    n = 60_000
+    trace = np.full((n, 4), np.nan)
+    chunks = K.n_chunks(n)
+    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 1, 1, 0, 0, chunks, 0.0, 0.0, 0.0, 0.0, 0.0,
+                    loss_code("warp"), False, False, None, (0, 3, 1, 1.0, np.zeros((0, 0), np.int32), np.zeros(0)),
+                    None, trace, *out)
+    scores = U[0] @ V.T
+    liked = m.toarray()[0] > 0
+    i, j = trace[:, 1].astype(int), trace[:, 2].astype(int)
+    for item in np.unique(i):
+        mine = i == item
+        violators = (~liked) & (scores > scores[item] - 1)
+        share = violators.sum() / 30
+        gave_up = (j[mine] == -2).sum()
+        assert stats.binomtest(int(gave_up), int(mine.sum()), (1 - share) ** 3).pvalue > 1e-4
+        got = j[mine & (j >= 0)]
+        assert violators[got].all()
+        if violators.sum() > 1 and got.size:
+            counts = np.bincount(got, minlength=30)
+            assert _chi_square(counts, violators / violators.sum(), got.size) > 1e-4
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizer_kernels_track_the_reference_in_float32(optimizer):
+    m = _matrix(n_users=10, n_items=15, density=0.3, seed=2)
+    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), 15, 400, 4, 3, 0, False, None)
+    rng = np.random.default_rng(0)
+    U, V, b = rng.normal(0, 0.3, (10, 8)), rng.normal(0, 0.3, (15, 8)), rng.normal(0, 0.1, 15)
+    U32, V32, b32 = U.astype(np.float32), V.astype(np.float32), b.astype(np.float32)
+    opt = OptimizerState(optimizer, 10, 15, 8, np.float32).kernel_args() if optimizer != "sgd" else None
+    t = np.float32
+    K._apply_triplets(U32, V32, b32, users, pos, neg, np.ones(400), t(0.05), t(REG.user), t(REG.positive),
+                      t(REG.negative), t(REG.bias), 0, True, opt)
+    _replay(U, V, b, np.column_stack([users, pos, neg, np.ones(400)]), 0.05, "bpr", True, optimizer)
+    np.testing.assert_allclose(U32, U, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(V32, V, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(b32, b, rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------- through the estimator
+@pytest.mark.parametrize("sampler", sampling.SAMPLERS)
+def test_every_sampler_trains_reproducibly_through_the_estimator(sampler):
+    m = _matrix(n_users=40, n_items=30, density=0.2, seed=5)
+    a = BPR(factors=4, epochs=3, sampler=sampler, threads=1, random_state=3).fit(m)
+    b = BPR(factors=4, epochs=3, sampler=sampler, threads=1, random_state=3).fit(m)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    assert len(a.history_) == 3 and np.isfinite(a.history_[-1].loss)
+    skips = a.history_[-1].skipped
+    assert (skips > 0) == sampler.endswith("-skip") or skips == 0
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizers_continue_across_partial_fit(optimizer):
+    m = _matrix(n_users=30, n_items=20, density=0.2, seed=7)
+    whole = BPR(factors=4, epochs=4, optimizer=optimizer, threads=1, random_state=1).fit(m)
+    split = BPR(factors=4, epochs=2, optimizer=optimizer, threads=1, random_state=1).fit(m)
+    split.partial_fit(m, epochs=2)
+    np.testing.assert_array_equal(whole.user_factors, split.user_factors)
+    np.testing.assert_array_equal(whole.item_bias, split.item_bias)
+
+
+def test_learning_rate_decay_shrinks_steps_per_epoch():
+    m = _matrix(n_users=30, n_items=20, density=0.2, seed=7)
+    plain = BPR(factors=4, epochs=2, threads=1, random_state=1).fit(m)
+    decayed = BPR(factors=4, epochs=2, threads=1, random_state=1, learning_rate_decay=0.5).fit(m)
+    one = BPR(factors=4, epochs=1, threads=1, random_state=1).fit(m)
+    one_decayed = BPR(factors=4, epochs=1, threads=1, random_state=1, learning_rate_decay=0.5).fit(m)
+    np.testing.assert_array_equal(one.user_factors, one_decayed.user_factors)  # epoch 0 uses the full rate
+    assert not np.array_equal(plain.user_factors, decayed.user_factors)
+
+
+def test_sampler_and_loss_combinations_are_checked():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        BPR(sampler="hard")
+    with pytest.raises(ValueError, match="loss='warp'"):
+        BPR(loss="warp", sampler="dns")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        BPR(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="dns_candidates"):
+        BPR(dns_candidates=0)
+    with pytest.raises(ValueError, match="aobpr_lambda"):
+        BPR(aobpr_lambda=0)
