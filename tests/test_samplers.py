@@ -101,6 +101,18 @@ def _adaptive(kind, dns=1, lam=1.0, ranks=None, spread=None, warp=0):
     return (kind, warp, dns, float(lam), ranks, spread)
 
 
+def _assert_adaptive_law(sampler, m, U, V, b, bias, adaptive, per_user, seed, **law):
+    """Draw ``per_user`` negatives for every user with frozen factors; chi-square against the exact law."""
+    n_users, n_items = m.shape
+    users = np.repeat(np.arange(n_users), per_user)
+    neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users, adaptive, seed)
+    for u in range(n_users):
+        p, _ = sampling.negative_distribution(sampler, m.indices[m.indptr[u]:m.indptr[u + 1]], n_items,
+                                              scores=U[u] @ V.T + b, user_factors_row=U[u], **law)
+        counts = np.bincount(neg[users == u], minlength=n_items)
+        assert _chi_square(counts, p, per_user) > 1e-4, (sampler, u)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("candidates", [2, 5])
 def test_dns_keeps_the_best_of_k_uniform_negatives(bias, candidates):
@@ -108,16 +120,8 @@ def test_dns_keeps_the_best_of_k_uniform_negatives(bias, candidates):
     rng = np.random.default_rng(2)
     U, V = rng.normal(size=(2, 4)), rng.normal(size=(14, 4))
     b = rng.normal(size=14) if bias else np.zeros(14)
-    n = 100_000
-    users = np.repeat(np.arange(2), n // 2)
-    neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users,
-                                     _adaptive(sampling.ADAPTIVE_DNS, dns=candidates), 3)
-    for u in range(2):
-        scores = U[u] @ V.T + b
-        p, _ = sampling.negative_distribution("dns", m.indices[m.indptr[u]:m.indptr[u + 1]], 14, scores=scores,
-                                              dns_candidates=candidates)
-        counts = np.bincount(neg[users == u], minlength=14)
-        assert _chi_square(counts, p, n // 2) > 1e-4
+    _assert_adaptive_law("dns", m, U, V, b, bias, _adaptive(sampling.ADAPTIVE_DNS, dns=candidates), 50_000, 3,
+                         dns_candidates=candidates)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -128,15 +132,9 @@ def test_aobpr_draws_ranks_geometrically_by_factor(bias, lam):
     U, V = rng.normal(size=(3, 3)), rng.normal(size=(25, 3))
     b = rng.normal(size=25)
     ranks, spread = sampling.aobpr_rankings(V, b if bias else None)
-    n = 150_000
-    users = np.repeat(np.arange(3), n // 3)
-    neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users,
-                                     _adaptive(sampling.ADAPTIVE_AOBPR, lam=lam, ranks=ranks, spread=spread), 5)
-    for u in range(3):
-        p, _ = sampling.negative_distribution("aobpr", m.indices[m.indptr[u]:m.indptr[u + 1]], 25,
-                                              user_factors_row=U[u], ranks=ranks, spread=spread, lam=lam)
-        counts = np.bincount(neg[users == u], minlength=25)
-        assert _chi_square(counts, p, n // 3) > 1e-4
+    _assert_adaptive_law("aobpr", m, U, V, b, bias,
+                         _adaptive(sampling.ADAPTIVE_AOBPR, lam=lam, ranks=ranks, spread=spread), 50_000, 5,
+                         ranks=ranks, spread=spread, lam=lam)
 
 
 def test_aobpr_rank_law_is_geometric_not_uniform():
