@@ -10,6 +10,7 @@ user factors, item factors and item biases (scores ``U @ V.T + b``) and scored w
     python benchmarks/peers.py synthetic [--epochs 3] [--threads 1,2]
     python benchmarks/peers.py scaling   [--sizes 1M,5M,20M] [--threads 1,2]
     python benchmarks/peers.py all       [--markdown RESULTS.md] [--plot peers.png]
+    python benchmarks/peers.py recommend [--init random,trained] [--threads 1,2] [--interactions syn20m.npz]
     python benchmarks/peers.py movielens --quick --repeats 1 --epochs 5     # a smoke run
 
 Common options: ``--repeats 3``, ``--factors 64``, ``--learning-rate 0.02``,
@@ -31,6 +32,10 @@ How it measures
 * Peak ΔRSS: see :class:`PeakRSS`.
 * Quality (movielens only): P1 full AUC, P2 AUC, precision@10 and NDCG@10 on ``ua.test``,
   median over repeats; repeat ``r`` uses seed ``--seed + r``.
+* ``recommend`` (not part of ``all``): bpr_numpy's and implicit's batch ``recommend`` for
+  every user of the 20M set (n=10, liked items filtered) over the same factors, alternated,
+  BLAS held to the thread count with threadpoolctl; the top-10 lists of a user sample are
+  checked to agree. See :func:`cmd_recommend`.
 
 Peers are optional: one that does not import is skipped with a one-line message. Nothing
 is installed by this script (``pip install -e .[bench]`` installs the peers).
@@ -959,17 +964,23 @@ def format_table(rows: Sequence[Row], *, with_quality: bool = False, with_nnz: b
     str
     """
     head, body = _table_cells(rows, with_quality=with_quality, with_nnz=with_nnz)
+    return _render(head, body, markdown=markdown)
+
+
+def _render(head: Sequence[str], body: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+    """Cells as an aligned plain-text table or a Markdown table (text columns left-aligned)."""
+    left = ("library", "factors")
     if markdown:
-        right = [not (h in ("library",)) for h in head]
+        right = [h not in left for h in head]
         lines = ["| " + " | ".join(head) + " |",
                  "|" + "|".join("---:" if r else "---" for r in right) + "|"]
         lines += ["| " + " | ".join(c) + " |" for c in body]
         return "\n".join(lines)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) if h == "library" else h.rjust(w) for h, w in zip(head, widths))]
+    lines = ["  ".join(h.ljust(w) if h in left else h.rjust(w) for h, w in zip(head, widths))]
     lines.append("  ".join("-" * w for w in widths))
     for c in body:
-        lines.append("  ".join(x.ljust(w) if h == "library" else x.rjust(w) for x, h, w in zip(c, head, widths)))
+        lines.append("  ".join(x.ljust(w) if h in left else x.rjust(w) for x, h, w in zip(c, head, widths)))
     return "\n".join(lines)
 
 
@@ -1203,6 +1214,7 @@ class Section:
     notes: list[str]
     with_quality: bool = False
     with_nnz: bool = False
+    table: tuple[list[str], list[list[str]]] | None = None  # head and body, instead of fit rows
 
 
 class Session:
@@ -1244,7 +1256,14 @@ class Session:
 
     def synthetic(self, nnz: int) -> sp.csr_matrix:
         if nnz not in self._data:
-            self._data[nnz] = synthetic_data(nnz, seed=0, log=self.log)
+            path = self.args.interactions
+            if path and Path(path).exists() and sp.load_npz(path).nnz == nnz:
+                self._data[nnz] = canonical_csr(sp.load_npz(path))
+                print(f"loaded {nnz:,} pairs from {path}", file=self.log, flush=True)
+            else:
+                self._data[nnz] = synthetic_data(nnz, seed=0, log=self.log)
+                if path and not Path(path).exists():
+                    sp.save_npz(path, self._data[nnz])
         return self._data[nnz]
 
     def group(self, csr: sp.csr_matrix, dataset: str, threads: Sequence[int], epochs: int,
@@ -1262,15 +1281,19 @@ class Session:
     def emit(self, section: Section) -> None:
         print(f"\n== {section.title} ==", file=self.out)
         print(section.data_line, file=self.out)
-        print(format_table(section.rows, with_quality=section.with_quality, with_nnz=section.with_nnz),
-              file=self.out)
+        if section.table:
+            print(_render(*section.table), file=self.out)
+        else:
+            print(format_table(section.rows, with_quality=section.with_quality, with_nnz=section.with_nnz),
+                  file=self.out)
         for line in section.notes:
             print(f"  * {line}", file=self.out)
         self.out.flush()
         if self.args.markdown:
             with open(self.args.markdown, "a", encoding="utf-8") as fh:
                 fh.write(f"\n### {section.title}\n\n{section.data_line}\n\n")
-                fh.write(format_table(section.rows, with_quality=section.with_quality,
+                fh.write(_render(*section.table, markdown=True) if section.table else
+                         format_table(section.rows, with_quality=section.with_quality,
                                       with_nnz=section.with_nnz, markdown=True))
                 fh.write("\n\n" + "".join(f"- {line}\n" for line in section.notes))
 
@@ -1323,11 +1346,191 @@ def cmd_scaling(session: Session) -> Section:
     return Section("scaling", data_line, rows, table_notes(rows, session.adapters, quality=False), with_nnz=True)
 
 
+# --------------------------------------------------------------------------- recommend
+
+
+@dataclass
+class RecommendRecord:
+    """One timed ``recommend`` call for every user."""
+
+    library: str
+    init: str
+    threads: int
+    repeat: int
+    users: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def users_per_s(self) -> float:
+        return self.users / self.seconds if self.seconds > 0 else math.inf
+
+
+def recommend_factors(csr: sp.csr_matrix, init: str, factors: int, epochs: int, seed: int,
+                      log: TextIO) -> Factors:
+    """float32 factors for the recommend benchmark.
+
+    ``random``: N(0, 0.1^2) factors and biases, no structure (every item is a contender for
+    every user, the worst case for bpr_numpy's early stop). ``trained``: bpr_numpy ``BPR``
+    fitted for ``epochs`` epochs on ``csr`` (item norms and biases follow popularity).
+    """
+    if init == "random":
+        rng = np.random.default_rng(seed)
+        n_users, n_items = csr.shape
+        return Factors((rng.standard_normal((n_users, factors)) * 0.1).astype(np.float32),
+                       (rng.standard_normal((n_items, factors)) * 0.1).astype(np.float32),
+                       (rng.standard_normal(n_items) * 0.1).astype(np.float32))
+    from bpr_numpy import BPR
+
+    t0 = time.perf_counter()
+    model = BPR(factors=factors, epochs=epochs, threads=0, random_state=seed).fit(csr, show_progress=False)
+    print(f"trained bpr_numpy for {epochs} epochs in {time.perf_counter() - t0:.1f} s (not timed)",
+          file=log, flush=True)
+    return Factors(model.user_factors, model.item_factors, model.item_bias)
+
+
+class RecommendRunner:
+    """The two libraries' batch ``recommend`` over the same factors and the same liked items.
+
+    bpr_numpy: a ``BPR`` holding the factors, ``recommend(users, n, filter_liked=True,
+    user_items=csr)`` (the matrix is validated inside the timed call). implicit 0.7:
+    ``implicit.cpu.bpr.BayesianPersonalizedRanking`` with ``user_factors = [U, 1]`` and
+    ``item_factors = [V, b]`` (its bias column, see :class:`ImplicitAdapter`), so it scores
+    ``U V^T + b`` too, in one sgemm (float32 rounding differs in the last bits);
+    ``recommend(userids, user_items[userids], N=n, filter_already_liked_items=True)``, the
+    row slice taken before the timer.
+    """
+
+    def __init__(self, csr: sp.csr_matrix, f: Factors, with_implicit: bool) -> None:
+        from bpr_numpy import BPR
+
+        self.csr = csr
+        self.users = np.arange(csr.shape[0])
+        self.ours = BPR(factors=f.user_factors.shape[1], threads=1)
+        self.ours.user_factors, self.ours.item_factors, self.ours.item_bias = (
+            f.user_factors, f.item_factors, f.item_bias)
+        self.theirs = None
+        if with_implicit:
+            from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+            ones = np.ones((csr.shape[0], 1), np.float32)
+            self.theirs = BayesianPersonalizedRanking(factors=f.user_factors.shape[1], dtype=np.float32)
+            self.theirs.user_factors = np.ascontiguousarray(np.hstack([f.user_factors, ones]))
+            self.theirs.item_factors = np.ascontiguousarray(np.hstack([f.item_factors, f.item_bias[:, None]]))
+            self.liked_rows = sp.csr_matrix(csr)[self.users]
+
+    def run(self, library: str, threads: int, n: int, users: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+        """Top-n for ``users`` (default all): (items, wall s, CPU s); BLAS held to ``threads``."""
+        from threadpoolctl import threadpool_limits
+
+        users = self.users if users is None else users
+        with threadpool_limits(threads):
+            c0, t0 = time.process_time(), time.perf_counter()
+            if library == "bpr_numpy":
+                self.ours.threads = threads
+                items, _ = self.ours.recommend(users, n=n, filter_liked=True, user_items=self.csr)
+            else:
+                self.theirs.num_threads = threads
+                liked = self.liked_rows if users is self.users else sp.csr_matrix(self.csr)[users]
+                items, _ = self.theirs.recommend(users, liked, N=n, filter_already_liked_items=True)
+            return np.asarray(items), time.perf_counter() - t0, time.process_time() - c0
+
+
+def check_same_top_n(f: Factors, csr: sp.csr_matrix, users: np.ndarray, ours: np.ndarray,
+                     theirs: np.ndarray) -> tuple[int, int]:
+    """How many users get identical lists, and how many get lists equal up to ties.
+
+    Up to ties: position by position, the exact (float64) scores of the two lists differ
+    by at most 1e-5 of the user's largest |score| (float32 rounding), and neither list holds
+    a liked item.
+    """
+    identical = tied = 0
+    s_all = f.user_factors[users].astype(np.float64) @ f.item_factors.T.astype(np.float64) + f.item_bias
+    for a, u in enumerate(users):
+        s = s_all[a]
+        liked = set(csr.indices[csr.indptr[u]:csr.indptr[u + 1]].tolist())
+        if np.array_equal(ours[a], theirs[a]):
+            identical += 1
+        tol = 1e-5 * np.abs(s).max()
+        if not (liked & set(ours[a].tolist()) or liked & set(theirs[a].tolist())) and \
+                np.all(np.abs(s[ours[a]] - s[theirs[a]]) <= tol):
+            tied += 1
+    return identical, tied
+
+
+def cmd_recommend(session: Session) -> Section:
+    """Batch ``recommend`` for every user of the 200k x 50k set (n=10, liked items filtered)."""
+    a = session.args
+    nnz = max(QUICK_SIZES) if a.quick else SCALING_SIZES[-1]
+    csr = session.synthetic(nnz)
+    threads = session.threads([1, 2])
+    repeats = session.repeats()
+    n = 10
+    names = [x.name for x in session.adapters if x.name in ("bpr_numpy", "implicit")]
+    if "bpr_numpy" not in names:
+        raise SystemExit("recommend needs bpr_numpy in --libs")
+    log = session.log
+    records: list[RecommendRecord] = []
+    notes: list[str] = []
+    lines: list[list[str]] = []
+    for init in a.init:
+        f = recommend_factors(csr, init, a.factors, session.epochs(3), a.seed, log)
+        runner = RecommendRunner(csr, f, "implicit" in names)
+        sample = np.random.default_rng(a.seed).choice(csr.shape[0], min(500, csr.shape[0]), replace=False)
+        for t in threads:  # warm-up: numba compilation, thread pools
+            for lib in names:
+                runner.run(lib, t, n, sample[:50])
+        if "implicit" in names:
+            ours, _, _ = runner.run("bpr_numpy", 1, n, sample)
+            theirs, _, _ = runner.run("implicit", 1, n, sample)
+            same, tied = check_same_top_n(f, csr, sample, ours, theirs)
+            notes.append(f"{init} factors: top-{n} lists of {len(sample)} random users: {same} identical, "
+                         f"{tied} equal up to float32 ties")
+        for r in range(repeats):
+            for t in threads:
+                for lib in names:
+                    _, sec, cpu = runner.run(lib, t, n)
+                    rec = RecommendRecord(lib, init, t, r, csr.shape[0], sec, cpu)
+                    records.append(rec)
+                    print(f"  [recommend {init} repeat {r + 1}/{repeats} threads {t}] {lib:<9s} {sec:8.2f} s  "
+                          f"{rec.users_per_s:10,.0f} users/s  CPU/wall {cpu / sec:4.2f}", file=log, flush=True)
+        del runner, f
+        gc.collect()
+        for t in threads:
+            mine = {x.repeat: x for x in records if x.init == init and x.threads == t and x.library == "bpr_numpy"}
+            for lib in names:
+                recs = [x for x in records if x.init == init and x.threads == t and x.library == lib]
+                sec = _mmm([x.seconds for x in recs])
+                ratio = _mmm([x.seconds / mine[x.repeat].seconds for x in recs])
+                lines.append([init, lib, str(t), _fmt_spread(sec, 2) if len(recs) > 1 else f"{sec[0]:.2f}",
+                              f"{statistics.median(x.users_per_s for x in recs):,.0f}",
+                              "1" if lib == "bpr_numpy" else (_fmt_spread(ratio, 2) if len(recs) > 1
+                                                              else f"{ratio[0]:.2f}"),
+                              f"{statistics.median(x.cpu_s / x.seconds for x in recs):.2f}"])
+    head = ["factors", "library", "threads", "s (median, min-max)", "users/s", "peer s / bpr_numpy s", "CPU/wall"]
+    data_line = (f"data: bpr_numpy.datasets.synthetic, {csr.shape[0]:,} users x {csr.shape[1]:,} items, "
+                 f"{csr.nnz:,} liked pairs{' [--quick size]' if a.quick else ''}; recommend for all "
+                 f"{csr.shape[0]:,} users, n={n}, liked items filtered; factors {a.factors}, float32; "
+                 f"{repeats} repeat(s), libraries alternated, BLAS held to the thread count (threadpoolctl)")
+    notes += [
+        "s: wall time of one recommend call for every user, after an untimed warm-up call per library and "
+        "thread count; peer s / bpr_numpy s from the same repeat, median (min-max): > 1 means bpr_numpy is faster",
+        "random factors: N(0, 0.1^2), no item stands out, so bpr_numpy's early stop (Cauchy-Schwarz bound on "
+        "the items left) settles almost no user: this is the full product; trained factors: bpr_numpy BPR, "
+        f"{session.epochs(3)} epochs on the same pairs, not timed",
+        "implicit: user_factors [U, 1], item_factors [V, b], num_threads = threads; its batches are 100 users, "
+        "prange over batches with the GIL held around each batch's product and per-user filtering",
+    ]
+    return Section("recommend", data_line, [], notes, table=(head, lines))
+
+
 COMMANDS: dict[str, Callable[[Session], Section]] = {
     "movielens": cmd_movielens,
     "synthetic": cmd_synthetic,
     "scaling": cmd_scaling,
+    "recommend": cmd_recommend,
 }
+ALL = ("movielens", "synthetic", "scaling")  # what `all` runs (recommend is a separate, long run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1338,6 +1541,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Peers are optional; missing ones are skipped (`" + INSTALL_HINT + "` installs them).")
     p.add_argument("command", choices=[*COMMANDS, "all"])
+    p.add_argument("--interactions", default=None, metavar="NPZ",
+                   help="load the synthetic pairs from this scipy.sparse.save_npz file when its nnz matches "
+                        "(e.g. a saved copy of the 20M set); written there after generating when missing")
+    p.add_argument("--init", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   default=["random", "trained"], help="recommend: factors to rank with, random and/or trained "
+                                                      "(default: random,trained)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens 100k folder or zip (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=None, help="repeats (default 3; 1 with --quick)")
     p.add_argument("--epochs", type=int, default=None,
@@ -1389,7 +1598,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, log: Text
         with open(args.markdown, "a", encoding="utf-8") as fh:
             fh.write(f"\n## peers.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n")
             fh.write("".join(f"- {line}\n" for line in header + session.skipped))
-    names = list(COMMANDS) if args.command == "all" else [args.command]
+    names = list(ALL) if args.command == "all" else [args.command]
     sections = []
     for name in names:
         try:

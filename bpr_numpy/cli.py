@@ -504,6 +504,15 @@ def _train(args) -> int:
         train_for_fit = train
     try:
         model.fit(train_for_fit, callback=progress, show_progress=False, **fit_kwargs)
+    except KeyboardInterrupt:
+        progress.finish()
+        # The model holds its last completed epoch (BPR.fit restored it): keep it if asked to.
+        if args.save and model.history_:
+            model.user_ids, model.item_ids = data.train.user_ids, data.train.item_ids
+            model.item_titles = data.train.item_titles
+            model.save(args.save)
+            print(f"interrupted: saved the model of epoch {len(model.history_)} to {args.save}", file=sys.stderr)
+        raise
     finally:
         progress.finish()
     seconds = time.perf_counter() - start

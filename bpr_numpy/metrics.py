@@ -63,6 +63,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from . import _rng
+from ._validation import check_sparse_structure
 
 __all__ = [
     "evaluate",
@@ -205,6 +206,22 @@ def _sift_down(hs: np.ndarray, hi: np.ndarray, pos: int, size: int) -> None:
             return
 
 
+@njit(cache=True, inline="always")
+def _heap_push(hs, hi, size, x, item):
+    """Add ``(x, item)`` to the worst-first heap ``hs/hi[:size]`` (sift up; the caller counts it)."""
+    pos = size
+    hs[pos] = x
+    hi[pos] = item
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
+            hs[pos], hs[parent] = hs[parent], hs[pos]
+            hi[pos], hi[parent] = hi[parent], hi[pos]
+            pos = parent
+        else:
+            break
+
+
 @njit(cache=True)
 def _top_k(cand: np.ndarray, kmax: int, out: np.ndarray) -> int:
     """Write the best ``kmax`` non-NaN entries of ``cand`` to ``out``, best first.
@@ -220,18 +237,8 @@ def _top_k(cand: np.ndarray, kmax: int, out: np.ndarray) -> int:
     while j < n_items and size < kmax:
         x = cand[j]
         if x == x:
-            pos = size
-            hs[pos] = x
-            hi[pos] = j
+            _heap_push(hs, hi, size, x, j)
             size += 1
-            while pos > 0:
-                parent = (pos - 1) >> 1
-                if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-                    hs[pos], hs[parent] = hs[parent], hs[pos]
-                    hi[pos], hi[parent] = hi[parent], hi[pos]
-                    pos = parent
-                else:
-                    break
         j += 1
     # Items arrive in increasing index, so a newcomer that ties the worst kept item has
     # the higher index and loses: only a strictly higher score may enter, which is the
@@ -258,6 +265,169 @@ def _top_k_rows(scores: np.ndarray, kmax: int, out: np.ndarray, counts: np.ndarr
     """:func:`_top_k` for every row of a score block (NaN marks a non-candidate)."""
     for r in range(scores.shape[0]):
         counts[r] = _top_k(scores[r], kmax, out[r])
+
+
+# --------------------------------------------------------------------------- fused recommend
+# ``model._top_k`` ranks ``query @ items.T + bias`` without a full score block: it walks
+# the items in tiles (in an order that puts likely winners first), one BLAS product per
+# (block of rows, tile), and these kernels feed each tile to per-row heaps of the same
+# rank order as :func:`_top_k`. Rows whose heap can no longer change are dropped early.
+
+_SCREEN = 32  # scores screened per branch-free count in _offer_row
+
+
+@njit(cache=True, inline="always")
+def _in_sorted(a: np.ndarray, lo: int, hi: int, x: int) -> bool:
+    """True if ``x`` is in ``a[lo:hi]``, which is sorted ascending (binary search)."""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and a[lo] == x
+
+
+@njit(cache=True)
+def _offer_row(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, excl: np.ndarray, ex_lo: int,
+               ex_hi: int, hs: np.ndarray, hix: np.ndarray, size: int) -> int:
+    """Offer one row's scores for the items ``order[t0:t0 + len(s)]`` to its top-k heap.
+
+    Parameters
+    ----------
+    s : numpy.ndarray
+        ``query . item`` for those items (one row of a tile product).
+    bias : numpy.ndarray
+        Item biases in tile order; ``bias[t0 + j]`` is added to ``s[j]`` here, in the
+        scores' dtype (the same rounding as ``scores += bias``).
+    order : numpy.ndarray
+        Item index of each tile position (the ties and the output use item indices).
+    excl, ex_lo, ex_hi : numpy.ndarray, int, int
+        ``excl[ex_lo:ex_hi]``, sorted ascending, are items that are not candidates.
+    hs, hix : numpy.ndarray
+        The heap (scores in the scores' dtype, item indices): a min-heap on rank
+        quality, so the root is the worst kept item (:func:`_sift_down`).
+    size : int
+        Items in the heap so far.
+
+    Returns
+    -------
+    int
+        The new heap size. NaN scores never enter (not candidates, as in :func:`_top_k`).
+    """
+    kmax = hs.shape[0]
+    w = s.shape[0]
+    j = 0
+    while size < kmax and j < w:
+        x = s[j] + bias[t0 + j]
+        item = order[t0 + j]
+        if x == x and not _in_sorted(excl, ex_lo, ex_hi, item):
+            _heap_push(hs, hix, size, x, item)
+            size += 1
+        j += 1
+    if size < kmax:
+        return size
+    root = hs[0]
+    while j < w:
+        # Once the heap is full almost every score is below its root: a branch-free count
+        # over a short run (it vectorises) skips the run without a compare-and-branch per
+        # item. NaN compares false, so it is never counted (never a candidate).
+        stop = min(w, j + _SCREEN)
+        hits = 0
+        for jj in range(j, stop):
+            hits += s[jj] + bias[t0 + jj] >= root
+        if hits:
+            for jj in range(j, stop):
+                x = s[jj] + bias[t0 + jj]
+                if x >= root:
+                    item = order[t0 + jj]
+                    # Tiles are not in index order, so an equal score enters when its
+                    # index is lower than the root's (the tie rule), not only a higher score.
+                    if (x > root or item < hix[0]) and not _in_sorted(excl, ex_lo, ex_hi, item):
+                        hs[0] = x
+                        hix[0] = item
+                        _sift_down(hs, hix, 0, kmax)
+                        root = hs[0]
+        j = stop
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _offer_tile(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, active: np.ndarray, n_active: int,
+                rows: np.ndarray, indptr: np.ndarray, indices: np.ndarray, exclude: bool, hs: np.ndarray,
+                hix: np.ndarray, sizes: np.ndarray) -> None:
+    """:func:`_offer_row` for the open rows of a block: ``s[a]`` belongs to row ``active[a]``.
+
+    ``rows[r]`` is the CSR row (``indptr``/``indices``, sorted indices) holding the
+    exclusions of block row ``r``; ``exclude=False`` ignores them.
+    """
+    for a in range(n_active):
+        r = active[a]
+        lo = hi = 0
+        if exclude:
+            lo, hi = indptr[rows[r]], indptr[rows[r] + 1]
+        sizes[r] = _offer_row(s[a], bias, order, t0, indices, lo, hi, hs[r], hix[r], sizes[r])
+
+
+@njit(cache=True, nogil=True)
+def _drop_settled(active: np.ndarray, n_active: int, hs: np.ndarray, sizes: np.ndarray, norms: np.ndarray,
+                  max_norm: float, max_bias: float, slack: float, floor: float, ub: np.ndarray) -> int:
+    """Drop the rows whose heap no item left can enter; compact ``active`` and ``ub``.
+
+    Every item left scores at most ``|q| max_norm + max_bias`` (Cauchy-Schwarz), plus
+    the rounding of a float dot product of this length, which ``slack`` bounds
+    (relative to ``|q| max_norm + |max_bias|``; ``floor`` covers underflow). A row is settled when its heap is full
+    and its root scores strictly more: an equal score could still enter by a lower
+    index. NaN or infinite bounds settle nothing.
+
+    Parameters
+    ----------
+    active : numpy.ndarray
+        Block rows still open; ``ub[a]`` is the query of ``active[a]``.
+    n_active : int
+    hs, sizes : numpy.ndarray
+        The heaps' scores and sizes, by block row.
+    norms : numpy.ndarray
+        Euclidean norm of each block row's query (float64).
+    max_norm, max_bias : float
+        Largest item norm and item bias among the items not yet offered.
+    slack, floor : float
+    ub : numpy.ndarray
+        Queries of the open rows, compacted in place with ``active``.
+
+    Returns
+    -------
+    int
+        The number of rows still open (the first entries of ``active``).
+    """
+    kmax = hs.shape[1]
+    keep = 0
+    for a in range(n_active):
+        r = active[a]
+        if sizes[r] == kmax:
+            p = norms[r] * max_norm
+            bound = p + max_bias + slack * (p + abs(max_bias)) + floor
+            if hs[r, 0] > bound:
+                continue
+        if keep != a:
+            active[keep] = r
+            ub[keep, :] = ub[a, :]
+        keep += 1
+    return keep
+
+
+@njit(cache=True, nogil=True)
+def _heaps_to_rows(hs: np.ndarray, hix: np.ndarray, sizes: np.ndarray, items: np.ndarray,
+                   scores: np.ndarray) -> None:
+    """Heap sort each row's heap into ``items``/``scores``, best first (the rest is left as is)."""
+    for r in range(hs.shape[0]):
+        for p in range(sizes[r] - 1, -1, -1):
+            items[r, p] = hix[r, 0]
+            scores[r, p] = hs[r, 0]
+            hs[r, 0] = hs[r, p]
+            hix[r, 0] = hix[r, p]
+            _sift_down(hs[r], hix[r], 0, p)
 
 
 @njit(cache=True)
@@ -416,21 +586,35 @@ def _check_matrix(x: Any, name: str) -> sp.csr_array:
             raise ValueError(f"{name} must be 2-D, got a {x.ndim}-D sparse array")
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        csr = sp.csr_array(x)
+        # The index arrays are checked before scipy converts them or the kernel
+        # reads them: an out-of-range index would be an out-of-bounds access.
+        canonical = check_sparse_structure(x, name)
+        try:
+            csr = sp.csr_array(x)
+        except (ValueError, TypeError, IndexError) as exc:  # a corrupt dia/lil/dok matrix
+            raise ValueError(f"{name} could not be converted to CSR: {exc}") from None
+        if x.format != "csr":
+            canonical = check_sparse_structure(csr, name)
     else:
         if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") and not hasattr(x, "__array__"):
             raise TypeError(
                 f"{name} must be a 2-D scipy.sparse matrix or array-like, got {type(x).__name__}"
             )
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists
+            raise TypeError(f"{name} could not be read as an array: {exc}") from None
         if arr.ndim != 2:
             raise ValueError(f"{name} must be 2-D, got an array with {arr.ndim} dimension(s)")
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        if arr.dtype == np.float16:  # numeric, but not a dtype scipy.sparse supports
+            arr = arr.astype(np.float32)
         csr = sp.csr_array(arr)
+        canonical = True
     if csr.data.dtype.kind == "f" and not np.all(np.isfinite(csr.data)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    if not csr.has_canonical_format:
+    if not canonical:  # computed from the arrays: scipy's cached flag may predate an in-place edit
         # the kernel relies on sorted, duplicate-free rows; copy so the caller's
         # matrix is left as it was
         csr = csr.copy()
@@ -660,7 +844,9 @@ def evaluate(
     n_eval = len(users)
 
     want_topk = any(m in _TOPK_METRICS for m in wanted)
-    kmax = max(ks) if want_topk else 0
+    # No ranking is longer than the catalogue: ranks beyond it are misses, never stored
+    # (a k of 10**12 must not allocate 10**12 slots).
+    kmax = min(max(ks), n_items) if want_topk else 0
     do_auc = "full_auc" in wanted or "auc" in wanted
     do_mrr = "mrr" in wanted
     # index arrays in one dtype each so the kernel compiles once
@@ -714,7 +900,8 @@ def evaluate(
         ranks = np.arange(1, kmax + 1)
         prec_at_r = cum / ranks
         for kk in ks:
-            nh = cum[:, kk - 1].astype(np.float64)
+            kc = min(kk, kmax)  # the columns that can hold a hit
+            nh = cum[:, kc - 1].astype(np.float64)
             if f"precision@{kk}" in per:
                 per[f"precision@{kk}"][sl] = np.where(has, nh / kk, np.nan)
             if f"recall@{kk}" in per:
@@ -723,11 +910,11 @@ def evaluate(
                 per[f"hit_rate@{kk}"][sl] = np.where(has, (nh > 0).astype(np.float64), np.nan)
             denom_n = np.minimum(n_rel, kk)
             if f"ndcg@{kk}" in per:
-                dcg = hits[:, :kk] @ discount[:kk]
+                dcg = hits[:, :kc] @ discount[:kc]
                 idcg = np.maximum(ideal[denom_n], 1e-300)  # users with n_rel = 0 become NaN
                 per[f"ndcg@{kk}"][sl] = np.where(has, dcg / idcg, np.nan)
             if f"map@{kk}" in per:
-                ap = (prec_at_r[:, :kk] * hits[:, :kk]).sum(axis=1)
+                ap = (prec_at_r[:, :kc] * hits[:, :kc]).sum(axis=1)
                 per[f"map@{kk}"][sl] = np.where(has, ap / np.maximum(denom_n, 1), np.nan)
         if min_rank is not None:
             top_has = top[has]

@@ -6,15 +6,15 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
-import zipfile
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import as_user_items, check_index_array
+from ._validation import as_user_items, check_index_array, csr_from_arrays, read_npz
 from . import sampling
 from .objective import LOSSES, OPTIMIZERS, OptimizerState, Regularization, loss_code
 from .sampling import SAMPLERS
@@ -24,6 +24,10 @@ __all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT
 FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
+_PARALLEL_LOCK = threading.Lock()
+
+#: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
+_CHUNKS_PER_CALL = 64
 MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
 
 
@@ -131,6 +135,34 @@ class _Validation:
             model._item_norms = None
         model.best_epoch_ = self.best_epoch
         model.best_score_ = None if self.best_epoch is None else self.best_score
+
+
+class _Snapshot:
+    """A copy of the parameters (and optimiser state) taken at the start of each epoch.
+
+    Kept in preallocated buffers, so an interrupted epoch can be undone: the
+    price of "Ctrl-C keeps the last completed epoch" is one more copy of the
+    parameters in memory and one memcpy of them per epoch.
+    """
+
+    def __init__(self, model: "BPR") -> None:
+        self.model = model
+        self.live = self._arrays()
+        self.saved = [np.empty_like(a) for a in self.live]
+
+    def _arrays(self) -> list[np.ndarray]:
+        m = self.model
+        state = m._optimizer_state
+        extra = [a for a in state.kernel_args()[1:] if a.size] if state is not None and state.code else []
+        return [m.user_factors, m.item_factors, m.item_bias, *extra]
+
+    def take(self) -> None:
+        for src, dst in zip(self.live, self.saved):
+            np.copyto(dst, src)
+
+    def restore(self) -> None:
+        for dst, src in zip(self.live, self.saved):
+            np.copyto(dst, src)
 
 
 def _resolve_seed(random_state) -> int:
@@ -302,6 +334,7 @@ class BPR:
         self._diverged: str | None = None
         self._item_norms: np.ndarray | None = None
         self._optimizer_state: OptimizerState | None = None
+        self.interrupted_ = False
         self.best_epoch_: int | None = None
         self.best_score_: float | None = None
         # Raw-id maps (row/column index -> the data's own id) and item titles:
@@ -549,6 +582,13 @@ class BPR:
             show_progress = sys.stderr.isatty()
         self._user_items = matrix
         self._item_norms = None
+        dtype = np.dtype(self.dtype)
+        for name in ("user_factors", "item_factors", "item_bias"):
+            # Arrays a user replaced (read-only, strided, another dtype) are copied into what
+            # the kernels take, rather than compiling a new kernel or failing inside numba.
+            value = getattr(self, name)
+            if value.dtype != dtype or not value.flags.c_contiguous or not value.flags.writeable:
+                setattr(self, name, np.require(value, dtype=dtype, requirements=["C", "W", "O"]))
         threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
         total = self._epochs_done + epochs
@@ -563,8 +603,19 @@ class BPR:
             # Compile (or load from the cache) outside the epoch timer: a call
             # with zero samples has the same types and does no work.
             self._run_epoch(matrix, user_of, threads, alias, n_samples=0)
+        snapshot = _Snapshot(self) if epochs else None
         for _ in range(epochs):
-            report = self._run_epoch(matrix, user_of, threads, alias)
+            snapshot.take()
+            try:
+                report = self._run_epoch(matrix, user_of, threads, alias)
+            except KeyboardInterrupt:
+                # Ctrl-C lands between two kernel calls (a few dozen chunks each):
+                # put back the last completed epoch, say so, and let it propagate.
+                snapshot.restore()
+                self.interrupted_ = True
+                print(f"interrupted during epoch {self._epochs_done + 1}: the model keeps the factors of epoch "
+                      f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
+                raise
             stop = False
             if validation is not None:
                 report, stop = validation.after_epoch(self, report)
@@ -607,8 +658,10 @@ class BPR:
         out_skipped = np.zeros(chunks, np.int64)
         n_items = self.item_factors.shape[0]
         aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
-        # AOBPR refreshes its rankings every n ln n samples: the epoch runs in groups of chunks.
-        group = sampling.aobpr_refresh_chunks(n_items, _kernels.CHUNK_SIZE) if aobpr else max(chunks, 1)
+        # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
+        # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
+        # every n ln n samples.
+        group = sampling.aobpr_refresh_chunks(n_items, _kernels.CHUNK_SIZE) if aobpr else _CHUNKS_PER_CALL
         learning_rate = self.learning_rate * self.learning_rate_decay ** self._epochs_done
         kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
         popularity = alias if alias[0].size else None
@@ -639,13 +692,17 @@ class BPR:
         else:
             import numba
 
-            previous = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                for c in range(0, max(chunks, 1), group):
-                    run(c, min(c + group, chunks))
-            finally:
-                numba.set_num_threads(previous)
+            # One parallel region at a time in the process: numba's workqueue layer aborts
+            # on concurrent ones (two models fitted from two Python threads), and on a
+            # machine's few cores two Hogwild fits gain nothing from overlapping.
+            with _PARALLEL_LOCK:
+                previous = numba.get_num_threads()
+                numba.set_num_threads(threads)
+                try:
+                    for c in range(0, max(chunks, 1), group):
+                        run(c, min(c + group, chunks))
+                finally:
+                    numba.set_num_threads(previous)
         seconds = time.perf_counter() - start
         if warm_up:
             return None
@@ -730,6 +787,8 @@ class BPR:
         """
         self._check_fitted()
         u = check_index_array(users, self.n_users, "user")
+        if np.ndim(u) > 1:
+            raise ValueError(f"users must be an int or a 1-D array of ints, got shape {np.shape(u)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         liked = self._user_items_for(user_items) if filter_liked else None
@@ -737,17 +796,9 @@ class BPR:
             raise ValueError("filter_liked=True needs user_items: this model holds no training interactions")
         batch = np.atleast_1d(u)
         k = min(int(n), self.n_items)
-        items = np.empty((len(batch), k), dtype=np.int64)
-        scores = np.empty((len(batch), k), dtype=self.user_factors.dtype)
-        block = max(1, int(2**24 // max(self.n_items, 1)))  # ~64 MiB of float32 scores per block
-        for start in range(0, len(batch), block):
-            rows = batch[start:start + block]
-            s = self.user_factors[rows] @ self.item_factors.T
-            s += self.item_bias
-            if liked is not None:
-                sub = liked[rows]
-                s[np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), sub.indices] = np.nan  # not a candidate
-            items[start:start + block], scores[start:start + block] = _top_k(s, k)
+        threads = min(self.threads or _available_threads(), _available_threads())
+        items, scores = _top_k(self.user_factors, self.item_factors, self.item_bias, k, rows=batch,
+                               exclude=liked, threads=threads)
         if k < n:
             pad = n - k
             items = np.concatenate([items, np.full((len(batch), pad), -1)], axis=1)
@@ -774,6 +825,8 @@ class BPR:
         """
         self._check_fitted()
         q = check_index_array(items, self.n_items, "item")
+        if np.ndim(q) > 1:
+            raise ValueError(f"items must be an int or a 1-D array of ints, got shape {np.shape(q)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if self._item_norms is None:
@@ -782,9 +835,13 @@ class BPR:
         unit = self.item_factors / self._item_norms[:, None]
         batch = np.atleast_1d(q)
         k = min(int(n), self.n_items - 1)
-        sims = unit[batch] @ unit.T
-        sims[np.arange(len(batch)), batch] = np.nan  # the query is not its own neighbour
-        nb, sc = _top_k(sims, k)
+        # Row i of the identity excludes item i: the query is not its own neighbour.
+        own = sp.csr_matrix((np.ones(self.n_items), np.arange(self.n_items), np.arange(self.n_items + 1)),
+                            shape=(self.n_items, self.n_items))
+        threads = min(self.threads or _available_threads(), _available_threads())
+        # Unit vectors: every bound is 1, so reordering the items would settle nothing.
+        nb, sc = _top_k(unit, unit, np.zeros(self.n_items, dtype=unit.dtype), k, rows=batch, exclude=own,
+                        threads=threads, prune=False)
         if np.ndim(q) == 0:
             return nb[0], sc[0]
         return nb, sc
@@ -841,20 +898,19 @@ class BPR:
 
         Raises
         ------
-        FileNotFoundError
-            No such file.
+        FileNotFoundError, IsADirectoryError, PermissionError
+            The path cannot be opened.
         ValueError
             The file is not a complete bpr_numpy model of a supported format
             version (truncated, corrupt, foreign, or arrays of wrong shapes).
+            Nothing is half-loaded: the model is built only once every part
+            has been read and checked.
         """
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zipfile.LargeZipFile) as exc:
-            raise ValueError(f"{path} is not a readable bpr_numpy model file ({type(exc).__name__}: {exc})") from None
+            arrays = read_npz(path)  # checks each array's declared size before reading it
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a readable bpr_numpy model file ({exc})") from None
         return cls._from_arrays(arrays, path)
 
     @classmethod
@@ -866,8 +922,8 @@ class BPR:
             raise bad("no 'meta' entry (not written by BPR.save)")
         try:
             meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise bad(f"unreadable metadata ({exc})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise bad(f"unreadable metadata ({type(exc).__name__}: {exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise bad("its metadata does not name the bpr_numpy model format")
         version = meta.get("format_version")
@@ -876,7 +932,10 @@ class BPR:
         for key in ("user_factors", "item_factors", "item_bias"):
             if key not in arrays:
                 raise bad(f"missing array {key!r}")
-        params = dict(meta.get("params", {}))
+        params = meta.get("params", {})
+        if not isinstance(params, dict):
+            raise bad(f"invalid hyperparameters (a {type(params).__name__}, not a mapping)")
+        params = dict(params)
         try:
             params["dtype"] = np.dtype(params.get("dtype", "float32")).type
             model = cls(**params)
@@ -886,36 +945,58 @@ class BPR:
         dtype = np.dtype(model.dtype)
         if U.ndim != 2 or V.ndim != 2 or U.shape[1] != model.factors or V.shape[1] != model.factors:
             raise bad(f"factor arrays of shapes {U.shape} and {V.shape} do not match factors={model.factors}")
+        if U.shape[0] == 0 or V.shape[0] == 0:
+            raise bad(f"factor arrays of shapes {U.shape} and {V.shape}: no user or no item")
         if b.shape != (V.shape[0],):
             raise bad(f"item_bias has shape {b.shape}, expected ({V.shape[0]},)")
         if U.dtype != dtype or V.dtype != dtype or b.dtype != dtype:
             raise bad(f"arrays are not of the model's dtype {dtype}")
         if not (np.isfinite(U).all() and np.isfinite(V).all() and np.isfinite(b).all()):
             raise bad("parameters hold NaN or infinite values")
+        # An array saved in Fortran order loads in Fortran order: the kernels take C order.
+        U, V, b = np.ascontiguousarray(U), np.ascontiguousarray(V), np.ascontiguousarray(b)
         user_items = None
-        if "user_items_indptr" in arrays:
+        if "user_items_indptr" in arrays or "user_items_indices" in arrays:
+            if "user_items_indptr" not in arrays or "user_items_indices" not in arrays:
+                raise bad("the stored interactions lack their indptr or their indices")
             indptr, indices = arrays["user_items_indptr"], arrays["user_items_indices"]
-            if (indptr.shape != (U.shape[0] + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0)
-                    or indptr[-1] != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= V.shape[0]))):
+            if (indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu"
+                    or indices.dtype.kind not in "iu" or indptr.shape != (U.shape[0] + 1,)
+                    or indptr[-1] != len(indices)):
                 raise bad("the stored interactions do not match the factor shapes")
-            user_items = as_user_items(
-                sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(U.shape[0], V.shape[0])),
-                require_positive=False)
-        model.user_factors, model.item_factors, model.item_bias = U, V, b
-        model._user_items = user_items
+            try:  # checks every index against the shapes before anything reads them
+                user_items = as_user_items(
+                    csr_from_arrays(np.ones(len(indices), np.float32), indices, indptr, (U.shape[0], V.shape[0])),
+                    "the stored interactions", require_positive=False)
+            except (TypeError, ValueError) as exc:
+                raise bad(str(exc)) from None
         # The id maps are optional: files written before they existed load with None.
+        ids = {}
         for key, expected in (("user_ids", U.shape[0]), ("item_ids", V.shape[0]), ("item_titles", V.shape[0])):
             if key in arrays:
                 try:
-                    setattr(model, key, _id_array(arrays[key], key, expected, titles=key == "item_titles"))
+                    ids[key] = _id_array(arrays[key], key, expected, titles=key == "item_titles")
                 except (TypeError, ValueError) as exc:
                     raise bad(str(exc)) from None
-        model._epochs_done = int(meta.get("epochs_done", 0))
-        model._seed = meta.get("seed")
+        epochs_done, seed, history = meta.get("epochs_done", 0), meta.get("seed"), meta.get("history", [])
+        if isinstance(epochs_done, bool) or not isinstance(epochs_done, int) or epochs_done < 0:
+            raise bad(f"epochs_done is {epochs_done!r}, not a count")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise bad(f"seed is {seed!r}, not an integer in [0, 2**63)")
         try:
-            model.history_ = [EpochReport(**r) for r in meta.get("history", [])]
-        except TypeError as exc:
+            if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+                raise TypeError("not a list of epoch records")
+            reports = [EpochReport(**r) for r in history]
+            for r in reports:
+                str(r)  # every field of the right kind
+        except (TypeError, ValueError) as exc:
             raise bad(f"unreadable training history ({exc})") from None
+        # Every part is read and checked: only now does the model take them.
+        model.user_factors, model.item_factors, model.item_bias = U, V, b
+        model._user_items = user_items
+        for key, value in ids.items():
+            setattr(model, key, value)
+        model._epochs_done, model._seed, model.history_ = epochs_done, seed, reports
         return model
 
 
@@ -956,25 +1037,153 @@ def _id_array(values, name: str, expected: int, *, titles: bool = False) -> np.n
     return arr.astype(str) if arr.dtype.kind != "U" else arr
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of a score block, best first, ties by the lower column index.
+def _top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k: int, *,
+           rows: np.ndarray | None = None, exclude: sp.csr_matrix | None = None, threads: int = 1,
+           block: int | None = None, tile: int | None = None,
+           prune: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of ``query[rows] @ item_factors.T + item_bias``, best first.
 
-    NaN entries are not candidates; rows with fewer than k candidates are padded
-    with index -1 and score -inf. The ranking is the metrics' own
-    (:func:`bpr_numpy.metrics._top_k`), so recommendations and top-k metrics agree.
+    Ranks exactly as :func:`bpr_numpy.metrics._top_k` (so recommendations and top-k
+    metrics agree): score descending, equal scores by the lower item index; NaN scores
+    and excluded items are not candidates; rows with fewer than k candidates are padded
+    with item -1 and score -inf. The scores are those of ``query @ item_factors.T``
+    plus ``item_bias`` in the factors' dtype.
+
+    The full score block is never built. Rows go in blocks and items in tiles: one BLAS
+    product per (block, tile), about 4 MiB so that it is read back from cache, fed to
+    one small heap per row by numba kernels; ``threads`` workers take whole blocks in
+    turn. With ``prune``
+    the items are visited in decreasing order of a score estimate, and a row stops as
+    soon as no item left can reach its heap by the Cauchy-Schwarz bound
+    ``|q| max|v| + max b`` (rounding included): exact, and on trained models, whose
+    item norms and biases are skewed, most of the product is skipped.
+
+    Parameters
+    ----------
+    query : numpy.ndarray
+        (n_query, f) factors of the rows, same dtype as ``item_factors``.
+    item_factors : numpy.ndarray
+        (n_items, f).
+    item_bias : numpy.ndarray
+        (n_items,).
+    k : int
+        0 <= k <= n_items.
+    rows : numpy.ndarray, optional
+        Rows of ``query`` to rank, in output order (default: all).
+    exclude : scipy.sparse.csr_matrix, optional
+        Row ``rows[i]`` lists the items that are not candidates for output row ``i``.
+    threads : int
+        Worker threads, each ranking whole blocks of rows.
+    block, tile : int, optional
+        Rows per block and items per tile (defaults from the 4 MiB budget).
+    prune : bool, optional
+        Reorder the items and settle rows early (default: for 64 rows or more, where
+        ordering the items, O(n_items log n_items), pays for itself).
+
+    Returns
+    -------
+    items : numpy.ndarray
+        (len(rows), k) int64.
+    scores : numpy.ndarray
+        (len(rows), k) in the factors' dtype.
     """
-    from .metrics import _top_k_rows
+    import concurrent.futures
+    import contextlib
 
-    top = np.full((scores.shape[0], k), -1, dtype=np.int64)
-    counts = np.empty(scores.shape[0], dtype=np.int64)
-    if k > 0:
-        _top_k_rows(np.ascontiguousarray(scores), k, top, counts)
-    values = np.take_along_axis(scores, np.maximum(top, 0), axis=1)
-    values[top < 0] = -np.inf
-    return top, values
+    from . import metrics as kern
+
+    dtype = item_factors.dtype
+    rows = np.arange(query.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    n, (n_items, f) = len(rows), item_factors.shape
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=dtype)
+    if n == 0 or k == 0:
+        return items, scores
+    if prune is None:
+        prune = n >= 64
+    tile = int(tile or (min(n_items, 4096) if prune else n_items))
+    block = int(block or max(1, 2**22 // (dtype.itemsize * tile)))
+    if prune:
+        norms = np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors, dtype=np.float64))
+        sample = query[rows[:: max(1, n // 1024)]]
+        typical = float(np.sqrt(np.einsum("ij,ij->i", sample, sample, dtype=np.float64)).mean())
+        # Likely winners first: the score of a typical row if it were aligned with the item.
+        order = np.argsort(-(typical * norms + item_bias), kind="stable")  # NaN keys last
+        factors, bias = np.ascontiguousarray(item_factors[order]), item_bias[order]
+        # Largest norm and bias of the items from each tile on (NaN, from a diverged
+        # model, propagates and disables the early stop: slower, still exact).
+        max_norm = np.maximum.accumulate(norms[order][::-1])[::-1][::tile]
+        max_bias = np.maximum.accumulate(bias.astype(np.float64)[::-1])[::-1][::tile]
+    else:
+        order = np.arange(n_items, dtype=np.int64)
+        factors, bias = np.ascontiguousarray(item_factors), np.ascontiguousarray(item_bias)
+    eps = float(np.finfo(dtype).eps)
+    # Rounding of a length-f dot product plus the bias add, with room to spare.
+    slack, floor = 2 * (f + 2) * eps, (f + 2) * float(np.finfo(dtype).tiny)
+    if exclude is None:
+        indptr, indices = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    else:
+        if not exclude.has_sorted_indices:  # the kernels binary-search each row
+            exclude = exclude.copy()
+            exclude.sort_indices()
+        indptr, indices = exclude.indptr, exclude.indices
+
+    def run(start: int) -> None:
+        # One block of rows from start to finish: products, heaps and output rows are
+        # the block's own, so blocks need no synchronisation between them.
+        r = rows[start:start + block]
+        m = len(r)
+        ub = np.ascontiguousarray(query[r])
+        buf = np.empty(m * tile, dtype=dtype)
+        heap_s, heap_i = np.empty((m, k), dtype=dtype), np.empty((m, k), dtype=np.int64)
+        sizes = np.zeros(m, dtype=np.int64)
+        active, n_active = np.arange(m, dtype=np.int64), m
+        q_norms = np.sqrt(np.einsum("ij,ij->i", ub, ub, dtype=np.float64)) if prune else None
+        for t, t0 in enumerate(range(0, n_items, tile)):
+            if prune and t:
+                n_active = kern._drop_settled(active, n_active, heap_s, sizes, q_norms, max_norm[t], max_bias[t],
+                                              slack, floor, ub)
+                if not n_active:
+                    break
+            w = min(tile, n_items - t0)
+            s = buf[:n_active * w].reshape(n_active, w)
+            np.matmul(ub[:n_active], factors[t0:t0 + w].T, out=s)
+            kern._offer_tile(s, bias, order, t0, active, n_active, r, indptr, indices, exclude is not None,
+                             heap_s, heap_i, sizes)
+        kern._heaps_to_rows(heap_s, heap_i, sizes, items[start:start + m], scores[start:start + m])
+
+    starts = range(0, n, block)
+    limit = contextlib.nullcontext()
+    if len(starts) > 1:
+        # Bulk calls run on exactly ``threads`` threads: one single-threaded product per
+        # worker. (threadpoolctl is optional; without it BLAS keeps its own threads.)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            limit = threadpool_limits(1, user_api="blas")
+    with limit:
+        # Parallel over whole blocks rather than within each tile: a per-tile barrier
+        # (threaded BLAS, then threaded heaps) waits for the slower core thousands of
+        # times, and lost to one thread when the other core was busy. The products
+        # release the GIL and the kernels are nogil.
+        if threads > 1 and len(starts) > 1:
+            with concurrent.futures.ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                for _ in pool.map(run, starts):  # handed out in turn: a faster core takes more blocks
+                    pass
+        else:
+            for start in starts:
+                run(start)
+    return items, scores
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
+    """``np.savez`` to a temporary file beside ``path``, synced, then renamed over it.
+
+    A process killed at any point (even by SIGKILL) leaves ``path`` either as it
+    was or complete; at worst a stray ``.bpr_numpy-*.tmp`` file remains beside it.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bpr_numpy-", suffix=".tmp", dir=folder)
     try:
@@ -989,3 +1198,13 @@ def _atomic_savez(path: str, arrays: dict) -> None:
         except FileNotFoundError:
             pass
         raise
+    try:  # make the rename itself durable (a power cut, not only a killed process)
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover - file systems that cannot sync a folder
+        pass
+    finally:
+        os.close(dir_fd)

@@ -1,10 +1,29 @@
-"""Shared test configuration: hypothesis profiles and the MovieLens location."""
+"""Shared test configuration: hypothesis profiles, the MovieLens location, the boundscheck
+mode and the count of generated cases."""
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
+# BPR_NUMPY_BOUNDSCHECK=1: every numba kernel is compiled with bounds checking, so
+# an out-of-bounds access raises IndexError instead of reading or writing memory.
+# Must happen before numba is imported. The kernels are cached on disk and numba's
+# cache key ignores the boundscheck flag, so code compiled without it would be
+# reused silently: this mode compiles into a cache folder of its own.
+if os.environ.get("BPR_NUMPY_BOUNDSCHECK", "") not in ("", "0"):
+    _base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                              f"bpr_numpy-numba-{getattr(os, 'getuid', lambda: 0)()}")
+    if os.path.basename(_base) != "boundscheck":
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, "boundscheck")
+    os.environ["NUMBA_BOUNDSCHECK"] = "1"  # inherited by the suite's subprocesses too
+    if "numba" in sys.modules:  # imported by a plugin: read the variables again
+        from numba.core import config as _numba_config
+
+        _numba_config.reload_config()
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Numba compiles on first call, so per-example deadlines would fail at random.
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -23,3 +42,37 @@ def ml100k_path():
     if not (ML100K / "ua.base").is_file():
         pytest.skip(f"MovieLens 100k not found at {ML100K}")
     return ML100K
+
+
+# --------------------------------------------------------------------------- generated cases
+# Every property test's passing cases are counted (from hypothesis's own run
+# statistics) and the total is printed at the end of the session:
+# "hypothesis: N generated cases ran in M property tests".
+_CASES = {"cases": 0, "tests": 0}
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    try:
+        from hypothesis.statistics import collector
+    except ImportError:  # pragma: no cover - hypothesis without the statistics hook
+        yield
+        return
+    outer = collector.value
+
+    def count(stats):
+        _CASES["tests"] += 1
+        for key, phase in stats.items():
+            if key.endswith("-phase") and isinstance(phase, dict):
+                _CASES["cases"] += sum(1 for case in phase.get("test-cases", ()) if case.get("status") == "valid")
+        if outer is not None:
+            outer(stats)
+
+    with collector.with_value(count):
+        yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _CASES["tests"]:
+        terminalreporter.write_line(f"hypothesis: {_CASES['cases']} generated cases ran in "
+                                    f"{_CASES['tests']} property tests")

@@ -194,6 +194,10 @@ def _as_ratings(ratings: Any, n: int, where: Callable[[int], str]) -> np.ndarray
     if bad.any():
         k = int(np.argmax(bad))
         raise ValueError(f"rating {r[k]} at {where(k)} is not a finite number")
+    big = np.abs(r) > np.finfo(np.float32).max  # ratings are kept in float32: it would become inf
+    if big.any():
+        k = int(np.argmax(big))
+        raise ValueError(f"rating {r[k]} at {where(k)} is out of range (beyond float32, about 3.4e38)")
     return r
 
 
@@ -945,6 +949,8 @@ def _assemble(
             r, c, rat = r[keep], c[keep], rat[keep]
             ts = ts[keep] if ts is not None else None
 
+    if rat is not None and rat.size and np.abs(rat).max() > np.finfo(np.float32).max:
+        raise ValueError(f"{source}: ratings merged by dedupe={dedupe!r} exceed the float32 range (about 3.4e38)")
     if binarize:
         data = np.ones(r.size, dtype=np.float32)
     elif rat is not None:

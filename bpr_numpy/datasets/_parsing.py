@@ -106,6 +106,10 @@ def _prepare_bytes(data: bytes, label: str, encoding: str) -> tuple[bytes, int, 
                     f"{label}, line {ln}: byte {data[off:off + 1]!r} is not valid {encoding} ({exc.reason}){hint}"
                 ) from None
             pos = end
+    nul = data.find(b"\0", start)
+    if nul >= 0:  # never text: NUL would also vanish from ids (numpy strips it), merging distinct ids
+        raise ValueError(f"{label}, line {_line_of_offset(data, nul)}: a NUL byte (a binary file, or an encoding "
+                         "such as UTF-16 given without encoding=...)")
     return data, start, notes
 
 
@@ -310,7 +314,76 @@ def _read_table(
             table.floats[name] = out_float[:rows, s]
         elif kind == "str":
             table.strs[name] = (out_sstart[:rows, s], out_slen[:rows, s])
+    _drop_header_rows(table, on_bad_line == "raise")
     return table
+
+
+def _header_like_rows(table: _Table) -> np.ndarray:
+    """Rows whose user and item fields are both column names, such as ``user,item``.
+
+    With string ids such a line parses as an ordinary row (user ``"user"``,
+    item ``"item"``): it is a header in the middle of the file (files
+    concatenated), never data. Vectorised: tokens are compared a block of
+    rows at a time, and only those starting with a letter or a quote.
+    """
+    hit: np.ndarray | None = None
+    for role in ("user", "item"):
+        forms = sorted({(q + w + q).encode() for w in _ALIASES[role] for q in ("", '"', "'")})
+        width = max(len(f) for f in forms)
+        keys_of_words = np.array(forms, dtype=f"S{width}")
+        starts, lens = table.strs[role]
+        if hit is None:  # candidates: a token starting with a letter or a quote
+            first = table.buf[np.minimum(starts, len(table.buf) - 1)] | 0x20  # ASCII lower case
+            hit = np.flatnonzero((lens > 0) & (lens <= width)
+                                 & (((first >= 0x61) & (first <= 0x7A)) | (first == 0x22) | (first == 0x27)))
+        found = []
+        offsets = np.arange(width)
+        for a in range(0, len(hit), 1 << 16):
+            rows = hit[a:a + (1 << 16)]
+            rows = rows[(lens[rows] > 0) & (lens[rows] <= width)]
+            pos = np.minimum(starts[rows][:, None] + offsets, len(table.buf) - 1)
+            chars = np.where(offsets < lens[rows][:, None], table.buf[pos], 0).astype(np.uint8)
+            chars = np.where((chars >= 65) & (chars <= 90), chars + 32, chars).astype(np.uint8)
+            keys = np.ascontiguousarray(chars).view(f"S{width}").ravel()
+            found.append(rows[np.isin(keys, keys_of_words)])
+        hit = np.concatenate(found) if found else np.zeros(0, np.int64)
+        if not len(hit):
+            break
+    return hit
+
+
+def _drop_header_rows(table: _Table, raise_: bool) -> None:
+    """Refuse (or, skipping bad lines, drop and count) header lines found among the rows."""
+    if "user" not in table.strs or "item" not in table.strs or not table.n_rows:
+        return
+    heads = _header_like_rows(table)
+    if not len(heads):
+        return
+
+    def token(role: str, k: int) -> str:
+        s, ln = table.strs[role]
+        return bytes(table.buf[s[k]:s[k] + ln[k]]).decode("utf-8", errors="replace")
+
+    k = int(heads[0])
+    what = (f"the user and item fields {token('user', k)!r} and {token('item', k)!r} are column names: this looks "
+            "like a header line in the middle of the file (were files concatenated?)")
+    if raise_:
+        raise ValueError(f"{table.where(k)}: {what}")
+    keep = np.ones(table.n_rows, dtype=bool)
+    keep[heads] = False
+    examples = [f"line {int(table.lines[h])}: {what}" for h in heads[:_MAX_EXAMPLES]]
+    table.bad_examples = tuple(sorted(table.bad_examples + tuple(examples),
+                                      key=lambda e: int(e.split(":")[0].split()[1])))[:_MAX_EXAMPLES]
+    table.n_bad += len(heads)
+    table.lines = table.lines[keep]
+    for columns in (table.ints, table.floats):
+        for name in columns:
+            columns[name] = columns[name][keep]
+    for name, (s, ln) in table.strs.items():
+        table.strs[name] = (s[keep], ln[keep])
+    if not table.n_rows:
+        raise ValueError(f"{table.label}: no line could be parsed ({table.n_bad} malformed lines; "
+                         f"first: {table.bad_examples[0]})")
 
 
 def _tokens_to_ids(
