@@ -26,6 +26,10 @@ FORMAT_VERSION = 1
 
 _PARALLEL_LOCK = threading.Lock()
 
+# Every entry BPR.save may write into a model file.
+_MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
+                            "user_items_indices", "user_ids", "item_ids", "item_titles"})
+
 #: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
 _CHUNKS_PER_CALL = 64
 MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
@@ -890,6 +894,10 @@ class BPR:
             value = getattr(self, key)
             if value is not None:
                 arrays[key] = _id_array(value, key, expected, titles=key == "item_titles")
+        # The metadata lists the entries, so a load can tell an optional entry lost to damage
+        # (a flipped length in the zip directory hides the entries after it) from one never written.
+        meta["entries"] = sorted(arrays)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         _atomic_savez(os.fspath(path), arrays)
 
     @classmethod
@@ -932,6 +940,15 @@ class BPR:
         for key in ("user_factors", "item_factors", "item_bias"):
             if key not in arrays:
                 raise bad(f"missing array {key!r}")
+        # An entry save never writes is damage (a flipped bit in an optional entry's name would
+        # otherwise drop the titles or ids without a word), or another program's file.
+        unknown = sorted(set(arrays) - _MODEL_ENTRIES)
+        if unknown:
+            raise bad(f"unexpected entries {unknown}")
+        listed = meta.get("entries")  # absent in files written before it was recorded
+        if listed is not None and (not isinstance(listed, list) or set(map(str, listed)) != set(arrays)):
+            missing = sorted(set(map(str, listed)) - set(arrays)) if isinstance(listed, list) else listed
+            raise bad(f"its entries do not match the ones it lists (missing: {missing})")
         params = meta.get("params", {})
         if not isinstance(params, dict):
             raise bad(f"invalid hyperparameters (a {type(params).__name__}, not a mapping)")

@@ -395,3 +395,16 @@ def test_empty_and_blank_data_files(tmp_path):
             load_delimited(tmp_path / "e.csv")
         with pytest.raises(ValueError, match="e.csv"):
             load_adjacency_list(tmp_path / "e.csv")
+
+
+def test_an_optional_entry_hidden_by_a_damaged_directory_is_refused(tmp_path, model, saved):
+    # A flipped comment length in the zip's central directory makes the entry after it vanish
+    # (zipfile lists 8 of 9 entries): the metadata's own listing catches the loss.
+    raw = bytearray(saved)
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as z:
+        names = z.namelist()
+    assert "item_titles.npy" in names
+    start = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"item_ids.npy"))  # the directory entry before it
+    raw[start + 33] ^= 0x40  # the high byte of its comment length: the comment swallows item_titles
+    with pytest.raises(ValueError, match="m.npz"):
+        load_bytes(tmp_path, bytes(raw))

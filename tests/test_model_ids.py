@@ -61,6 +61,9 @@ def _rewrite(src, dst, **changes):
     with np.load(src, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     arrays.update(changes)
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["entries"] = sorted(arrays)  # keep the listing consistent: only the changed arrays are wrong
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     np.savez(dst, **arrays)
 
 
