@@ -138,6 +138,14 @@ def check_sparse_structure(matrix, name: str) -> bool:
     return False  # dia, lil, dok: their arrays are not reachable without scipy's own checks
 
 
+def _check_real_dtype(dtype: np.dtype, name: str) -> None:
+    """``TypeError`` unless ``dtype`` holds real numbers (bool, integer or float)."""
+    if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got complex dtype {dtype}")
+
+
 def as_user_items(user_items, name: str = "user_items", *, require_positive: bool = True) -> sp.csr_matrix:
     """Validate an interaction matrix and return it as a canonical CSR matrix.
 
@@ -176,11 +184,7 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
     if sp.issparse(user_items):
         if user_items.ndim != 2:
             raise ValueError(f"{name} must be 2-D (users x items), got {user_items.ndim}-D")
-        data_dtype = user_items.dtype
-        if data_dtype == object or not (np.issubdtype(data_dtype, np.number) or data_dtype == np.bool_):
-            raise TypeError(f"{name} must hold real numbers, got dtype {data_dtype}")
-        if np.issubdtype(data_dtype, np.complexfloating):
-            raise TypeError(f"{name} must hold real numbers, got complex dtype {data_dtype}")
+        _check_real_dtype(user_items.dtype, name)
         # Before any conversion: scipy's converters trust the index arrays.
         canonical = check_sparse_structure(user_items, name)
         if user_items.format == "csr":
@@ -212,11 +216,7 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
             raise TypeError(f"{name} could not be read as an array: {exc}") from None
         if dense.ndim != 2:
             raise ValueError(f"{name} must be 2-D (users x items), got an array of shape {dense.shape}")
-        data_dtype = dense.dtype
-        if data_dtype == object or not (np.issubdtype(data_dtype, np.number) or data_dtype == np.bool_):
-            raise TypeError(f"{name} must hold real numbers, got dtype {data_dtype}")
-        if np.issubdtype(data_dtype, np.complexfloating):
-            raise TypeError(f"{name} must hold real numbers, got complex dtype {data_dtype}")
+        _check_real_dtype(dense.dtype, name)
         if not np.isfinite(dense).all():
             raise ValueError(f"{name} holds NaN or infinite values")
         if dense.dtype == np.float16:  # numeric, but not a dtype scipy.sparse supports
