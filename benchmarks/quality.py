@@ -53,7 +53,7 @@ from bpr_numpy import BPR  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from movielens import (DEFAULT_DATA, Row, Trial, _cell, machine_line, quality,  # noqa: E402
+from movielens import (DEFAULT_DATA, Row, Trial, _cell, machine_line, measure, quality,  # noqa: E402
                        replace_section, run_trial)
 
 SECTION_TITLE = "## Samplers, losses and optimisers"
@@ -149,24 +149,6 @@ def tune(combo: Combination, fit_train: sp.csr_matrix, valid: sp.csr_matrix, pla
         trials.append(trial)
     winner = max(enumerate(trials), key=lambda it: (it[1].mean("precision@10"), -it[0]))[1]
     return winner, trials
-
-
-def measure_bpr(name: str, params: dict, epochs: int, train: sp.csr_matrix, test: sp.csr_matrix,
-                seeds: Sequence[int], log: TextIO) -> Row:
-    """Refit one configuration on all of ``ua.base`` per seed; score on ``ua.test``."""
-    values: dict[str, list[float]] = {}
-    seconds = []
-    for seed in seeds:
-        model = BPR(factors=FACTORS, epochs=epochs, threads=1, random_state=seed, **params)
-        start = time.perf_counter()
-        model.fit(train)
-        seconds.append(time.perf_counter() - start)
-        for key, value in quality(model, train, test).items():
-            values.setdefault(key, []).append(value)
-    row = Row(name, {k: np.asarray(v) for k, v in values.items()}, np.asarray(seconds))
-    print(f"  {name}: P1 {row.mean('full_auc'):.4f}  precision@10 {row.mean('precision@10'):.4f}",
-          file=log, flush=True)
-    return row
 
 
 def measure_lightfm(loss: str, alpha: float, epochs: int, train: sp.csr_matrix, test: sp.csr_matrix,
@@ -269,7 +251,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
         winner, trials = tune(combo, fit_train, valid, plan, args.quick, log)
         epochs = winner.refit_epochs(plan.validate_every)
         searched.append((combo, winner, trials))
-        rows.append((measure_bpr(combo.name, winner.params, epochs, train, test, seeds, log),
+        make = (lambda p, e: lambda seed: BPR(factors=FACTORS, epochs=e, threads=1, random_state=seed, **p))(
+            winner.params, epochs)
+        rows.append((measure(combo.name, make, train, test, seeds, log),
                      f"{label(winner.params)}, {epochs} epochs"))
     peers = []
     if not wanted or any("lightfm" in w.lower() for w in wanted):
