@@ -229,8 +229,8 @@ def test_recommend_is_the_brute_force_top_n(data, fitted):
 def test_recommend_pads_when_candidates_run_out(fitted, data):
     n_items = data[0].shape[1]
     items, scores = fitted.recommend(np.array([0, 1]), n=n_items + 5)
-    assert items.shape == (2, n_items + 5)
-    assert (items[:, -17:] == -1).all() and np.isneginf(scores[:, -17:]).all()  # 12 liked + 5 beyond catalogue
+    assert items.shape == (2, n_items)  # capped at the catalogue
+    assert (items[:, -12:] == -1).all() and np.isneginf(scores[:, -12:]).all()  # 12 liked
     single, _ = fitted.recommend(0, n=n_items + 5)
     assert len(single) == n_items - 12
 
