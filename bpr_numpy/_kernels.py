@@ -319,8 +319,8 @@ def _warp_weight(n_items, n_draws):
 def _pair_loss_and_slope(x, loss_code, weight):
     """``omega ell(x)`` and ``omega ell'(x)`` in float64, as :mod:`bpr_numpy.objective` defines them.
 
-    Same formulation as ``objective._sigmoid``/``_softplus`` (``exp(-|x|)``),
-    so the kernel agrees with the reference to round-off, with no overflow.
+    Written with ``exp(-|x|)``, overflow-free; it agrees with the reference's
+    SciPy ``expit``/``log_expit`` to round-off (the kernel tests hold it to that).
     The loss comes in two parts, ``ell(x) = linear + log(factor)``, so that a
     caller summing many losses can multiply the factors (each in [1, 2]) and
     take one logarithm per batch of ``BATCH`` samples instead of one per sample.

@@ -146,6 +146,23 @@ def _check_real_dtype(dtype: np.dtype, name: str) -> None:
         raise TypeError(f"{name} must hold real numbers, got complex dtype {dtype}")
 
 
+def dense_matrix(obj, name: str, layout: str) -> np.ndarray:
+    """A non-sparse 2-D real input as an array; TypeError/ValueError naming ``name`` otherwise.
+
+    ``layout`` describes the expected axes in the message (``"users x items"``).
+    """
+    if isinstance(obj, (str, bytes)) or obj is None:
+        raise TypeError(f"{name} must be a sparse matrix or a 2-D array, got {type(obj).__name__}")
+    try:
+        dense = np.asarray(obj)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} could not be read as an array: {exc}") from None
+    if dense.ndim != 2:
+        raise ValueError(f"{name} must be 2-D ({layout}), got an array of shape {dense.shape}")
+    _check_real_dtype(dense.dtype, name)
+    return dense
+
+
 def as_user_items(user_items, name: str = "user_items", *, require_positive: bool = True) -> sp.csr_matrix:
     """Validate an interaction matrix and return it as a canonical CSR matrix.
 
@@ -208,15 +225,7 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
                 f"{name} holds NaN or infinite values (first at user {row}, item {matrix.indices[bad]})"
             )
     else:
-        if isinstance(user_items, (str, bytes)) or user_items is None:
-            raise TypeError(f"{name} must be a sparse matrix or a 2-D array, got {type(user_items).__name__}")
-        try:
-            dense = np.asarray(user_items)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} could not be read as an array: {exc}") from None
-        if dense.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (users x items), got an array of shape {dense.shape}")
-        _check_real_dtype(dense.dtype, name)
+        dense = dense_matrix(user_items, name, "users x items")
         if not np.isfinite(dense).all():
             raise ValueError(f"{name} holds NaN or infinite values")
         if dense.dtype == np.float16:  # numeric, but not a dtype scipy.sparse supports

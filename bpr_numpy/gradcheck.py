@@ -29,9 +29,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .objective import Gradients, Regularization, triplet_gradients, triplet_loss
+from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss, triplet_gradients,
+                        triplet_loss)
 
-__all__ = ["GradcheckResult", "check_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
+__all__ = ["GradcheckResult", "check_gradients", "check_hybrid_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
 
 #: Max block-relative error accepted by :func:`gradcheck` and the CLI.
 DEFAULT_TOLERANCE = 1e-6
@@ -93,7 +94,7 @@ def _block_error(analytic: np.ndarray, numeric: np.ndarray, noise: np.ndarray) -
 def _numeric_gradient(
     loss_of: Callable[[np.ndarray], float],
     param: np.ndarray,
-    rows_of_triplet: list[np.ndarray],
+    touching: Callable[[int], np.ndarray],
     eps: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Five-point central differences of the loss for every entry of ``param``.
@@ -103,7 +104,8 @@ def _numeric_gradient(
     round-off stays near 1e-10 even for parameters of order 1e-4.
 
     Only the triplets that touch a row can change when that row is perturbed,
-    so each difference is taken over those triplets alone (``loss_of(mask)``):
+    so each difference is taken over those triplets alone (``loss_of(mask)``,
+    ``mask = touching(row)``):
     the result is the same derivative, without the round-off of the rest of
     the batch's loss. A row no triplet touches has an exactly zero gradient.
 
@@ -114,9 +116,7 @@ def _numeric_gradient(
     noise = np.zeros(param.shape)
     flat_rows = param.reshape(param.shape[0], -1)  # a view: perturbations are seen by loss_of
     for r in range(param.shape[0]):
-        mask = np.zeros(len(rows_of_triplet[0]), dtype=bool)
-        for rows in rows_of_triplet:
-            mask |= rows == r
+        mask = touching(r)
         if not mask.any():
             continue
         g = grad.reshape(param.shape[0], -1)
@@ -211,11 +211,17 @@ def check_gradients(
 
     true_loss = loss_of()
     errors = {"loss": abs(float(value) - true_loss) / max(abs(true_loss), 1e-300) if true_loss else abs(float(value))}
-    errors["user_factors"] = _block_error(gU, *_numeric_gradient(loss_of, U, [users], eps))
-    errors["item_factors"] = _block_error(gV, *_numeric_gradient(loss_of, V, [positives, negatives], eps))
+    def of_user(r):
+        return users == r
+
+    def of_items(r):
+        return (positives == r) | (negatives == r)
+
+    errors["user_factors"] = _block_error(gU, *_numeric_gradient(loss_of, U, of_user, eps))
+    errors["item_factors"] = _block_error(gV, *_numeric_gradient(loss_of, V, of_items, eps))
     if b is not None:
         gb = np.asarray(gb, dtype=np.float64).reshape(b.shape)
-        errors["item_bias"] = _block_error(gb, *_numeric_gradient(loss_of, b, [positives, negatives], eps))
+        errors["item_bias"] = _block_error(gb, *_numeric_gradient(loss_of, b, of_items, eps))
 
     x = np.einsum("bf,bf->b", U[users], V[positives] - V[negatives])
     if b is not None:
@@ -288,3 +294,68 @@ def gradcheck(
     weights = rng.uniform(0.5, 3.0, batch) if loss == "warp" else None
     return check_gradients(U, V, b, users, positives, negatives, loss=loss, regularization=regularization,
                            weights=weights, gradient=gradient, tolerance=tolerance)
+
+
+def check_hybrid_gradients(
+    user_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    item_bias_embeddings: np.ndarray | None,
+    user_features,
+    item_features,
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    *,
+    loss: str = "bpr",
+    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    eps: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> GradcheckResult:
+    """The oracle for the hybrid model: finite differences of :func:`~bpr_numpy.objective.hybrid_triplet_loss`.
+
+    Compares :func:`~bpr_numpy.objective.hybrid_triplet_gradients` with
+    five-point central differences over every entry of the user, item and
+    item-bias embeddings (the same stencil and block-relative error as
+    :func:`check_gradients`). A triplet touches a feature row when the row
+    is stored in its user's (or items') feature row.
+
+    Parameters
+    ----------
+    user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features
+        As in :func:`bpr_numpy.objective.hybrid_representations`.
+    users, positives, negatives, loss, regularization, eps, tolerance
+        As in :func:`check_gradients`.
+
+    Returns
+    -------
+    GradcheckResult
+        Blocks ``user_embeddings``, ``item_embeddings`` and (with biases)
+        ``item_bias_embeddings``.
+    """
+    reg = Regularization.coerce(regularization)
+    E = np.array(user_embeddings, dtype=np.float64)
+    F = np.array(item_embeddings, dtype=np.float64)
+    c = None if item_bias_embeddings is None else np.array(item_bias_embeddings, dtype=np.float64)
+    X = np.asarray(user_features.toarray() if hasattr(user_features, "toarray") else user_features, np.float64)
+    Y = np.asarray(item_features.toarray() if hasattr(item_features, "toarray") else item_features, np.float64)
+    users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
+
+    def loss_of(mask: np.ndarray | None = None) -> float:
+        m = slice(None) if mask is None else mask
+        return hybrid_triplet_loss(E, F, c, X, Y, users[m], positives[m], negatives[m], loss=loss,
+                                   regularization=reg)
+
+    value, gE, gF, gc = hybrid_triplet_gradients(E.copy(), F.copy(), None if c is None else c.copy(), X, Y,
+                                                 users, positives, negatives, loss=loss, regularization=reg)
+    true_loss = loss_of()
+    errors = {"loss": abs(value - true_loss) / max(abs(true_loss), 1e-300) if true_loss else abs(value)}
+    touches_user = X[users] != 0
+    touches_item = (Y[positives] != 0) | (Y[negatives] != 0)
+    errors["user_embeddings"] = _block_error(gE, *_numeric_gradient(loss_of, E, lambda r: touches_user[:, r], eps))
+    errors["item_embeddings"] = _block_error(gF, *_numeric_gradient(loss_of, F, lambda r: touches_item[:, r], eps))
+    if c is not None:
+        errors["item_bias_embeddings"] = _block_error(
+            gc, *_numeric_gradient(loss_of, c, lambda r: touches_item[:, r], eps))
+    details = {"user_features": X.shape[1], "item_features": Y.shape[1], "factors": E.shape[1],
+               "batch": len(users), "loss": loss, "regularization": reg.as_tuple()}
+    return GradcheckResult(errors, tolerance, details)

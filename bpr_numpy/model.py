@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from .hybrid import Features
 from ._validation import as_user_items, check_index_array, csr_from_arrays, read_npz
 from . import sampling
 from .objective import LOSSES, OPTIMIZERS, OptimizerState, Regularization, loss_code
@@ -28,7 +29,7 @@ _PARALLEL_LOCK = threading.Lock()
 
 # Every entry BPR.save may write into a model file.
 _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
-                            "user_items_indices", "user_ids", "item_ids", "item_titles"})
+                            "user_items_indices", "user_ids", "item_ids", "item_titles", *Features.ENTRIES})
 
 #: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
 _CHUNKS_PER_CALL = 64
@@ -128,15 +129,14 @@ class _Validation:
         report = replace(report, metric=self.key, validation=value)
         if value > self.best_score:  # NaN (no evaluable user) never counts as an improvement
             self.best_score, self.best_epoch = value, report.epoch
-            self.best_params = (model.user_factors.copy(), model.item_factors.copy(), model.item_bias.copy())
+            self.best_params = [a.copy() for a in model._parameters()]
         stop = self.patience is not None and report.epoch - (self.best_epoch or 0) >= self.patience \
             and self.best_epoch is not None
         return report, stop
 
     def restore_best(self, model: "BPR") -> None:
         if self.best_params is not None:
-            model.user_factors, model.item_factors, model.item_bias = self.best_params
-            model._item_norms = None
+            model._set_parameters(self.best_params)
         model.best_epoch_ = self.best_epoch
         model.best_score_ = None if self.best_epoch is None else self.best_score
 
@@ -158,7 +158,7 @@ class _Snapshot:
         m = self.model
         state = m._optimizer_state
         extra = [a for a in state.kernel_args()[1:] if a.size] if state is not None and state.code else []
-        return [m.user_factors, m.item_factors, m.item_bias, *extra]
+        return [*m._parameters(), *extra]
 
     def take(self) -> None:
         for src, dst in zip(self.live, self.saved):
@@ -264,6 +264,14 @@ class BPR:
         vary slightly from run to run, as in every parallel BPR.
     random_state : int, numpy Generator or None
         Seed of the initialisation and of the triplet streams.
+    identity : bool, default True
+        With side features (``fit(..., user_features=, item_features=)``):
+        give every user and item an identity feature besides its metadata, so
+        the plain model is the special case of no metadata. False makes a side
+        with metadata metadata-only (cold start: it can score rows never seen).
+    normalize_features : bool, default True
+        Scale each feature row to unit L1 norm (identity included), as LightFM
+        does. See :mod:`bpr_numpy.hybrid`.
 
     Attributes
     ----------
@@ -279,6 +287,10 @@ class BPR:
         ``item_bias=False`` (the flag itself is kept as ``use_item_bias``).
     history_ : list of EpochReport
         One report per epoch trained, across fit and partial_fit.
+    user_embeddings, item_embeddings, item_bias_embeddings : ndarray or None
+        With side features, the trained feature embeddings; ``user_factors``,
+        ``item_factors`` and ``item_bias`` are then their sums over each row's
+        features (kept up to date after every epoch). None without features.
 
     Notes
     -----
@@ -308,6 +320,8 @@ class BPR:
         dtype=np.float32,
         threads: int = 0,
         random_state=None,
+        identity: bool = True,
+        normalize_features: bool = True,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -327,6 +341,8 @@ class BPR:
         self.dtype = dtype
         self.threads = threads
         self.random_state = random_state
+        self.identity = identity
+        self.normalize_features = normalize_features
         self._check_params()
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
@@ -338,6 +354,7 @@ class BPR:
         self._diverged: str | None = None
         self._item_norms: np.ndarray | None = None
         self._optimizer_state: OptimizerState | None = None
+        self._features: Features | None = None
         self.interrupted_ = False
         self.best_epoch_: int | None = None
         self.best_score_: float | None = None
@@ -356,7 +373,8 @@ class BPR:
                "popularity_exponent": "popularity_exponent", "dns_candidates": "dns_candidates",
                "aobpr_lambda": "aobpr_lambda", "max_sampled": "max_sampled", "optimizer": "optimizer",
                "learning_rate_decay": "learning_rate_decay", "item_bias": "use_item_bias",
-               "init_std": "init_std", "dtype": "dtype", "threads": "threads", "random_state": "random_state"}
+               "init_std": "init_std", "dtype": "dtype", "threads": "threads", "random_state": "random_state",
+               "identity": "identity", "normalize_features": "normalize_features"}
 
     def get_params(self, deep: bool = True) -> dict:
         """Hyperparameters as a dict of constructor arguments (scikit-learn convention)."""
@@ -419,8 +437,10 @@ class BPR:
                              f"use sampler='uniform' or 'popularity', not {self.sampler!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not isinstance(self.use_item_bias, (bool, np.bool_)):
-            raise TypeError(f"item_bias must be a bool, got {type(self.use_item_bias).__name__}")
+        for name in ("use_item_bias", "identity", "normalize_features"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                label = "item_bias" if name == "use_item_bias" else name
+                raise TypeError(f"{label} must be a bool, got {type(getattr(self, name)).__name__}")
         try:
             dtype = np.dtype(self.dtype)
         except TypeError:
@@ -433,6 +453,18 @@ class BPR:
                             f"got {type(self.random_state).__name__}")
 
     # ------------------------------------------------------------------ state
+    @property
+    def user_embeddings(self) -> np.ndarray | None:
+        return None if self._features is None else self._features.user_embeddings
+
+    @property
+    def item_embeddings(self) -> np.ndarray | None:
+        return None if self._features is None else self._features.item_embeddings
+
+    @property
+    def item_bias_embeddings(self) -> np.ndarray | None:
+        return None if self._features is None else self._features.item_bias_embeddings
+
     @property
     def n_users(self) -> int:
         self._check_fitted()
@@ -475,6 +507,8 @@ class BPR:
         metric: str = "ndcg@10",
         patience: int | None = None,
         validate_every: int = 1,
+        user_features=None,
+        item_features=None,
     ) -> "BPR":
         """Initialise the factors and train, optionally with validation and early stopping.
 
@@ -506,6 +540,13 @@ class BPR:
             trains all epochs (still keeping the best).
         validate_every : int
             Evaluate every this many epochs.
+        user_features, item_features : sparse matrix or 2-D array, optional
+            Side features: users x user features, items x item features (any
+            finite real values; stored zeros are dropped). Given either, the
+            model learns feature embeddings (:mod:`bpr_numpy.hybrid`); a side
+            without a matrix is represented by identities. Supports the
+            ``"bpr"`` and ``"sigmoid"`` losses, the uniform and popularity
+            samplers, and every optimiser.
 
         Returns
         -------
@@ -520,9 +561,11 @@ class BPR:
         """
         self._check_params()
         matrix = as_user_items(user_items)
+        features = self._build_features(matrix.shape, user_features, item_features)
         tracker = None if validation is None else _Validation(validation, metric, patience, validate_every,
                                                                matrix.shape)
         self._seed = _resolve_seed(self.random_state)
+        self._features = features
         self._init_factors(*matrix.shape)
         return self._train(matrix, self.epochs if epochs is None else epochs, callback, show_progress, tracker)
 
@@ -532,6 +575,9 @@ class BPR:
         epochs: int = 1,
         callback: Callable[[EpochReport], object] | None = None,
         show_progress: bool | None = None,
+        *,
+        user_features=None,
+        item_features=None,
     ) -> "BPR":
         """Train more epochs from the current factors (initialising them if needed).
 
@@ -546,6 +592,9 @@ class BPR:
         epochs : int
         callback, show_progress
             As in :meth:`fit`.
+        user_features, item_features : optional
+            As in :meth:`fit`. A model fitted with features keeps training on
+            the ones it was fitted with unless new ones (same columns) are given.
 
         Returns
         -------
@@ -554,25 +603,48 @@ class BPR:
         """
         self._check_params()
         matrix = as_user_items(user_items)
+        features = self._build_features(matrix.shape, user_features, item_features)
         if self.user_factors is None:
             self._seed = _resolve_seed(self.random_state)
+            self._features = features
             self._init_factors(*matrix.shape)
         else:
             self._check_fitted()
             if matrix.shape != (self.n_users, self.n_items):
                 raise ValueError(f"user_items has shape {matrix.shape} but the model was fitted on "
                                  f"{(self.n_users, self.n_items)}")
+            if features is not None:
+                if self._features is None or not self._features.same_layout(features):
+                    raise ValueError("partial_fit's features must have the columns the model was fitted with "
+                                     "(a model fitted without features takes none)")
+                features.set_embeddings(self._features.embeddings())
+                self._features = features
             if self._seed is None:  # a loaded model without its seed continues on a fresh stream
                 self._seed = _resolve_seed(self.random_state)
         return self._train(matrix, epochs, callback, show_progress)
+
+    def _build_features(self, shape, user_features, item_features) -> Features | None:
+        if user_features is None and item_features is None:
+            return None
+        if self.loss not in ("bpr", "sigmoid"):
+            raise ValueError(f"side features support loss 'bpr' or 'sigmoid', not {self.loss!r}")
+        if sampling.sampler_codes(self.sampler).adaptive:
+            raise ValueError(f"side features support the uniform and popularity samplers, not {self.sampler!r}")
+        return Features.build(shape, user_features, item_features, identity=bool(self.identity),
+                              normalize=bool(self.normalize_features), dtype=np.dtype(self.dtype))
 
     def _init_factors(self, n_users: int, n_items: int) -> None:
         dtype = np.dtype(self.dtype)
         std = 1.0 / np.sqrt(self.factors) if self.init_std is None else float(self.init_std)
         rng = np.random.default_rng(self._seed)
-        self.user_factors = rng.normal(0.0, std, (n_users, self.factors)).astype(dtype)
-        self.item_factors = rng.normal(0.0, std, (n_items, self.factors)).astype(dtype)
-        self.item_bias = np.zeros(n_items, dtype=dtype)
+        if self._features is not None:
+            self._features.init_embeddings(rng, self.factors, std, dtype)
+            self.user_factors, self.item_factors, self.item_bias = self._features.representations(
+                bool(self.use_item_bias))
+        else:
+            self.user_factors = rng.normal(0.0, std, (n_users, self.factors)).astype(dtype)
+            self.item_factors = rng.normal(0.0, std, (n_items, self.factors)).astype(dtype)
+            self.item_bias = np.zeros(n_items, dtype=dtype)
         self._optimizer_state = None
         self._epochs_done = 0
         self._diverged = None
@@ -587,20 +659,22 @@ class BPR:
         self._user_items = matrix
         self._item_norms = None
         dtype = np.dtype(self.dtype)
-        for name in ("user_factors", "item_factors", "item_bias"):
-            # Arrays a user replaced (read-only, strided, another dtype) are copied into what
-            # the kernels take, rather than compiling a new kernel or failing inside numba.
-            value = getattr(self, name)
-            if value.dtype != dtype or not value.flags.c_contiguous or not value.flags.writeable:
-                setattr(self, name, np.require(value, dtype=dtype, requirements=["C", "W", "O"]))
+        # Arrays a user replaced (read-only, strided, another dtype) are copied into what
+        # the kernels take, rather than compiling a new kernel or failing inside numba.
+        self._set_parameters([a if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+                              else np.require(a, dtype=dtype, requirements=["C", "W", "O"])
+                              for a in self._parameters()])
         threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
         total = self._epochs_done + epochs
         state = self._optimizer_state
-        if state is None or state.optimizer != self.optimizer or state.user_second.dtype != self.user_factors.dtype:
+        # The trained rows: factor rows, or feature-embedding rows with side features.
+        rows_u, rows_i = (self.user_factors.shape[0], self.item_factors.shape[0]) if self._features is None else \
+            (self._features.users.n_features, self._features.items.n_features)
+        if (state is None or state.optimizer != self.optimizer or state.user_second.dtype != self.user_factors.dtype
+                or (state.code and (state.user_second.shape[0], state.item_second.shape[0]) != (rows_u, rows_i))):
             # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
-            self._optimizer_state = OptimizerState(self.optimizer, self.user_factors.shape[0],
-                                                   self.item_factors.shape[0], self.user_factors.shape[1],
+            self._optimizer_state = OptimizerState(self.optimizer, rows_u, rows_i, self.user_factors.shape[1],
                                                    dtype=self.user_factors.dtype)
         alias = self._alias_table(matrix)
         if epochs:
@@ -633,6 +707,17 @@ class BPR:
         if validation is not None:
             validation.restore_best(self)
         return self
+
+    def _parameters(self) -> list[np.ndarray]:
+        """Every trained array: the factors and biases, then (side features) the embeddings."""
+        arrays = [self.user_factors, self.item_factors, self.item_bias]
+        return arrays if self._features is None else arrays + self._features.embeddings()
+
+    def _set_parameters(self, arrays) -> None:
+        self.user_factors, self.item_factors, self.item_bias = arrays[:3]
+        if self._features is not None:
+            self._features.set_embeddings(arrays[3:])
+        self._item_norms = None
 
     def _alias_table(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """The popularity samplers' alias table over ``matrix`` (empty arrays for the other samplers)."""
@@ -668,6 +753,11 @@ class BPR:
         group = sampling.aobpr_refresh_chunks(n_items, _kernels.CHUNK_SIZE) if aobpr else _CHUNKS_PER_CALL
         learning_rate = self.learning_rate * self.learning_rate_decay ** self._epochs_done
         kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
+        hybrid = self._features is not None
+        if hybrid:
+            from . import _hybrid_kernels
+
+            kernel = _hybrid_kernels._hybrid_epoch_serial if threads == 1 else _hybrid_kernels._hybrid_epoch_parallel
         popularity = alias if alias[0].size else None
         opt = self._optimizer_state.kernel_args() if self._optimizer_state.code else None
         adaptive_kind = int(codes.adaptive)
@@ -675,6 +765,13 @@ class BPR:
         no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
 
         def run(chunk_start: int, chunk_stop: int) -> None:
+            if hybrid:
+                kernel(*self._features.kernel_args(), matrix.indptr, matrix.indices, user_of, n_samples,
+                       int(self.user_run), self._seed, self._epochs_done, chunk_start, chunk_stop,
+                       dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
+                       dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias), bool(codes.skip_liked),
+                       popularity, self._optimizer_state.kernel_args(), out_loss, out_ordered, out_skipped)
+                return
             adaptive = None
             if adaptive_kind or warp_max_sampled:
                 ranks, spread = no_ranks
@@ -707,6 +804,10 @@ class BPR:
                         run(c, min(c + group, chunks))
                 finally:
                     numba.set_num_threads(previous)
+        if hybrid:
+            # In place: the epoch snapshot holds these very arrays.
+            for live, fresh in zip(self._parameters(), self._features.representations(bool(self.use_item_bias))):
+                np.copyto(live, fresh)
         seconds = time.perf_counter() - start
         if warm_up:
             return None
@@ -725,8 +826,9 @@ class BPR:
         )
 
     def _check_finite(self, epoch: int) -> None:
-        for name, block in (("user_factors", self.user_factors), ("item_factors", self.item_factors),
-                            ("item_bias", self.item_bias)):
+        names = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
+                 "item_bias_embeddings")
+        for name, block in zip(names, self._parameters()):
             if not np.isfinite(block).all():
                 self._diverged = (
                     f"training diverged in epoch {epoch}: {name} holds NaN or infinite values. "
@@ -832,6 +934,68 @@ class BPR:
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
         return items, scores
+
+    def _fitted_features(self) -> Features:
+        self._check_fitted()
+        if self._features is None:
+            raise ValueError("this model was fitted without side features (fit(..., user_features=, item_features=))")
+        return self._features
+
+    def user_representations(self, user_features) -> np.ndarray:
+        """Factors of users never seen in training, from their features alone (cold start).
+
+        Parameters
+        ----------
+        user_features : sparse matrix or 2-D array, shape (n_new, n_user_metadata)
+            The same metadata columns as the ``user_features`` of :meth:`fit`
+            (without identity columns: new users have none).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_new, factors)
+            Pass to :meth:`recommend` as ``user_factors``.
+        """
+        features = self._fitted_features()
+        X = features.users.new_rows(user_features, "user_features", self.user_factors.dtype)
+        return np.ascontiguousarray(X @ features.user_embeddings, dtype=self.user_factors.dtype)
+
+    def item_representations(self, item_features) -> tuple[np.ndarray, np.ndarray]:
+        """Factors and biases of items never seen in training, from their features alone.
+
+        Parameters
+        ----------
+        item_features : sparse matrix or 2-D array, shape (n_new, n_item_metadata)
+
+        Returns
+        -------
+        factors : numpy.ndarray, shape (n_new, factors)
+        bias : numpy.ndarray, shape (n_new,)
+            Zeros for a model without item bias.
+        """
+        features = self._fitted_features()
+        Y = features.items.new_rows(item_features, "item_features", self.item_factors.dtype)
+        dtype = self.item_factors.dtype
+        bias = Y @ features.item_bias_embeddings if self.use_item_bias else np.zeros(Y.shape[0])
+        return np.ascontiguousarray(Y @ features.item_embeddings, dtype=dtype), np.asarray(bias, dtype=dtype)
+
+    def score_new_items(self, users, item_features) -> np.ndarray:
+        """Scores of trained users for items known only by their features.
+
+        Parameters
+        ----------
+        users : int or array_like of int
+            Row indices of trained users.
+        item_features : sparse matrix or 2-D array, shape (n_new, n_item_metadata)
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_new,) for one user, (len(users), n_new) for several
+        """
+        factors, bias = self.item_representations(item_features)
+        u = check_index_array(users, self.n_users, "user")
+        if np.ndim(u) > 1:
+            raise ValueError(f"users must be an int or a 1-D array of ints, got shape {np.shape(u)}")
+        return self.user_factors[u] @ factors.T + bias
 
     def _check_user_vectors(self, user_factors) -> np.ndarray:
         try:
@@ -957,6 +1121,9 @@ class BPR:
             "item_factors": self.item_factors,
             "item_bias": self.item_bias,
         }
+        if self._features is not None:
+            feature_arrays, meta["features"] = self._features.to_arrays()
+            arrays.update(feature_arrays)
         if include_interactions and self._user_items is not None:
             arrays["user_items_indptr"] = self._user_items.indptr
             arrays["user_items_indices"] = self._user_items.indices
@@ -1078,8 +1245,16 @@ class BPR:
                 str(r)  # every field of the right kind
         except (TypeError, ValueError) as exc:
             raise bad(f"unreadable training history ({exc})") from None
+        features = None
+        if "features" in meta or any(k in arrays for k in Features.ENTRIES):
+            try:
+                features = Features.from_arrays(arrays, meta.get("features"), U.shape[0], V.shape[0], model.factors,
+                                                dtype)
+            except (TypeError, ValueError) as exc:
+                raise bad(str(exc)) from None
         # Every part is read and checked: only now does the model take them.
         model.user_factors, model.item_factors, model.item_bias = U, V, b
+        model._features = features
         model._user_items = user_items
         for key, value in ids.items():
             setattr(model, key, value)
