@@ -632,6 +632,31 @@ def test_fold_in_on_fuzzed_matrices_matches_the_clean_input(trained, layout, dat
         check_top(items[r], scores[r], full[r], ~case.positives[r], N_ITEMS)
 
 
+@fuzz(200)
+@given(st.data())
+def test_fuzzed_feature_matrices_train_like_their_clean_values(data):
+    # Side features through every input format: a working call trains exactly as the dense values do.
+    interactions = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1], [0, 0, 1, 0]], np.float32)
+    side = data.draw(st.sampled_from(["user_features", "item_features"]))
+    rows = interactions.shape[0 if side == "user_features" else 1]
+    shape = data.draw(st.sampled_from([(rows, 2)] * 4 + [(rows, 1), (rows + 1, 2), (rows, 0)]))
+    case = data.draw(interaction_cases(shape=shape))
+    before = snapshot(case.obj)
+    kw = dict(factors=2, epochs=2, threads=1, random_state=1)
+    # Unlike interactions, a matrix with no feature column is fine (identities only).
+    error = None if np.isfinite(case.dense.astype(np.float64)).all() else "NaN or infinite"
+    if error or shape[0] != rows:
+        with pytest.raises(ValueError, match=error or "rows; expected"):
+            BPR(**kw).fit(interactions, **{side: case.obj})
+        return
+    model = BPR(**kw).fit(interactions, **{side: case.obj})
+    assert same(before, snapshot(case.obj)), "the caller's features were modified"
+    ref = BPR(**kw).fit(interactions, **{side: case.dense.astype(np.float64)})
+    np.testing.assert_array_equal(model.user_embeddings, ref.user_embeddings)
+    np.testing.assert_array_equal(model.item_embeddings, ref.item_embeddings)
+    assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
+
+
 def ref_full_auc(S, train, test):
     """P1 from its definition, one user at a time."""
     values = []
@@ -891,13 +916,15 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("HYPOTHESIS_PROFILE", None)
     subset = ("fuzzed or corrupt or boundscheck_mode or int64_indptr_with or "
-              "model_files_fuzzed or data_files_fuzzed")
+              "model_files_fuzzed or data_files_fuzzed or kernel_steps_replay or an_epoch_applies")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-x", "-k", subset,
-         str(REPO / "tests" / "test_fuzz.py"), str(REPO / "tests" / "test_files.py")],
+         str(REPO / "tests" / "test_fuzz.py"), str(REPO / "tests" / "test_files.py"),
+         str(REPO / "tests" / "test_hybrid.py")],
         capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert "PASSED tests/test_fuzz.py::test_boundscheck_mode_catches_an_out_of_bounds_read" in result.stdout, tail
     assert "PASSED tests/test_fuzz.py::test_fit_on_fuzzed_matrices_matches_the_clean_input" in result.stdout, tail
+    assert "PASSED tests/test_hybrid.py::test_an_epoch_applies_the_plain_samplers_triplets_in_order" in result.stdout, tail
     assert (tmp_path / "plain-cache" / "boundscheck").is_dir()  # compiled into a cache of its own
