@@ -7,12 +7,14 @@ With ``identity=True`` each user and each item also has a feature of its own
 (an identity column, placed before the metadata columns), so the plain
 model is the special case of no metadata; with ``identity=False`` a side that
 has metadata is represented by its metadata only, which lets the model score
-users and items it has never seen from their features alone.
+users and items it has never seen from their features alone (``"users"`` or
+``"items"``: identities on that side only).
 
 A side given no feature matrix is represented by identities only.
 ``normalize=True`` scales every row (identity included) to unit L1 norm, as
 LightFM does, so that a row with many features does not get a larger
-representation than a row with few.
+representation than a row with few (off by default in :class:`bpr_numpy.BPR`:
+see its ``normalize_features``).
 
 This module holds the state; :class:`bpr_numpy.BPR` drives it
 (``fit(user_items, user_features=..., item_features=...)``).
@@ -136,12 +138,18 @@ class Features:
         self.item_bias_embeddings: np.ndarray | None = None
 
     @classmethod
-    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: bool, normalize: bool,
-              dtype) -> "Features":
+    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: "bool | str",
+              normalize: bool, dtype) -> "Features":
+        """Validate both sides' metadata and lay out their feature matrices.
+
+        ``identity``: True (both sides), False (neither), ``"users"`` or ``"items"`` (that side only);
+        a side without metadata always has identities.
+        """
         n_users, n_items = shape
         u = None if user_features is None else as_feature_matrix(user_features, n_users, "user_features")
         i = None if item_features is None else as_feature_matrix(item_features, n_items, "item_features")
-        return cls(_Side(u, n_users, identity, normalize, dtype), _Side(i, n_items, identity, normalize, dtype))
+        return cls(_Side(u, n_users, identity in (True, "users"), normalize, dtype),
+                   _Side(i, n_items, identity in (True, "items"), normalize, dtype))
 
     def same_layout(self, other: "Features") -> bool:
         return (self.users.n_features, self.items.n_features) == (other.users.n_features, other.items.n_features)

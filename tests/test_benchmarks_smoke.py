@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _scripts import load_script
 import scipy.sparse as sp
 
 HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
@@ -24,13 +25,7 @@ PEERS = ("implicit", "cornac", "lightfm")
 
 @pytest.fixture(scope="module")
 def peers():
-    # benchmarks/ is not a package: load the script by path (registered so dataclasses work)
-    spec = importlib.util.spec_from_file_location("bpr_numpy_bench_peers", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_script(HARNESS, "bpr_numpy_bench_peers")
 
 
 @pytest.fixture

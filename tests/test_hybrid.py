@@ -181,7 +181,7 @@ def test_identity_features_only_train_the_plain_model(optimizer, sampler):
 def hybrid_model():
     R = _interactions(3)
     Xm, Ym = _metadata(50, 4, 4), _metadata(30, 6, 5)
-    model = BPR(factors=4, epochs=15, threads=1, random_state=0, learning_rate=0.05).fit(
+    model = BPR(factors=4, epochs=15, threads=1, random_state=0, learning_rate=0.05, normalize_features=True).fit(
         R, user_features=Xm, item_features=Ym)
     return model, R, Xm, Ym
 
@@ -210,6 +210,8 @@ def test_metadata_only_items_score_their_own_training_rows_alike():
     model = BPR(factors=4, epochs=5, threads=1, random_state=0, identity=False).fit(R, item_features=Ym)
     assert model.item_embeddings.shape == (6, 4)           # metadata only
     assert model.user_embeddings.shape == (50, 4)          # no user metadata: identities
+    one_sided = BPR(factors=4, epochs=1, identity="users").fit(R, user_features=np.ones((50, 2)), item_features=Ym)
+    assert one_sided.user_embeddings.shape == (52, 4) and one_sided.item_embeddings.shape == (6, 4)
     V, b = model.item_representations(Ym)
     np.testing.assert_allclose(V, model.item_factors, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(b, model.item_bias, rtol=1e-6, atol=1e-7)
@@ -280,6 +282,7 @@ def test_two_threads_train_the_hybrid_model():
     ({}, {"item_features": np.ones(30)}, ValueError, "2-D"),
     ({}, {"item_features": np.array([["a"]] * 30)}, TypeError, "item_features"),
     ({"identity": "yes"}, {}, TypeError, "identity must be a bool"),
+    ({"identity": 1}, {}, TypeError, "identity must be a bool"),
 ])
 def test_bad_features_and_settings_are_named(kw, fit_kw, error, match):
     R = _interactions()
