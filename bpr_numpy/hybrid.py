@@ -154,12 +154,13 @@ class Features:
     def same_layout(self, other: "Features") -> bool:
         return (self.users.n_features, self.items.n_features) == (other.users.n_features, other.items.n_features)
 
-    def init_embeddings(self, rng: np.random.Generator, factors: int, std: float, dtype) -> None:
+    def init_embeddings(self, normal) -> None:
+        """Draw the embeddings: ``normal(rows)`` gives a ``rows x factors`` block of the model's initial law."""
         # Users first, then items, as the plain model draws its factors: with identities
         # only, the initial representations are the plain model's initial factors.
-        self.user_embeddings = rng.normal(0.0, std, (self.users.n_features, factors)).astype(dtype)
-        self.item_embeddings = rng.normal(0.0, std, (self.items.n_features, factors)).astype(dtype)
-        self.item_bias_embeddings = np.zeros(self.items.n_features, dtype=dtype)
+        self.user_embeddings = normal(self.users.n_features)
+        self.item_embeddings = normal(self.items.n_features)
+        self.item_bias_embeddings = np.zeros(self.items.n_features, dtype=self.item_embeddings.dtype)
 
     def embeddings(self) -> list[np.ndarray]:
         return [self.user_embeddings, self.item_embeddings, self.item_bias_embeddings]

@@ -377,3 +377,19 @@ def test_package_names_resolve_lazily_and_consistently():
             "assert callable(gradcheck) and gradcheck.__name__ == 'gradcheck'; "
             "assert BPR.__name__ == 'BPR' and metrics.__name__ == 'bpr_numpy.metrics'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_initial_factors_do_not_depend_on_the_thread_count():
+    # Drawn per block of rows from generators seeded by (seed, role, block), on several threads.
+    rng = np.random.default_rng(0)
+    n_users = 40_000  # more than two blocks
+    X = sp.csr_matrix((np.ones(n_users), (np.arange(n_users), rng.integers(0, 50, n_users))), shape=(n_users, 50))
+    one = BPR(factors=8, epochs=0, threads=1, random_state=3).fit(X)
+    two = BPR(factors=8, epochs=0, threads=2, random_state=3).fit(X)
+    np.testing.assert_array_equal(one.user_factors, two.user_factors)
+    np.testing.assert_array_equal(one.item_factors, two.item_factors)
+    assert one.user_factors.dtype == np.float32
+    assert abs(one.user_factors.std() - 1 / np.sqrt(8)) < 0.01 and abs(one.user_factors.mean()) < 0.01
+    assert not np.array_equal(one.user_factors[:50], one.item_factors)  # users and items draw different streams
+    other = BPR(factors=8, epochs=0, threads=1, random_state=4).fit(X)
+    assert not np.array_equal(one.user_factors, other.user_factors)
