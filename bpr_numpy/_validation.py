@@ -211,12 +211,15 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
                                      user_items.shape)
         else:
             try:
-                matrix = sp.csr_matrix(user_items)
+                # Integers are widened first: scipy sums duplicates in the input dtype (int8 100 + 100 = -56).
+                matrix = sp.csr_matrix(user_items.astype(np.float64) if user_items.dtype.kind in "iu" else user_items)
             except (ValueError, TypeError, IndexError) as exc:  # a corrupt dia/lil/dok matrix
                 raise ValueError(f"{name} could not be converted to CSR: {exc}") from None
             canonical = check_sparse_structure(matrix, name)
         if not canonical:
-            matrix = matrix.copy()  # scipy's copy gives both index arrays one dtype, as sum_duplicates needs
+            # scipy's copy gives both index arrays one dtype, as sum_duplicates needs; integers are
+            # widened so that summed duplicates cannot wrap around.
+            matrix = matrix.astype(np.float64) if matrix.dtype.kind in "iu" else matrix.copy()
             matrix.sum_duplicates()
         if not np.isfinite(matrix.data).all():
             bad = np.flatnonzero(~np.isfinite(matrix.data))[0]

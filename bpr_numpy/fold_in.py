@@ -16,11 +16,18 @@ unique minimum deterministically; no sampling, no learning rate, no epochs.
 Users are independent, so a batch is a loop of small problems; the cost of
 one is ``O(|P| |N| + n_items * factors)`` per L-BFGS iteration. Past
 ``max_pairs`` pairs, the negatives (then the positives) are subsampled
-uniformly without replacement from a seeded generator, an unbiased estimate
-of the mean.
+uniformly without replacement from a generator seeded by ``random_state`` and
+the row's own items, an unbiased estimate of the mean: a row gets the same
+vector alone or in any batch.
+
+The objective is the one of the uniform sampler whatever sampler the model was
+trained with: popularity-weighted or adaptive negatives would weight the pairs
+differently.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 from scipy.optimize import minimize
@@ -95,7 +102,8 @@ def fold_in_users(
     matrix = as_user_items(user_items, require_positive=False)
     if matrix.shape[1] != n_items:
         raise ValueError(f"user_items has {matrix.shape[1]} item columns; the model has {n_items} items")
-    rng = np.random.default_rng(random_state)
+    # One generator per row, seeded by the row's items: a row's vector does not depend on the batch.
+    seed = np.random.SeedSequence().entropy if random_state is None else int(random_state)
     out = np.zeros((matrix.shape[0], factors), dtype=V.dtype)
     everything = np.arange(n_items)
     for row in range(matrix.shape[0]):
@@ -104,6 +112,7 @@ def fold_in_users(
             continue
         mask = np.ones(n_items, dtype=bool)
         mask[positives] = False
+        rng = np.random.default_rng([seed, zlib.crc32(positives.astype(np.int64).tobytes())])
         positives, negatives = _pairs(positives, everything[mask], max_pairs, rng)
         result = minimize(fold_in_objective, np.zeros(factors), jac=True, method="L-BFGS-B",
                           args=(V, item_bias, positives, negatives, loss, user_regularization),

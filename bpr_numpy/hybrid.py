@@ -56,7 +56,8 @@ def as_feature_matrix(features, n_rows: int | None, name: str) -> sp.csr_matrix:
         _check_real_dtype(features.dtype, name)
         check_sparse_structure(features, name)
         try:
-            matrix = sp.csr_matrix(features, dtype=np.float64, copy=True)
+            # Cast first: scipy sums duplicate entries in the input dtype (int8 100 + 100 = -56).
+            matrix = sp.csr_matrix(features.astype(np.float64))
         except (ValueError, TypeError, IndexError) as exc:
             raise ValueError(f"{name} could not be converted to CSR: {exc}") from None
     else:
@@ -73,8 +74,12 @@ def as_feature_matrix(features, n_rows: int | None, name: str) -> sp.csr_matrix:
                            matrix.shape)
 
 
-def _normalized(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    norms = np.asarray(abs(matrix).sum(axis=1)).ravel()
+def _normalized(matrix: sp.csr_matrix, name: str = "features") -> sp.csr_matrix:
+    with np.errstate(over="ignore"):  # an overflowing norm is reported below
+        norms = np.asarray(abs(matrix).sum(axis=1)).ravel()
+    if not np.isfinite(norms).all():
+        row = int(np.flatnonzero(~np.isfinite(norms))[0])
+        raise ValueError(f"{name} row {row} has an L1 norm too large for float64: it cannot be normalised")
     scale = np.divide(1.0, norms, out=np.ones_like(norms), where=norms > 0)
     out = matrix.copy()
     out.data = out.data * np.repeat(scale, np.diff(out.indptr))
@@ -84,7 +89,9 @@ def _normalized(matrix: sp.csr_matrix) -> sp.csr_matrix:
 class _Side:
     """The features of one side (users or items): the training matrix and how new rows are built."""
 
-    def __init__(self, metadata: sp.csr_matrix | None, n_rows: int, identity: bool, normalize: bool, dtype):
+    def __init__(self, metadata: sp.csr_matrix | None, n_rows: int, identity: bool, normalize: bool, name: str):
+        if metadata is not None and metadata.shape[1] == 0:
+            metadata = None  # no column: nothing but the identity can represent the rows
         self.n_rows = n_rows
         self.n_metadata = 0 if metadata is None else metadata.shape[1]
         # A side without metadata has identities whatever ``identity`` says: it needs a representation.
@@ -98,15 +105,18 @@ class _Side:
         full = sp.hstack(parts, format="csr") if len(parts) > 1 else parts[0].tocsr()
         full.sort_indices()
         if normalize:
-            full = _normalized(full)
-        self.matrix = csr_from_arrays(full.data.astype(dtype), full.indices.astype(np.int32),
+            full = _normalized(full, name)
+        # Feature values stay float64 whatever the model's dtype (the kernels compute in
+        # float64): no overflow or underflow of a user's values, and a model whose dtype
+        # changes keeps the same feature matrices.
+        self.matrix = csr_from_arrays(full.data.astype(np.float64), full.indices.astype(np.int32),
                                       full.indptr.astype(np.int64), full.shape)
 
     @property
     def n_features(self) -> int:
         return self.matrix.shape[1]
 
-    def new_rows(self, metadata, name: str, dtype) -> sp.csr_matrix:
+    def new_rows(self, metadata, name: str) -> sp.csr_matrix:
         """Feature rows of rows unseen in training, from their metadata alone (no identity)."""
         if self.n_metadata == 0:
             raise ValueError(f"the model was fitted without {name}: new rows cannot be represented from them")
@@ -114,9 +124,9 @@ class _Side:
         if m.shape[1] != self.n_metadata:
             raise ValueError(f"{name} has {m.shape[1]} columns; the model was fitted with {self.n_metadata}")
         if self.normalize:
-            m = _normalized(m)
+            m = _normalized(m, name)
         offset = self.n_rows if self.identity else 0
-        return sp.csr_matrix((m.data.astype(dtype), m.indices + offset, m.indptr),
+        return sp.csr_matrix((m.data, m.indices + offset, m.indptr),
                              shape=(m.shape[0], self.n_features))
 
 
@@ -139,17 +149,17 @@ class Features:
 
     @classmethod
     def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: "bool | str",
-              normalize: bool, dtype) -> "Features":
+              normalize: bool) -> "Features":
         """Validate both sides' metadata and lay out their feature matrices.
 
         ``identity``: True (both sides), False (neither), ``"users"`` or ``"items"`` (that side only);
-        a side without metadata always has identities.
+        a side without metadata (None, or a matrix with no column) always has identities.
         """
         n_users, n_items = shape
         u = None if user_features is None else as_feature_matrix(user_features, n_users, "user_features")
         i = None if item_features is None else as_feature_matrix(item_features, n_items, "item_features")
-        return cls(_Side(u, n_users, identity in (True, "users"), normalize, dtype),
-                   _Side(i, n_items, identity in (True, "items"), normalize, dtype))
+        return cls(_Side(u, n_users, identity in (True, "users"), normalize, "user_features"),
+                   _Side(i, n_items, identity in (True, "items"), normalize, "item_features"))
 
     def same_layout(self, other: "Features") -> bool:
         return (self.users.n_features, self.items.n_features) == (other.users.n_features, other.items.n_features)
@@ -220,8 +230,8 @@ class Features:
             n_features = n_rows * identity + n_meta
             indptr, indices, data = (arrays[f"{label}_features_{p}"] for p in ("indptr", "indices", "data"))
             if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indices.ndim != 1 or data.ndim != 1 \
-                    or data.dtype != dtype or indptr.shape != (n_rows + 1,) or len(indices) != len(data):
-                raise ValueError(f"the stored {label} features do not form a {n_rows}-row matrix of {dtype}")
+                    or data.dtype != np.float64 or indptr.shape != (n_rows + 1,) or len(indices) != len(data):
+                raise ValueError(f"the stored {label} features do not form a {n_rows}-row float64 matrix")
             matrix = csr_from_arrays(data, indices, indptr, (n_rows, n_features))
             if not check_sparse_structure(matrix, f"the stored {label} features"):
                 raise ValueError(f"the stored {label} features are not sorted and unique")

@@ -182,6 +182,11 @@ def _resolve_seed(random_state) -> int:
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
 
 
+def _check_epochs(epochs) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+
+
 @contextmanager
 def _numba_threads(threads: int):
     """Run a numba parallel region on ``threads`` threads, one region at a time in the process.
@@ -492,8 +497,10 @@ class BPR:
                              f"use sampler='uniform' or 'popularity', not {self.sampler!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not (isinstance(self.identity, (bool, np.bool_))
-                or (isinstance(self.identity, str) and self.identity in ("users", "items"))):
+        if isinstance(self.identity, str):
+            if self.identity not in ("users", "items"):
+                raise ValueError(f"identity must be a bool, 'users' or 'items', got {self.identity!r}")
+        elif not isinstance(self.identity, (bool, np.bool_)):
             raise TypeError(f"identity must be a bool, 'users' or 'items', got {self.identity!r}")
         for name in ("use_item_bias", "normalize_features"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -660,6 +667,7 @@ class BPR:
             ``self``.
         """
         self._check_params()
+        _check_epochs(epochs)  # before anything changes on the model
         matrix = as_user_items(user_items)
         features = self._build_features(matrix.shape, user_features, item_features)
         if self.user_factors is None:
@@ -672,24 +680,40 @@ class BPR:
                 raise ValueError(f"user_items has shape {matrix.shape} but the model was fitted on "
                                  f"{(self.n_users, self.n_items)}")
             if features is not None:
-                if self._features is None or not self._features.same_layout(features):
-                    raise ValueError("partial_fit's features must have the columns the model was fitted with "
-                                     "(a model fitted without features takes none)")
+                if self._features is None:
+                    raise ValueError("this model was fitted without side features: partial_fit takes none")
+                # A side not given keeps the features it was fitted with.
+                if user_features is None:
+                    features.users = self._features.users
+                if item_features is None:
+                    features.items = self._features.items
+                for label, new, old in (("user_features", features.users, self._features.users),
+                                        ("item_features", features.items, self._features.items)):
+                    if new.n_features != old.n_features:
+                        raise ValueError(f"partial_fit's {label} lay out {new.n_features} feature columns "
+                                         f"(identities included); the model was fitted with {old.n_features}")
                 features.set_embeddings(self._features.embeddings())
                 self._features = features
+                # The factors follow the new features at once, whether or not an epoch runs.
+                self.user_factors, self.item_factors, self.item_bias = features.representations(
+                    bool(self.use_item_bias))
+                self._item_norms = None
             if self._seed is None:  # a loaded model without its seed continues on a fresh stream
                 self._seed = _resolve_seed(self.random_state)
         return self._train(matrix, epochs, callback, show_progress)
 
-    def _build_features(self, shape, user_features, item_features) -> Features | None:
-        if user_features is None and item_features is None:
-            return None
+    def _check_feature_settings(self) -> None:
         if self.loss not in ("bpr", "sigmoid"):
             raise ValueError(f"side features support loss 'bpr' or 'sigmoid', not {self.loss!r}")
         if sampling.sampler_codes(self.sampler).adaptive:
             raise ValueError(f"side features support the uniform and popularity samplers, not {self.sampler!r}")
+
+    def _build_features(self, shape, user_features, item_features) -> Features | None:
+        if user_features is None and item_features is None:
+            return None
+        self._check_feature_settings()
         return Features.build(shape, user_features, item_features, identity=self.identity,
-                              normalize=bool(self.normalize_features), dtype=np.dtype(self.dtype))
+                              normalize=bool(self.normalize_features))
 
     def _init_factors(self, n_users: int, n_items: int) -> None:
         dtype = np.dtype(self.dtype)
@@ -715,8 +739,9 @@ class BPR:
         self.history_ = []
 
     def _train(self, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        _check_epochs(epochs)
+        if self._features is not None:  # loss or sampler may have been changed since the features were set
+            self._check_feature_settings()
         if show_progress is None:
             show_progress = sys.stderr.isatty()
         self._user_items = matrix
@@ -1009,7 +1034,7 @@ class BPR:
             Pass to :meth:`recommend` as ``user_factors``.
         """
         features = self._fitted_features()
-        X = features.users.new_rows(user_features, "user_features", self.user_factors.dtype)
+        X = features.users.new_rows(user_features, "user_features")
         return np.ascontiguousarray(X @ features.user_embeddings, dtype=self.user_factors.dtype)
 
     def item_representations(self, item_features) -> tuple[np.ndarray, np.ndarray]:
@@ -1026,7 +1051,7 @@ class BPR:
             Zeros for a model without item bias.
         """
         features = self._fitted_features()
-        Y = features.items.new_rows(item_features, "item_features", self.item_factors.dtype)
+        Y = features.items.new_rows(item_features, "item_features")
         dtype = self.item_factors.dtype
         bias = Y @ features.item_bias_embeddings if self.use_item_bias else np.zeros(Y.shape[0])
         return np.ascontiguousarray(Y @ features.item_embeddings, dtype=dtype), np.asarray(bias, dtype=dtype)
@@ -1156,6 +1181,9 @@ class BPR:
         self._check_fitted()
         params = self.get_params()
         params["dtype"] = np.dtype(self.dtype).name
+        for key in ("item_bias", "identity", "normalize_features"):
+            if isinstance(params[key], np.bool_):  # json writes Python bools only
+                params[key] = bool(params[key])
         rs = params["random_state"]
         params["random_state"] = rs if rs is None or isinstance(rs, (int, np.integer)) else None
         if params["random_state"] is not None:
@@ -1305,6 +1333,17 @@ class BPR:
                                                 dtype)
             except (TypeError, ValueError) as exc:
                 raise bad(str(exc)) from None
+            for label, side in (("users", features.users), ("items", features.items)):
+                if side.normalize != bool(model.normalize_features) or (
+                        side.n_metadata and side.identity != (model.identity in (True, label))):
+                    raise bad(f"its {label[:-1]} features do not follow its identity/normalize_features settings")
+            # The factors are the embeddings' sums: a file whose two disagree is damaged.
+            rebuilt = features.representations(bool(model.use_item_bias))
+            tolerance = 1e-4 if dtype == np.float32 else 1e-10
+            for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt):
+                if not np.allclose(stored, fresh, rtol=tolerance, atol=tolerance):
+                    raise bad(f"its {name} are not the sums of its feature embeddings")
+            U, V, b = rebuilt
         # Every part is read and checked: only now does the model take them.
         model.user_factors, model.item_factors, model.item_bias = U, V, b
         model._features = features

@@ -210,3 +210,10 @@ def test_folding_in_training_users_reproduces_their_quality_on_movielens():
     theirs, _ = model.recommend(np.arange(150), n=10)
     overlap = np.mean([len(set(a) & set(b)) for a, b in zip(ours, theirs)]) / 10
     assert overlap > 0.7
+
+
+def test_a_subsampled_row_gets_the_same_vector_alone_or_in_a_batch():
+    model, dense = _small_model(n_items=60)
+    batch = model.fold_in(dense[:4], max_pairs=40, random_state=3)
+    alone = model.fold_in(dense[2:3], max_pairs=40, random_state=3)
+    np.testing.assert_array_equal(batch[2], alone[0])

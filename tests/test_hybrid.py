@@ -240,9 +240,9 @@ def test_partial_fit_continues_like_one_fit_and_keeps_its_features():
     twice = BPR(epochs=2, **kw).fit(R, user_features=Xm, item_features=Ym).partial_fit(R, epochs=4)
     np.testing.assert_array_equal(once.item_embeddings, twice.item_embeddings)
     np.testing.assert_array_equal(once.user_factors, twice.user_factors)
-    with pytest.raises(ValueError, match="columns the model was fitted with"):
+    with pytest.raises(ValueError, match="item_features lay out 35 feature columns"):
         twice.partial_fit(R, item_features=_metadata(30, 5, 1))
-    with pytest.raises(ValueError, match="columns the model was fitted with"):
+    with pytest.raises(ValueError, match="fitted without side features"):
         BPR(factors=3, epochs=1).fit(R).partial_fit(R, item_features=Ym)
 
 
@@ -281,7 +281,7 @@ def test_two_threads_train_the_hybrid_model():
     ({}, {"user_features": "genres"}, TypeError, "sparse matrix or a 2-D array"),
     ({}, {"item_features": np.ones(30)}, ValueError, "2-D"),
     ({}, {"item_features": np.array([["a"]] * 30)}, TypeError, "item_features"),
-    ({"identity": "yes"}, {}, TypeError, "identity must be a bool"),
+    ({"identity": "yes"}, {}, ValueError, "identity must be a bool, 'users' or 'items'"),
     ({"identity": 1}, {}, TypeError, "identity must be a bool"),
 ])
 def test_bad_features_and_settings_are_named(kw, fit_kw, error, match):
@@ -312,3 +312,96 @@ def test_feature_matrices_in_any_format_mean_the_same(fmt, rows, cols, dtype, se
     m = as_feature_matrix(obj, rows, "f")
     np.testing.assert_array_equal(m.toarray(), dense.astype(np.float64))
     assert m.has_canonical_format and (m.data != 0).all()
+
+
+# ----------------------------------------------------------------------------- found by review
+
+def test_a_model_whose_dtype_changed_saves_and_loads(tmp_path):
+    R = _interactions(9)
+    model = BPR(factors=3, epochs=1, threads=1, random_state=0).fit(R, user_features=_metadata(50, 3, 1),
+                                                                     item_features=_metadata(30, 2, 2))
+    model.set_params(dtype=np.float64).partial_fit(R)
+    model.save(tmp_path / "m.npz")
+    loaded = BPR.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.item_embeddings, model.item_embeddings)
+    assert loaded.user_factors.dtype == np.float64
+
+
+@pytest.mark.parametrize("change", [{"loss": "warp"}, {"sampler": "dns"}, {"sampler": "aobpr"}])
+def test_settings_changed_after_fitting_with_features_are_checked(change):
+    R = _interactions(10)
+    model = BPR(factors=3, epochs=1, threads=1).fit(R, item_features=_metadata(30, 2, 2))
+    with pytest.raises(ValueError, match="side features support"):
+        model.set_params(**change).partial_fit(R)
+
+
+def test_a_file_whose_factors_and_embeddings_disagree_is_refused(tmp_path):
+    R = _interactions(11)
+    model = BPR(factors=3, epochs=2, threads=1, random_state=0).fit(R, item_features=_metadata(30, 2, 2))
+    model.save(tmp_path / "m.npz")
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    arrays["item_factors"] = arrays["item_factors"][::-1].copy()
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="not the sums of its feature embeddings"):
+        BPR.load(tmp_path / "bad.npz")
+    import json
+
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["params"]["normalize_features"] = True
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "bad2.npz", **arrays)
+    with pytest.raises(ValueError, match="identity/normalize_features"):
+        BPR.load(tmp_path / "bad2.npz")
+
+
+def test_partial_fit_with_new_features_checks_first_and_keeps_factors_in_step():
+    R = _interactions(12)
+    Xm, Ym = _metadata(50, 3, 1), _metadata(30, 2, 2)
+    model = BPR(factors=3, epochs=1, threads=1, random_state=0).fit(R, user_features=Xm, item_features=Ym)
+    before = model.user_factors.copy()
+    with pytest.raises(ValueError, match="epochs"):
+        model.partial_fit(R, epochs=-1, user_features=Xm * 5)
+    np.testing.assert_array_equal(model.user_factors, before)
+    model.partial_fit(R, epochs=0, user_features=Xm * 5)      # only the user side given: items keep theirs
+    U, V, b = hybrid_representations(model.user_embeddings, model.item_embeddings, model.item_bias_embeddings,
+                                     model._features.users.matrix, model._features.items.matrix)
+    np.testing.assert_allclose(model.user_factors, U, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.item_factors, V, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="item_features lay out 34 feature columns"):
+        model.partial_fit(R, item_features=_metadata(30, 4, 2))
+
+
+def test_degenerate_feature_values_and_layouts():
+    R = _interactions(13)
+    # A matrix without columns represents nothing: that side keeps its identities.
+    model = BPR(factors=3, epochs=1, threads=1, identity=False).fit(R, item_features=np.zeros((30, 0)))
+    assert model.item_embeddings.shape == (30, 3)
+    huge = np.zeros((30, 2))
+    huge[0] = 1e308
+    with pytest.raises(ValueError, match="item_features row 0 has an L1 norm too large"):
+        BPR(factors=3, epochs=1, normalize_features=True).fit(R, item_features=huge)
+    tiny = np.zeros((30, 2))
+    tiny[:, 0] = 1e-50  # kept exactly: feature values are float64 whatever the model's dtype
+    model = BPR(factors=3, epochs=1, threads=1, identity=False).fit(R, item_features=tiny + np.eye(30, 2))
+    assert model._features.items.matrix.data.dtype == np.float64 and (model._features.items.matrix.data != 0).all()
+    with pytest.raises(ValueError, match="'users' or 'items'"):
+        BPR(identity="both")
+
+
+def test_numpy_bool_settings_save(tmp_path):
+    R = _interactions(14)
+    model = BPR(factors=2, epochs=1, identity=np.True_, normalize_features=np.False_, item_bias=np.True_).fit(
+        R, item_features=_metadata(30, 2, 2))
+    model.save(tmp_path / "m.npz")
+    assert BPR.load(tmp_path / "m.npz").identity is True
+
+
+def test_summed_integer_duplicates_do_not_wrap_around():
+    coo = sp.coo_matrix((np.array([100, 100], np.int8), (np.array([0, 0]), np.array([1, 1]))), shape=(2, 3))
+    np.testing.assert_array_equal(as_feature_matrix(coo, 2, "f").toarray()[0], [0, 200, 0])
+    from bpr_numpy._validation import as_user_items
+
+    assert as_user_items(coo).toarray()[0, 1] > 0
+    raw = sp.csr_matrix((np.array([100, 100], np.int8), np.array([1, 1]), np.array([0, 2, 2])), shape=(2, 3))
+    assert as_user_items(raw).toarray()[0, 1] > 0
