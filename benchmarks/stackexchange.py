@@ -250,10 +250,9 @@ def minibatch_loop(name: str, data: Data, *, loss: str, negatives: str, identity
     ``-learning_rate * gradient``. No regularisation (the Keras model had none but dropout).
     """
     train = data.train
-    feats = Features.build(train.shape, data.user_meta, data.genres, identity=identity, normalize=True,
-                           dtype=np.dtype(np.float64))
+    feats = Features.build(train.shape, data.user_meta, data.genres, identity=identity, normalize=True)
     rng = np.random.default_rng(seed)
-    feats.init_embeddings(rng, FACTORS, 1.0 / np.sqrt(FACTORS), np.dtype(np.float64))
+    feats.init_embeddings(lambda rows: rng.normal(0.0, 1.0 / np.sqrt(FACTORS), (rows, FACTORS)))
     E, F, c = feats.embeddings()
     X, Y = feats.users.matrix, feats.items.matrix
     users, items = pair_arrays(train)
