@@ -56,8 +56,15 @@ def as_feature_matrix(features, n_rows: int | None, name: str) -> sp.csr_matrix:
         _check_real_dtype(features.dtype, name)
         check_sparse_structure(features, name)
         try:
-            # Cast first: scipy sums duplicate entries in the input dtype (int8 100 + 100 = -56).
-            matrix = sp.csr_matrix(features.astype(np.float64))
+            # Duplicate entries are summed as the input's dtype defines it (True + True = True, as
+            # toarray() has it), except that integers are widened first (int8 100 + 100 = -56).
+            if features.dtype.kind == "b":
+                matrix = sp.csr_matrix(features, copy=True)
+                matrix.sum_duplicates()
+                matrix = matrix.astype(np.float64)
+            else:
+                widened = features.astype(np.float64) if features.dtype.kind in "iu" else features
+                matrix = sp.csr_matrix(widened, dtype=np.float64, copy=True)
         except (ValueError, TypeError, IndexError) as exc:
             raise ValueError(f"{name} could not be converted to CSR: {exc}") from None
     else:
