@@ -29,8 +29,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss, triplet_gradients,
-                        triplet_loss)
+from .objective import (Gradients, Regularization, _check_hybrid, hybrid_triplet_gradients, hybrid_triplet_loss,
+                        triplet_gradients, triplet_loss)
 
 __all__ = ["GradcheckResult", "check_gradients", "check_hybrid_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
 
@@ -333,11 +333,12 @@ def check_hybrid_gradients(
         ``item_bias_embeddings``.
     """
     reg = Regularization.coerce(regularization)
-    E = np.array(user_embeddings, dtype=np.float64)
-    F = np.array(item_embeddings, dtype=np.float64)
-    c = None if item_bias_embeddings is None else np.array(item_bias_embeddings, dtype=np.float64)
-    X = np.asarray(user_features.toarray() if hasattr(user_features, "toarray") else user_features, np.float64)
-    Y = np.asarray(item_features.toarray() if hasattr(item_features, "toarray") else item_features, np.float64)
+    # Copies (np.array): the differences perturb them in place.
+    E, F, c, X, Y = _check_hybrid(np.array(user_embeddings, dtype=np.float64),
+                                  np.array(item_embeddings, dtype=np.float64),
+                                  None if item_bias_embeddings is None
+                                  else np.array(item_bias_embeddings, dtype=np.float64),
+                                  user_features, item_features)
     users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
 
     def loss_of(mask: np.ndarray | None = None) -> float:

@@ -168,9 +168,6 @@ class Features:
         return cls(_Side(u, n_users, identity in (True, "users"), normalize, "user_features"),
                    _Side(i, n_items, identity in (True, "items"), normalize, "item_features"))
 
-    def same_layout(self, other: "Features") -> bool:
-        return (self.users.n_features, self.items.n_features) == (other.users.n_features, other.items.n_features)
-
     def init_embeddings(self, normal) -> None:
         """Draw the embeddings: ``normal(rows)`` gives a ``rows x factors`` block of the model's initial law."""
         # Users first, then items, as the plain model draws its factors: with identities

@@ -813,9 +813,13 @@ def hybrid_triplet_gradients(
         Gradients shaped like the embeddings (``item_bias_embeddings``
         zeros when it is None), float64.
     """
-    E, F, c, X, Y, U, V, u, i, j, x, omega, reg, touches, value = _hybrid_terms(
-        user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
-        users, positives, negatives, loss, regularization, weights)
+    return _hybrid_gradients(_hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
+                                           item_features, users, positives, negatives, loss, regularization,
+                                           weights), loss)
+
+
+def _hybrid_gradients(terms, loss: str) -> HybridGradients:
+    E, F, c, X, Y, U, V, u, i, j, x, omega, reg, touches, value = terms
     touch_u, touch_i, touch_j = touches
     s = omega * pair_loss_derivative(x, loss)
     dY = Y[i] - Y[j]
@@ -873,16 +877,12 @@ def hybrid_sgd_step(
     code = optimizer_code(optimizer)
     if code and (state is None or state.code != code):
         raise ValueError(f"optimizer {optimizer!r} needs an OptimizerState({optimizer!r}, ...)")
-    u, i, j = np.array([user]), np.array([positive]), np.array([negative])
-    grads = hybrid_triplet_gradients(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
-                                     item_features, u, i, j, loss=loss, regularization=regularization)
-    X = _feature_matrix(user_features, np.shape(user_features)[0], user_embeddings.shape[0], "user_features")
-    Y = _feature_matrix(item_features, np.shape(item_features)[0], item_embeddings.shape[0], "item_features")
+    terms = _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
+                          np.array([user]), np.array([positive]), np.array([negative]), loss, regularization, None)
+    grads = _hybrid_gradients(terms, loss)
+    X, Y, x = terms[3], terms[4], float(terms[10][0])
     user_rows = np.flatnonzero(X[user])
     item_rows = np.flatnonzero((Y[positive] != 0) | (Y[negative] != 0))
-    x = float((X[user] @ user_embeddings) @ ((Y[positive] - Y[negative]) @ item_embeddings))
-    if item_bias_embeddings is not None:
-        x += float((Y[positive] - Y[negative]) @ item_bias_embeddings)
     if code == 2:
         state.user_steps[user_rows] += 1
         state.item_steps[item_rows] += 1
