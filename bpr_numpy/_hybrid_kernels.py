@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import BATCH, CHUNK_SIZE, _adam_corrections, _adaptive_rule, _draw_batch, _pair_loss_and_slope, \
-    _stream_seed, _FASTMATH
+from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _fetch_add, \
+    _pair_loss_and_slope, _stream_seed, _FASTMATH
 
 
 @njit(cache=True, inline="always")
@@ -129,14 +129,16 @@ def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, re
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run,
-                      seed, epoch, chunk, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
+def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, epoch_samples,
+                      user_run, seed, epoch, chunk, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
                       popularity, opt):
-    """Sample and apply ``n_samples`` triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunk` does.
+    """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunk` does.
 
     Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = yptr.shape[0] - 1
+    first, stop = _chunk_range(epoch_samples, chunk)
+    n_samples = stop - first
     pos_state = _stream_seed(seed, epoch, chunk, 0)
     neg_state = _stream_seed(seed, epoch, chunk, 1)
     bu = np.empty(BATCH, np.int64)
@@ -154,7 +156,7 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     for start in range(0, n_samples, BATCH):
         n = min(BATCH, n_samples - start)
         pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
-                                           bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity)
+                                           bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity, None)
         for t in range(n):
             if bj[t] < 0:
                 skipped += 1
@@ -176,22 +178,24 @@ def _hybrid_epoch_serial(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, i
                          use_bias, skip_liked, popularity, opt, out_loss, out_ordered, out_skipped):
     """Chunks ``chunk_start .. chunk_stop - 1`` in order on the calling thread: bitwise reproducible."""
     for ch in range(chunk_start, chunk_stop):
-        n = min(CHUNK_SIZE, n_samples - ch * CHUNK_SIZE)
         out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-            E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n, user_run, seed, epoch, ch,
-            lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+            E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed, epoch,
+            ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
 
 
 @njit(cache=True, parallel=True)
 def _hybrid_epoch_parallel(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples,
                            user_run, seed, epoch, chunk_start, chunk_stop, lr, reg_u, reg_i, reg_j, reg_b, loss_code,
                            use_bias, skip_liked, popularity, opt, out_loss, out_ordered, out_skipped):
-    """:func:`_hybrid_epoch_serial` with the chunks spread over threads (Hogwild)."""
-    for ch in prange(chunk_start, chunk_stop):
-        n = min(CHUNK_SIZE, n_samples - ch * CHUNK_SIZE)
-        out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-            E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n, user_run, seed, epoch, ch,
-            lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+    """:func:`_hybrid_epoch_serial`, the chunks shared out as in :func:`bpr_numpy._kernels._epoch_parallel`."""
+    next_chunk = np.full(1, chunk_start, np.int64)
+    for _ in prange(max(1, chunk_stop - chunk_start)):
+        ch = _fetch_add(next_chunk, 0)
+        while ch < chunk_stop:
+            out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
+                E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed,
+                epoch, ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+            ch = _fetch_add(next_chunk, 0)
 
 
 @njit(cache=True, fastmath=_FASTMATH)

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping
 
@@ -26,7 +26,7 @@ __all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT
 FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
-_PARALLEL_LOCK = threading.Lock()
+_PARALLEL_LOCK = threading.RLock()  # re-entrant: a callback may fit another model
 
 # Every entry BPR.save may write into a model file.
 _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
@@ -143,16 +143,18 @@ class _Validation:
 
 
 class _Snapshot:
-    """A copy of the parameters (and optimiser state) taken at the start of each epoch.
+    """A copy of the parameters (and optimiser state) as the last completed epoch left them.
 
     Kept in preallocated buffers, so an interrupted epoch can be undone: the
     price of "Ctrl-C keeps the last completed epoch" is one more copy of the
-    parameters in memory and one memcpy of them per epoch.
+    parameters in memory and one copy of them per epoch, which also checks
+    that they are finite (one pass over memory instead of two).
     """
 
     def __init__(self, model: "BPR") -> None:
         self.model = model
         self.live = self._arrays()
+        self.n_parameters = len(model._parameters())
         self.saved = [np.empty_like(a) for a in self.live]
 
     def _arrays(self) -> list[np.ndarray]:
@@ -161,9 +163,18 @@ class _Snapshot:
         extra = [a for a in state.kernel_args()[1:] if a.size] if state is not None and state.code else []
         return [*m._parameters(), *extra]
 
-    def take(self) -> None:
-        for src, dst in zip(self.live, self.saved):
-            np.copyto(dst, src)
+    def take(self) -> int:
+        """Copy the live arrays; return the index of the first parameter array with NaN/inf, or -1."""
+        from ._kernels import _copy_finite
+
+        bad = -1
+        for k, (src, dst) in enumerate(zip(self.live, self.saved)):
+            if k < self.n_parameters and src.size:
+                if not _copy_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
+                    bad = k
+            else:
+                np.copyto(dst, src)
+        return bad
 
     def restore(self) -> None:
         for dst, src in zip(self.live, self.saved):
@@ -206,6 +217,30 @@ def _numba_threads(threads: int):
 
 
 _INIT_BLOCK = 16384  # rows per generator of the initial factors
+_ALIGN = 64  # bytes: a cache line
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a cache line.
+
+    numpy's allocations start 16 bytes past one, so every 256-byte factor row (64 float32)
+    spans five lines instead of four, and the kernels' row prefetch (one per line) misses the
+    fifth; two threads also share the line between neighbouring rows.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = np.empty(count * dtype.itemsize + _ALIGN, np.uint8)
+    offset = -buffer.ctypes.data % _ALIGN
+    return buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _kernel_ready(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` itself when the kernels can train it in place (dtype, C order, writeable, line-aligned), else a copy."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _ALIGN == 0:
+        return a
+    out = _aligned_empty(a.shape, dtype)
+    out[...] = a
+    return out
 
 
 def _normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int) -> np.ndarray:
@@ -217,7 +252,7 @@ def _normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dt
     cast took 0.3 s on 20M pairs (a tenth of an epoch), this takes 0.1 s on two threads. (A numba
     Box-Muller fill was slower: 0.41 s on one thread.)
     """
-    out = np.empty((rows, factors), dtype=dtype)
+    out = _aligned_empty((rows, factors), dtype)
 
     def fill(block: int) -> None:
         part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
@@ -234,6 +269,22 @@ def _normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dt
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(fill, blocks))
     return out
+
+
+def _membership_bitmap(matrix: sp.csr_matrix) -> np.ndarray | None:
+    """The samplers' bitmap of positives (:func:`bpr_numpy._kernels._membership_bitmap`), or None.
+
+    A bit per (user, item) answers "is j a positive of u?" in one load where the binary search
+    of u's row takes several dependent ones (18% of an epoch on MovieLens 100k). It is built
+    only when it is no bigger than twice the CSR's index array (density >= 1/64): on sparse
+    catalogues it would cost far more memory than the interactions themselves.
+    """
+    from . import _kernels
+
+    n_users, n_items = matrix.shape
+    if n_users * ((n_items + 63) // 64) * 8 > 2 * matrix.indices.nbytes:
+        return None
+    return _kernels._membership_bitmap(matrix.indptr, matrix.indices, n_items)
 
 
 def _available_threads() -> int:
@@ -731,7 +782,8 @@ class BPR:
         else:
             self.user_factors = normal(n_users)
             self.item_factors = normal(n_items)
-            self.item_bias = np.zeros(n_items, dtype=dtype)
+            self.item_bias = _aligned_empty(n_items, dtype)
+            self.item_bias[:] = 0
         self._optimizer_state = None
         self._epochs_done = 0
         self._diverged = None
@@ -749,12 +801,9 @@ class BPR:
         dtype = np.dtype(self.dtype)
         # Arrays a user replaced (read-only, strided, another dtype) are copied into what
         # the kernels take, rather than compiling a new kernel or failing inside numba.
-        self._set_parameters([a if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
-                              else np.require(a, dtype=dtype, requirements=["C", "W", "O"])
-                              for a in self._parameters()])
+        self._set_parameters([_kernel_ready(a, dtype) for a in self._parameters()])
         threads = min(self.threads or _available_threads(), _available_threads())
         user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
-        total = self._epochs_done + epochs
         state = self._optimizer_state
         # The trained rows: factor rows, or feature-embedding rows with side features.
         rows_u, rows_i = (self.user_factors.shape[0], self.item_factors.shape[0]) if self._features is None else \
@@ -765,23 +814,40 @@ class BPR:
             self._optimizer_state = OptimizerState(self.optimizer, rows_u, rows_i, self.user_factors.shape[1],
                                                    dtype=self.user_factors.dtype)
         alias = self._alias_table(matrix)
-        if epochs:
-            # Compile (or load from the cache) outside the epoch timer: a call
-            # with zero samples has the same types and does no work.
-            self._run_epoch(matrix, user_of, threads, alias, n_samples=0)
-        snapshot = _Snapshot(self) if epochs else None
+        bitmap = _membership_bitmap(matrix) if self._features is None else None
+        if not epochs:
+            if validation is not None:
+                validation.restore_best(self)
+            return self
+        # The thread count is set once for the whole loop (holding the lock): per epoch it cost
+        # 1% of a MovieLens 100k fit.
+        with _numba_threads(threads) if threads > 1 else nullcontext():
+            return self._epoch_loop(matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
+                                    validation)
+
+    def _epoch_loop(self, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
+                    validation) -> "BPR":
+        """The epochs of :meth:`_train`, after its setup."""
+        total = self._epochs_done + epochs
+        # Compile (or load from the cache) outside the epoch timer: a call
+        # with zero samples has the same types and does no work.
+        self._run_epoch(matrix, user_of, threads, alias, bitmap, n_samples=0)
+        snapshot = _Snapshot(self)
+        snapshot.take()
         for _ in range(epochs):
-            snapshot.take()
+            done = self._epochs_done
             try:
-                report = self._run_epoch(matrix, user_of, threads, alias)
+                report = self._run_epoch(matrix, user_of, threads, alias, bitmap)
             except KeyboardInterrupt:
                 # Ctrl-C lands between two kernel calls (a few dozen chunks each):
                 # put back the last completed epoch, say so, and let it propagate.
                 snapshot.restore()
+                self._epochs_done = done
                 self.interrupted_ = True
                 print(f"interrupted during epoch {self._epochs_done + 1}: the model keeps the factors of epoch "
                       f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
                 raise
+            self._check_finite(snapshot.take())
             stop = False
             if validation is not None:
                 report, stop = validation.after_epoch(self, report)
@@ -817,7 +883,8 @@ class BPR:
         return sampling.alias_table(weights)
 
     def _run_epoch(self, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
-                   alias: tuple[np.ndarray, np.ndarray], n_samples: int | None = None) -> EpochReport | None:
+                   alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None,
+                   n_samples: int | None = None) -> EpochReport | None:
         """One epoch of the kernel over ``matrix``; checks the result is finite.
 
         ``n_samples=0`` only compiles the kernel and returns None.
@@ -838,7 +905,8 @@ class BPR:
         # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
         # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
         # every n ln n samples.
-        group = sampling.aobpr_refresh_chunks(n_items, _kernels.CHUNK_SIZE) if aobpr else _CHUNKS_PER_CALL
+        group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
+            else _CHUNKS_PER_CALL
         learning_rate = self.learning_rate * self.learning_rate_decay ** self._epochs_done
         kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
         hybrid = self._features is not None
@@ -872,16 +940,11 @@ class BPR:
                    n_samples, int(self.user_run), self._seed, self._epochs_done, chunk_start, chunk_stop,
                    dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
                    dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias), bool(codes.skip_liked),
-                   popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped)
+                   popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped, bitmap)
 
         start = time.perf_counter()
-        if threads == 1:
-            for c in range(0, max(chunks, 1), group):
-                run(c, min(c + group, chunks))
-        else:
-            with _numba_threads(threads):
-                for c in range(0, max(chunks, 1), group):
-                    run(c, min(c + group, chunks))
+        for c in range(0, max(chunks, 1), group):
+            run(c, min(c + group, chunks))
         if hybrid:
             # In place: the epoch snapshot holds these very arrays.
             for live, fresh in zip(self._parameters(), self._features.representations(bool(self.use_item_bias))):
@@ -890,7 +953,6 @@ class BPR:
         if warm_up:
             return None
         self._epochs_done += 1
-        self._check_finite(self._epochs_done)
         skipped = int(out_skipped.sum())
         applied = n_samples - skipped
         return EpochReport(
@@ -903,16 +965,17 @@ class BPR:
             samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
         )
 
-    def _check_finite(self, epoch: int) -> None:
-        names = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
-                 "item_bias_embeddings")
-        for name, block in zip(names, self._parameters()):
-            if not np.isfinite(block).all():
-                self._diverged = (
-                    f"training diverged in epoch {epoch}: {name} holds NaN or infinite values. "
-                    f"Lower the learning rate (now {self.learning_rate}) or raise the regularization, then fit again."
-                )
-                raise TrainingDivergedError(self._diverged)
+    def _check_finite(self, bad: int) -> None:
+        """Raise when the epoch just completed left NaN/inf in parameter array ``bad`` (-1: none did)."""
+        if bad < 0:
+            return
+        name = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
+                "item_bias_embeddings")[bad]
+        self._diverged = (
+            f"training diverged in epoch {self._epochs_done}: {name} holds NaN or infinite values. "
+            f"Lower the learning rate (now {self.learning_rate}) or raise the regularization, then fit again."
+        )
+        raise TrainingDivergedError(self._diverged)
 
     # ------------------------------------------------------------------ inference
     def score(self, users, items) -> np.ndarray:

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
+from _budget import examples
 from bpr_numpy import _kernels as K
 from bpr_numpy import _rng
 from bpr_numpy._validation import as_user_items
@@ -134,7 +137,9 @@ def test_sampler_never_returns_a_known_positive_and_covers_all_pairs(user_run):
     ok = neg >= 0
     assert not dense[users[ok], neg[ok]].any()  # negatives never are
     # Runs: within a batch, samples come in runs of user_run samples of one user.
-    t = np.arange(len(users)) % K.CHUNK_SIZE % K.BATCH
+    first = np.array([K._chunk_range(len(users), c)[0] for c in range(K.n_chunks(len(users)))])
+    k = np.arange(len(users))
+    t = (k - first[np.searchsorted(first, k, side="right") - 1]) % K.BATCH
     starts = t % user_run == 0
     run_start = np.flatnonzero(starts)
     owner = run_start[np.searchsorted(run_start, np.arange(len(users)), side="right") - 1]
@@ -191,9 +196,82 @@ def test_uniform_integer_mapping_stays_in_range():
 def test_longest_user_run_is_the_batch():
     from bpr_numpy.model import MAX_USER_RUN
 
-    assert MAX_USER_RUN == K.BATCH and K.CHUNK_SIZE % K.BATCH == 0
+    assert MAX_USER_RUN == K.BATCH
 
 
 def test_streams_differ_across_seeds_epochs_and_chunks():
     seeds = {int(K._stream_seed(s, e, c, k)) for s in range(3) for e in range(3) for c in range(3) for k in range(2)}
     assert len(seeds) == 54
+
+
+# ------------------------------------------------------------------ speed paths that must not change results
+@settings(max_examples=examples(60), deadline=None)
+@given(st.integers(0, 3 * K.MIN_CHUNKS * K.BATCH + 5 * K.CHUNK_SIZE))
+def test_chunks_cover_the_epoch_in_order_with_equal_sizes(n):
+    count = K.n_chunks(n)
+    bounds = [K._chunk_range(n, c) for c in range(count)]
+    assert [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]]  # contiguous, in order
+    assert (bounds[0][0], bounds[-1][1]) == (0, n) if n else count == 0
+    sizes = [stop - start for start, stop in bounds]
+    if sizes:
+        assert max(sizes) - min(sizes) <= 1 and max(sizes) <= K.CHUNK_SIZE and min(sizes) >= 1
+    if n >= K.MIN_CHUNKS * K.BATCH:
+        assert count >= K.MIN_CHUNKS  # enough chunks for threads to share out evenly
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.integers(1, 40), st.integers(1, 150), st.floats(0.0, 1.0), st.integers(0, 2**31))
+def test_membership_bitmap_is_the_dense_matrix(n_users, n_items, density, seed):
+    rng = np.random.default_rng(seed)
+    m = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
+    m.sort_indices()
+    bits = K._membership_bitmap(m.indptr, m.indices, n_items)
+    assert bits.shape == (n_users, (n_items + 63) // 64)
+    unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :n_items]
+    np.testing.assert_array_equal(unpacked.astype(bool), m.toarray() > 0)
+    assert not np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, n_items:].any()
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.integers(1, 30), st.integers(1, 90), st.floats(0.0, 1.0), st.integers(0, 2**31),
+       st.sampled_from([1, 5, 16, 32]), st.booleans(), st.booleans())
+def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n_items, density, seed, user_run,
+                                                                       skip_liked, popular):
+    from bpr_numpy import sampling
+
+    m = _csr(n_users, n_items, max(density, 1 / (n_users * n_items)), seed)
+    popularity = sampling.alias_table(sampling.popularity_weights(m, 0.8)) if popular else None
+    bits = K._membership_bitmap(m.indptr, m.indices, n_items)
+    n = 3 * m.nnz + 40
+    args = (m.indptr, m.indices, _user_of(m), n_items, n, user_run, seed % 1000, 3, skip_liked, popularity)
+    for got, want in zip(K._sample_stream(*args, bits), K._sample_stream(*args)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel])
+def test_epoch_with_the_bitmap_equals_the_epoch_without(kernel):
+    m = _csr(60, 100, 0.15, seed=8)
+    n = m.nnz * 3 + 11
+    bits = K._membership_bitmap(m.indptr, m.indices, m.shape[1])
+    results = []
+    for bitmap in (None, bits):
+        U, V, b = _params(m, 8, np.float64)
+        chunks = K.n_chunks(n)
+        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        # Zero learning rate under threads: the statistics must agree exactly; serially the factors too.
+        lr = 0.05 if kernel is K._epoch_serial else 0.0
+        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 5, 2, 0, chunks, *_scalars(U.dtype, lr, "bpr", True),
+               False, None, None, None, None, *out, bitmap)
+        results.append((U, V, b, *out))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.5, -2.0, 1e30, np.inf, -np.inf, np.nan]), max_size=40),
+       st.sampled_from([np.float32, np.float64]))
+def test_copy_finite_copies_and_reports_non_finite_values(values, dtype):
+    src = np.array(values, dtype=dtype)
+    dst = np.full_like(src, 7)
+    assert K._copy_finite(src, dst) == bool(np.isfinite(src).all())
+    np.testing.assert_array_equal(dst, src)

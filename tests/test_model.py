@@ -107,6 +107,31 @@ def test_callback_gets_reports_and_can_stop(data):
     assert isinstance(seen[0], EpochReport) and "M samples/s" in str(seen[0])
 
 
+def test_a_callback_may_fit_another_model_on_several_threads(data):
+    # The epoch loop holds the (re-entrant) lock of numba's thread count; a nested fit must not deadlock.
+    inner = []
+
+    def cb(report):
+        inner.append(BPR(factors=4, epochs=2, threads=2, random_state=1).fit(data[0]))
+
+    BPR(factors=4, epochs=2, threads=2, random_state=0).fit(data[0], callback=cb)
+    assert len(inner) == 2 and all(m.history_ for m in inner)
+
+
+def test_trained_arrays_start_on_a_cache_line(data):
+    m = BPR(factors=5, epochs=1, threads=1, random_state=0).fit(data[0])
+    assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in (m.user_factors, m.item_factors, m.item_bias))
+    # Arrays set by hand (unaligned, another dtype, read-only) are copied in at the next fit, values kept.
+    odd = np.empty(m.item_factors.size + 1, np.float64)[1:].reshape(m.item_factors.shape)
+    odd[...] = m.item_factors
+    odd.flags.writeable = False
+    m.item_factors = odd
+    before = odd.astype(np.float32)
+    m.partial_fit(data[0], epochs=0)
+    assert m.item_factors.ctypes.data % 64 == 0 and m.item_factors.dtype == np.float32
+    np.testing.assert_array_equal(m.item_factors, before)
+
+
 def test_progress_lines_go_to_stderr(data, capsys):
     BPR(factors=4, epochs=2, threads=1, random_state=0).fit(data[0], show_progress=True)
     err = capsys.readouterr().err.strip().splitlines()

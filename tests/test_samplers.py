@@ -187,7 +187,7 @@ def test_every_training_path_is_the_reference_step_on_its_trace(sampler, loss, o
     if codes.adaptive or loss == "warp":
         adaptive = (int(codes.adaptive), 10 if loss == "warp" else 0, 3, 4.0, ranks, spread)
     opt = OptimizerState(optimizer, 15, 20, 6).kernel_args() if optimizer != "sgd" else None
-    n = K.CHUNK_SIZE + 300  # two chunks, the second partial
+    n = K.CHUNK_SIZE + 300  # several chunks, their batches partial
     trace = np.full((n, 4), np.nan)
     chunks = K.n_chunks(n)
     out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
