@@ -87,7 +87,7 @@ def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, re
         x += w[k] * (hi[k] - hj[k])
     if use_bias:
         x += _represent_bias(c, yptr, yidx, yval, i) - _represent_bias(c, yptr, yidx, yval, j)
-    linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0)
+    linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
     lr = np.float64(lr)
     c1 = c2 = 1.0
     for p in range(xptr[u], xptr[u + 1]):

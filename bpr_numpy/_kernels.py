@@ -395,32 +395,38 @@ def _warp_weight(n_items, n_draws):
 
 
 @njit(cache=True, inline="always")
-def _pair_loss_and_slope(x, loss_code, weight):
-    """``omega ell(x)`` and ``omega ell'(x)`` in float64, as :mod:`bpr_numpy.objective` defines them.
+def _pair_loss_and_slope(x, loss_code, weight, one):
+    """``omega ell(x)`` and ``omega ell'(x)``, as :mod:`bpr_numpy.objective` defines them, returned in float64.
 
     Written with ``exp(-|x|)``, overflow-free; it agrees with the reference's
     SciPy ``expit``/``log_expit`` to round-off (the kernel tests hold it to that).
+    The exponential and the division are computed in the type of ``x`` and
+    ``one`` (1 in that type): float32 for the SGD step of a float32 model,
+    whose slope is rounded to float32 anyway (7% faster on MovieLens 100k
+    than float64's ``exp`` and division), float64 everywhere else.
     The loss comes in two parts, ``ell(x) = linear + log(factor)``, so that a
     caller summing many losses can multiply the factors (each in [1, 2]) and
     take one logarithm per batch of ``BATCH`` samples instead of one per sample.
     Returns ``(linear, factor, slope)``. ``weight`` (``omega``) is 1 except
     for WARP, whose loss has no logarithmic part.
     """
+    x64 = np.float64(x)
     if loss_code == 2:
-        if x < 1.0:
-            return weight * (1.0 - x), 1.0, -weight
+        if x64 < 1.0:
+            return weight * (1.0 - x64), 1.0, -weight
         return 0.0, 1.0, 0.0
     e = math.exp(-abs(x))
-    inv = 1.0 / (1.0 + e)
-    if x >= 0.0:
+    inv = one / (one + e)
+    if x >= 0:
         g = e * inv  # sigma(-x)
         sx = inv     # sigma(x)
     else:
         g = inv
         sx = e * inv
     if loss_code == 0:
-        return max(-x, 0.0), 1.0 + e, -g  # softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
-    return g, 1.0, -g * sx
+        # softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
+        return max(-x64, 0.0), 1.0 + np.float64(e), -np.float64(g)
+    return np.float64(g), 1.0, -np.float64(g * sx)
 
 
 @njit(cache=True, inline="always")
@@ -468,7 +474,7 @@ def _adaptive_update(U, V, b, u, i, j, lr, reg_u, reg_i, reg_j, reg_b, loss_code
     """
     code, mU, mV, mb, vU, vV, vb, tU, tV = opt
     x = _score_difference(U, V, b, u, i, j, use_bias)
-    linear, factor, slope64 = _pair_loss_and_slope(np.float64(x), loss_code, weight)
+    linear, factor, slope64 = _pair_loss_and_slope(np.float64(x), loss_code, weight, 1.0)
     scratch[0] = slope64
     slope = np.float64(scratch[0])
     lr = np.float64(lr)
@@ -564,6 +570,8 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
     """
     n_factors = U.shape[1]
     n_items = V.shape[0]
+    scratch[0] = 1
+    one = scratch[0]  # 1 in the factors' dtype
     loss_sum = 0.0
     product = 1.0
     ordered = 0
@@ -608,7 +616,7 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
             if use_bias:
                 x32 += b[i] - b[j]
             x = np.float64(x32)
-            linear, factor, slope64 = _pair_loss_and_slope(x, loss_code, weight)
+            linear, factor, slope64 = _pair_loss_and_slope(x32, loss_code, weight, one)
             scratch[0] = slope64
             slope = scratch[0]
             for f in range(n_factors):
