@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _fetch_add, \
-    _pair_loss_and_slope, _stream_seed, _FASTMATH
+from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _draw_run_starts, \
+    _fetch_add, _pair_loss_and_slope, _stream_seed, _FASTMATH
 
 
 @njit(cache=True, inline="always")
@@ -153,10 +153,12 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     product = 1.0
     ordered = 0
     skipped = 0
+    pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], n_samples, user_run)
     for start in range(0, n_samples, BATCH):
         n = min(BATCH, n_samples - start)
         pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
-                                           bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity, None)
+                                           bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity, None,
+                                           starts, start // BATCH)
         for t in range(n):
             if bj[t] < 0:
                 skipped += 1

@@ -204,12 +204,66 @@ def _draw_negative(state, indices, lo, hi, n_items, popularity):
 
 
 @njit(cache=True, inline="always")
+def _runs_per_batch(user_run):
+    """Runs in a full batch (runs restart at each batch; the last run of a batch may be shorter)."""
+    return (BATCH + user_run - 1) // user_run
+
+
+@njit(cache=True, inline="always")
+def _draw_run_starts(pos_state, nnz, n_samples, user_run):
+    """The positions (uniform over the nnz) that start the runs of a chunk of ``n_samples``, in order.
+
+    Drawn before the chunk's other positives, so that the rows they lead to can be
+    prefetched batches ahead (:func:`_prefetch_runs`). Returns ``(pos_state, starts)``.
+    """
+    per_batch = _runs_per_batch(user_run)
+    n_batches = (n_samples + BATCH - 1) // BATCH
+    starts = np.empty(max(n_batches * per_batch, 1), np.int64)
+    r = 0
+    for start in range(0, n_samples, BATCH):
+        for _ in range(0, min(BATCH, n_samples - start), user_run):
+            pos_state, bits = next_bits(pos_state)
+            starts[r] = below(bits, nnz)
+            r += 1
+    return pos_state, starts[:r]
+
+
+@njit(cache=True, inline="always")
+def _prefetch_runs(starts, batch, stage, user_run, user_of, indptr, indices, U):
+    """Stage ``stage`` of fetching what the runs of batch ``batch`` read first.
+
+    A run's first sample follows a chain of dependent loads (position -> user ->
+    row bounds -> row), each a cache miss on a large matrix. Issued over three
+    batches, one link per batch: stage 0 fetches ``user_of`` and ``indices`` at
+    the start positions, stage 1 reads the users (cached by now) and fetches
+    their row bounds and factor rows, stage 2 reads the bounds and fetches the
+    rows' first 16 cache lines. Only hints: nothing it does changes a result.
+    """
+    per_batch = _runs_per_batch(user_run)
+    for r in range(batch * per_batch, min((batch + 1) * per_batch, starts.shape[0])):
+        k = starts[r]
+        if stage == 0:
+            _prefetch(user_of, k, 0)
+            _prefetch(indices, k, 0)
+            continue
+        u = user_of[k]
+        if stage == 1:
+            _prefetch(indptr, u, 0)
+            _prefetch_row(U, u)
+            continue
+        lo = indptr[u]
+        for p in range(lo, min(indptr[u + 1], lo + 256), 64 // indices.itemsize):
+            _prefetch(indices, p, 0)
+
+
+@njit(cache=True, inline="always")
 def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run, bu, bi, bj, base, length,
-                U, V, prefetch_rows, draw_negatives, skip_liked, popularity, bitmap):
+                U, V, prefetch_rows, draw_negatives, skip_liked, popularity, bitmap, starts, batch):
     """Draw ``n`` triplets into ``bu, bi, bj``; return the advanced stream states.
 
-    Positive: a uniform observed pair (position uniform over the nnz), then
-    ``user_run - 1`` more samples of the same user, each with a positive
+    Positive: a uniform observed pair (position uniform over the nnz, taken
+    from ``starts``, :func:`_draw_run_starts` of the chunk, batch ``batch``),
+    then ``user_run - 1`` more samples of the same user, each with a positive
     uniform over the user's row; every sample's marginal distribution is the
     bootstrap's (pair uniform over the nnz), while the user's factor row stays
     in cache for the run. Runs restart at each batch. Negative: a candidate
@@ -233,13 +287,9 @@ def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user
     binary searches advanced one level at a time for the whole batch, then
     the rare redraws one sample at a time.
     """
-    nnz = indices.shape[0]
+    run0 = batch * _runs_per_batch(user_run)
     for t in range(0, n, user_run):
-        pos_state, bits = next_bits(pos_state)
-        k = below(bits, nnz)
-        bi[t] = k
-        _prefetch(user_of, k, 0)
-        _prefetch(indices, k, 0)
+        bi[t] = starts[run0 + t // user_run]
     for t in range(n):
         if t % user_run == 0:
             k = bi[t]
@@ -647,7 +697,7 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
 @njit(cache=True, fastmath=_FASTMATH)
 def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed, epoch, chunk,
                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-               bitmap=None):
+               bitmap=None, prefetch_runs=False):
     """Sample and apply the triplets of chunk ``chunk`` of an epoch of ``epoch_samples``, from the chunk's streams.
 
     ``skip_liked``: a known positive drawn as negative skips the step
@@ -659,6 +709,9 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     or an array whose row ``k`` receives ``(u, i, j, weight)`` of the epoch's
     ``k``-th sample (``j = -1``: skipped; ``j = -2``: WARP found no
     violation), for the tests' replay. ``bitmap``: see :func:`_draw_batch`.
+    ``prefetch_runs``: fetch the runs' rows batches ahead (:func:`_prefetch_runs`),
+    for matrices bigger than the caches: 18% faster on 20M pairs, 2.5% slower
+    on MovieLens 100k, where everything is cached already.
 
     The optional arguments are None-or-tuple on purpose: numba prunes the
     branches on ``is None`` at compile time, so the default path (uniform,
@@ -685,11 +738,20 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     loss_sum = 0.0
     ordered = 0
     skipped = 0
-    for start in range(0, n_samples, BATCH):
+    pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], n_samples, user_run)
+    n_batches = (n_samples + BATCH - 1) // BATCH
+    for batch in range(-3, n_batches):
+        # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
+        for stage in range(3 if prefetch_runs else 0):
+            if 0 <= batch + 3 - stage < n_batches:
+                _prefetch_runs(starts, batch + 3 - stage, stage, user_run, user_of, indptr, indices, U)
+        if batch < 0:
+            continue
+        start = batch * BATCH
         n = min(BATCH, n_samples - start)
         pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
                                            bu, bi, bj, base, length, U, V, False, draw_negatives,
-                                           skip_liked, popularity, bitmap)
+                                           skip_liked, popularity, bitmap, starts, batch)
         neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
             U, V, b, indptr, indices, bu, bi, bj, None, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
             scratch, neg_state, popularity, adaptive, opt, trace, first + start, None)
@@ -702,7 +764,7 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
 @njit(cache=True)
 def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk_start, chunk_stop,
                   lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                  out_loss, out_ordered, out_skipped, bitmap=None):
+                  out_loss, out_ordered, out_skipped, bitmap=None, prefetch_runs=False):
     """Chunks ``chunk_start .. chunk_stop - 1`` of an epoch, in order on the calling thread: bitwise reproducible.
 
     An epoch is usually one call over all its chunks; AOBPR cuts it where its
@@ -712,13 +774,13 @@ def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, 
         out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
             U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
             lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                bitmap)
+                bitmap, prefetch_runs)
 
 
 @njit(cache=True, parallel=True)
 def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk_start, chunk_stop,
                     lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                    out_loss, out_ordered, out_skipped, bitmap=None):
+                    out_loss, out_ordered, out_skipped, bitmap=None, prefetch_runs=False):
     """:func:`_epoch_serial` with the chunks spread over threads (Hogwild); same triplet streams.
 
     Each thread takes the next unstarted chunk (an atomic counter) until none
@@ -736,7 +798,7 @@ def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed
             out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
                 U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
                 lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                bitmap)
+                bitmap, prefetch_runs)
             c = _fetch_add(next_chunk, 0)
 
 
@@ -758,12 +820,13 @@ def _sample_stream(indptr, indices, user_of, n_items, n_samples, user_run, seed,
         pos_state = _stream_seed(seed, epoch, c, 0)
         neg_state = _stream_seed(seed, epoch, c, 1)
         first, end = _chunk_range(n_samples, c)
+        pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], end - first, user_run)
         for start in range(first, end, BATCH):
             n = min(BATCH, end - start)
             pos_state, neg_state = _draw_batch(
                 pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
                 users[start:start + n], positives[start:start + n], negatives[start:start + n], base, length,
-                dummy, dummy, False, True, skip_liked, popularity, bitmap)
+                dummy, dummy, False, True, skip_liked, popularity, bitmap, starts, (start - first) // BATCH)
     return users, positives, negatives
 
 

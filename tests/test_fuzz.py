@@ -916,15 +916,18 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("HYPOTHESIS_PROFILE", None)
     subset = ("fuzzed or corrupt or boundscheck_mode or int64_indptr_with or "
-              "model_files_fuzzed or data_files_fuzzed or kernel_steps_replay or an_epoch_applies")
+              "model_files_fuzzed or data_files_fuzzed or kernel_steps_replay or an_epoch_applies or "
+              "(run_prefetching and serial)")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-x", "-k", subset,
          str(REPO / "tests" / "test_fuzz.py"), str(REPO / "tests" / "test_files.py"),
-         str(REPO / "tests" / "test_hybrid.py")],
+         str(REPO / "tests" / "test_hybrid.py"), str(REPO / "tests" / "test_kernels.py")],
         capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert "PASSED tests/test_fuzz.py::test_boundscheck_mode_catches_an_out_of_bounds_read" in result.stdout, tail
     assert "PASSED tests/test_fuzz.py::test_fit_on_fuzzed_matrices_matches_the_clean_input" in result.stdout, tail
     assert "PASSED tests/test_hybrid.py::test_an_epoch_applies_the_plain_samplers_triplets_in_order" in result.stdout, tail
+    assert "PASSED tests/test_kernels.py::test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]" \
+        in result.stdout, tail
     assert (tmp_path / "plain-cache" / "boundscheck").is_dir()  # compiled into a cache of its own

@@ -248,23 +248,24 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel])
-def test_epoch_with_the_bitmap_equals_the_epoch_without(kernel):
+@pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel], ids=["serial", "parallel"])
+def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel):
     m = _csr(60, 100, 0.15, seed=8)
     n = m.nnz * 3 + 11
     bits = K._membership_bitmap(m.indptr, m.indices, m.shape[1])
     results = []
-    for bitmap in (None, bits):
+    for bitmap, prefetch_runs in ((None, False), (bits, False), (None, True), (bits, True)):
         U, V, b = _params(m, 8, np.float64)
         chunks = K.n_chunks(n)
         out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
         # Zero learning rate under threads: the statistics must agree exactly; serially the factors too.
         lr = 0.05 if kernel is K._epoch_serial else 0.0
         kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 5, 2, 0, chunks, *_scalars(U.dtype, lr, "bpr", True),
-               False, None, None, None, None, *out, bitmap)
+               False, None, None, None, None, *out, bitmap, prefetch_runs)
         results.append((U, V, b, *out))
-    for got, want in zip(*results):
-        np.testing.assert_array_equal(got, want)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=examples(60), deadline=None)
