@@ -928,6 +928,6 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     assert "PASSED tests/test_fuzz.py::test_boundscheck_mode_catches_an_out_of_bounds_read" in result.stdout, tail
     assert "PASSED tests/test_fuzz.py::test_fit_on_fuzzed_matrices_matches_the_clean_input" in result.stdout, tail
     assert "PASSED tests/test_hybrid.py::test_an_epoch_applies_the_plain_samplers_triplets_in_order" in result.stdout, tail
-    assert "PASSED tests/test_kernels.py::test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]" \
-        in result.stdout, tail
+    prefetching = "test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]"
+    assert f"PASSED tests/test_kernels.py::{prefetching}" in result.stdout, tail
     assert (tmp_path / "plain-cache" / "boundscheck").is_dir()  # compiled into a cache of its own
