@@ -792,7 +792,7 @@ def warm_up(adapters: Sequence[Adapter], threads: Sequence[int], settings: FitSe
                 model = a.build(s, matrix.shape)
                 a.fit(model, a.prepare(matrix, s), s)
                 a.factors(model, matrix.shape, s)
-    print(f"warm-up fits on {tiny.shape[0]}x{tiny.shape[1]} and 64x1024 matrices ({tiny.nnz} pairs) for "
+    print(f"warm-up fits on {tiny.shape[0]}x{tiny.shape[1]} and 64x1024 matrices ({tiny.nnz} pairs each) for "
           f"{', '.join(a.name for a in adapters)} x threads {','.join(map(str, threads))}: "
           f"{time.perf_counter() - t0:.1f} s (not timed)", file=log, flush=True)
 

@@ -18,8 +18,9 @@ one (see :func:`_epoch_parallel`).
 
 Speed: the triplets do not depend on the factors, so a chunk draws them a
 batch (``BATCH``) at a time ahead of the updates and prefetches what the next
-step will read: the CSR entries of the drawn positions, then the three factor
-rows of each triplet. The updates are then applied in the same order as
+step will read: the three factor rows (and biases) of each triplet, and on
+matrices beyond the caches the rows each run of one user starts from
+(:func:`_prefetch_runs`). The updates are then applied in the same order as
 without batching; only the memory latency is hidden. When the catalogue is
 dense enough (see :func:`bpr_numpy.model._membership_bitmap`) the test "is
 the drawn negative a positive of u?" reads one bit of a users x items
@@ -84,6 +85,8 @@ def _stream_seed(seed, epoch, chunk, stream):
 @intrinsic
 def _fetch_add(typingctx, array, index):
     """Atomically add 1 to ``array[index]`` (int64); return the value before."""
+    if not isinstance(array, types.Array) or array.dtype != types.int64:
+        return None  # a typing error at the call, not an LLVM one
     sig = types.int64(array, index)
 
     def codegen(context, builder, signature, args):
@@ -237,7 +240,7 @@ def _prefetch_runs(starts, batch, stage, user_run, user_of, indptr, indices, U):
     batches, one link per batch: stage 0 fetches ``user_of`` and ``indices`` at
     the start positions, stage 1 reads the users (cached by now) and fetches
     their row bounds and factor rows, stage 2 reads the bounds and fetches the
-    rows' first 16 cache lines. Only hints: nothing it does changes a result.
+    rows' first 256 entries. Only hints: nothing it does changes a result.
     """
     per_batch = _runs_per_batch(user_run)
     for r in range(batch * per_batch, min((batch + 1) * per_batch, starts.shape[0])):
@@ -281,9 +284,9 @@ def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user
     of each triplet are prefetched for the updates.
 
     The work runs in passes over the batch so that the cache misses of
-    different samples overlap instead of queueing: positions (prefetching the
-    CSR entries), then users, items and first negative candidates (prefetching
-    row bounds and factor rows), then the membership tests as branch-free
+    different samples overlap instead of queueing: run starts, then users,
+    items and first negative candidates (prefetching the bitmap words, or
+    factor rows when asked), then the membership tests as branch-free
     binary searches advanced one level at a time for the whole batch, then
     the rare redraws one sample at a time.
     """
@@ -597,8 +600,9 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
 
     The SGD step is the one of :func:`bpr_numpy.objective.sgd_step`; ``lr``
     and the ``reg_*`` arrive in the factors' dtype, so float32 models stay in
-    float32 arithmetic, and ``scratch`` (a 1-element array of that dtype)
-    rounds the float64 slope once. With ``opt``
+    float32 arithmetic (the slope's exponential too, see
+    :func:`_pair_loss_and_slope`), and ``scratch`` (a 1-element array of that
+    dtype) gives 1 in that dtype and rounds the slope to it. With ``opt``
     (:meth:`bpr_numpy.objective.OptimizerState.kernel_args`) the step is
     :func:`_adaptive_update`'s instead. ``bw`` is None (weight 1, or the
     weight ``adaptive`` gives) or the weights of an explicit sequence;
@@ -774,7 +778,7 @@ def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, 
         out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
             U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
             lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                bitmap, prefetch_runs)
+            bitmap, prefetch_runs)
 
 
 @njit(cache=True, parallel=True)
@@ -798,7 +802,7 @@ def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed
             out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
                 U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
                 lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                bitmap, prefetch_runs)
+            bitmap, prefetch_runs)
             c = _fetch_add(next_chunk, 0)
 
 

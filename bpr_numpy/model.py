@@ -26,7 +26,10 @@ __all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT
 FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
-_PARALLEL_LOCK = threading.RLock()  # re-entrant: a callback may fit another model
+# One parallel epoch at a time in the process: numba's workqueue layer aborts on concurrent
+# parallel regions (two models fitted from two Python threads), and on a machine's few cores two
+# Hogwild fits gain nothing from overlapping. Re-entrant: a callback may fit another model.
+_PARALLEL_LOCK = threading.RLock()
 
 # Every entry BPR.save may write into a model file.
 _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
@@ -200,20 +203,16 @@ def _check_epochs(epochs) -> None:
 
 @contextmanager
 def _numba_threads(threads: int):
-    """Run a numba parallel region on ``threads`` threads, one region at a time in the process.
-
-    numba's workqueue layer aborts on concurrent parallel regions (two models fitted from two
-    Python threads), and on a machine's few cores two Hogwild fits gain nothing from overlapping.
-    """
+    """Run this Python thread's numba parallel regions on ``threads`` threads (numba keeps the
+    count per calling thread). The regions themselves take :data:`_PARALLEL_LOCK`."""
     import numba
 
-    with _PARALLEL_LOCK:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            numba.set_num_threads(previous)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 _INIT_BLOCK = 16384  # rows per generator of the initial factors
@@ -276,8 +275,8 @@ def _membership_bitmap(matrix: sp.csr_matrix) -> np.ndarray | None:
 
     A bit per (user, item) answers "is j a positive of u?" in one load where the binary search
     of u's row takes several dependent ones (18% of an epoch on MovieLens 100k). It is built
-    only when it is no bigger than twice the CSR's index array (density >= 1/64): on sparse
-    catalogues it would cost far more memory than the interactions themselves.
+    only when it is no bigger than twice the CSR's index array (density >= 1/64 with int32
+    indices): on sparse catalogues it would cost far more memory than the interactions.
     """
     from . import _kernels
 
@@ -824,13 +823,16 @@ class BPR:
             self._optimizer_state = OptimizerState(self.optimizer, rows_u, rows_i, self.user_factors.shape[1],
                                                    dtype=self.user_factors.dtype)
         alias = self._alias_table(matrix)
-        bitmap = _membership_bitmap(matrix) if self._features is None else None
+        # Only samplers that draw negatives ahead of the updates test them against the bitmap.
+        draws_ahead = sampling.sampler_codes(self.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
+            self.loss != "warp"
+        bitmap = _membership_bitmap(matrix) if self._features is None and epochs and draws_ahead else None
         if not epochs:
             if validation is not None:
                 validation.restore_best(self)
             return self
-        # The thread count is set once for the whole loop (holding the lock): per epoch it cost
-        # 1% of a MovieLens 100k fit.
+        # The thread count is set once for the whole loop: per epoch it cost 1% of a MovieLens
+        # 100k fit. The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
         with _numba_threads(threads) if threads > 1 else nullcontext():
             return self._epoch_loop(matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
                                     validation)
@@ -847,6 +849,10 @@ class BPR:
         snapshot = _Snapshot(self)
         snapshot.take()
         for _ in range(epochs):
+            if any(a is not b for a, b in zip(self._parameters(), snapshot.live)):
+                # A callback replaced a parameter array: copy and check what the kernels will train.
+                snapshot = _Snapshot(self)
+                snapshot.take()
             done = self._epochs_done
             try:
                 report = self._run_epoch(matrix, user_of, threads, alias, bitmap, reg)
@@ -859,17 +865,27 @@ class BPR:
                 print(f"interrupted during epoch {self._epochs_done + 1}: the model keeps the factors of epoch "
                       f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
                 raise
-            self._check_finite(snapshot.take())
-            stop = False
-            if validation is not None:
-                report, stop = validation.after_epoch(self, report)
-            self.history_.append(report)
-            if show_progress:
-                print(f"{report}  [{report.epoch}/{total}]", file=sys.stderr, flush=True)
-            if callback is not None and callback(report) is False:
-                break
-            if stop:
-                break
+            try:
+                self._check_finite(snapshot.take())
+                stop = False
+                if validation is not None:
+                    report, stop = validation.after_epoch(self, report)
+                self.history_.append(report)
+                if show_progress:
+                    print(f"{report}  [{report.epoch}/{total}]", file=sys.stderr, flush=True)
+                if callback is not None and callback(report) is False:
+                    break
+                if stop:
+                    break
+            except KeyboardInterrupt:
+                # After the epoch's kernels (in the copy, the reports, a callback): the live arrays
+                # hold the completed epoch, which the model keeps.
+                if not self.history_ or self.history_[-1].epoch != self._epochs_done:
+                    self.history_.append(report)
+                self.interrupted_ = True
+                print(f"interrupted after epoch {self._epochs_done}: the model keeps the factors of epoch "
+                      f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
+                raise
         if validation is not None:
             validation.restore_best(self)
         return self
@@ -955,8 +971,9 @@ class BPR:
                    _beyond_cache(self.user_factors, self.item_factors, matrix.indices))
 
         start = time.perf_counter()
-        for c in range(0, max(chunks, 1), group):
-            run(c, min(c + group, chunks))
+        with _PARALLEL_LOCK if threads > 1 else nullcontext():
+            for c in range(0, max(chunks, 1), group):
+                run(c, min(c + group, chunks))
         if hybrid:
             # In place: the epoch snapshot holds these very arrays.
             for live, fresh in zip(self._parameters(), self._features.representations(bool(self.use_item_bias))):

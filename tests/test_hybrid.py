@@ -135,6 +135,38 @@ def _metadata(rows, cols, seed):
     return sp.csr_matrix((rng.random((rows, cols)) < 0.4).astype(np.float64))
 
 
+def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoch():
+    # Every chunk exactly once, in order, whatever group of chunks a call covers.
+    import numba
+
+    from bpr_numpy import _hybrid_kernels as HK
+    from bpr_numpy._kernels import n_chunks
+
+    R = _interactions(seed=3, n_users=120, n_items=40)
+    Xm, Ym = _metadata(120, 4, 1), _metadata(40, 6, 2)
+    results = []
+    for kernel in (HK._hybrid_epoch_serial, HK._hybrid_epoch_parallel):
+        model = BPR(factors=3, epochs=0, threads=1, random_state=5, dtype=np.float64).fit(
+            R, user_features=Xm, item_features=Ym)
+        m = model._user_items
+        user_of = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
+        n = m.nnz * 3
+        chunks = n_chunks(n)
+        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        args = model._features.kernel_args()
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            for start, stop in ((0, 5), (5, chunks)):
+                kernel(*args, m.indptr, m.indices, user_of, n, 16, 7, 0, start, stop, 0.05, 0.01, 0.01, 0.01,
+                       0.01, 0, True, False, None, OptimizerState("sgd", 0, 0, 3).kernel_args(), *out)
+        finally:
+            numba.set_num_threads(previous)
+        results.append((*(a.copy() for a in args[:3]), *out))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_an_epoch_applies_the_plain_samplers_triplets_in_order():
     # The hybrid epoch draws exactly the plain model's triplet stream and applies it as the replay kernel does.
     R = _interactions()

@@ -14,7 +14,7 @@ from bpr_numpy import BPR
 from bpr_numpy.datasets import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = dict(n_users=20_000, n_items=5_000, nnz=1_000_000, random_state=3)  # ~0.2-0.5 s per epoch
+DATA = dict(n_users=20_000, n_items=5_000, nnz=1_000_000, random_state=3)  # ~0.07-0.5 s per epoch
 
 
 def _spawn(code: str, *args: str, merge: bool = False) -> subprocess.Popen:

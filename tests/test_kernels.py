@@ -128,6 +128,31 @@ def test_parallel_epoch_draws_the_same_triplets_as_serial():
         np.testing.assert_array_equal(a, b)
 
 
+def test_parallel_epoch_on_one_thread_in_two_calls_equals_the_serial_epoch():
+    # Every chunk exactly once, in order, whatever group of chunks a call covers (the model calls
+    # the kernel per group of 64 chunks): on one thread the parallel kernel must be the serial one.
+    import numba
+
+    m = _csr(200, 150, 0.1, seed=5)
+    n = m.nnz * 4
+    chunks = K.n_chunks(n)
+    results = []
+    for kernel in (K._epoch_serial, K._epoch_parallel):
+        U, V, b = _params(m, 8, np.float64)
+        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            for start, stop in ((0, 23), (23, chunks)):
+                kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 99, 0, start, stop,
+                       *_scalars(U.dtype, 0.05, "bpr", True), False, None, None, None, None, *out)
+        finally:
+            numba.set_num_threads(previous)
+        results.append((U, V, b, *out))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("user_run", [1, 7, 16, 32])
 def test_sampler_never_returns_a_known_positive_and_covers_all_pairs(user_run):
     m = _csr(40, 30, 0.3, seed=2)
@@ -251,7 +276,7 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
 @pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel], ids=["serial", "parallel"])
 def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel):
     m = _csr(60, 100, 0.15, seed=8)
-    n = m.nnz * 3 + 11
+    n = 20_011  # chunks of ~313 samples: 10 batches each, the prefetch pipeline's steady state included
     bits = K._membership_bitmap(m.indptr, m.indices, m.shape[1])
     results = []
     for bitmap, prefetch_runs in ((None, False), (bits, False), (None, True), (bits, True)):

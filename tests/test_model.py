@@ -118,6 +118,16 @@ def test_a_callback_may_fit_another_model_on_several_threads(data):
     assert len(inner) == 2 and all(m.history_ for m in inner)
 
 
+def test_divergence_in_an_array_a_callback_swapped_in_is_caught(data):
+    def cb(report):
+        if report.epoch == 1:
+            m.item_factors = np.full_like(m.item_factors, np.inf)
+
+    m = BPR(factors=4, epochs=3, threads=1, random_state=0)
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 2: "):
+        m.fit(data[0], callback=cb)
+
+
 def test_trained_arrays_start_on_a_cache_line(data):
     m = BPR(factors=5, epochs=1, threads=1, random_state=0).fit(data[0])
     assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in (m.user_factors, m.item_factors, m.item_bias))
