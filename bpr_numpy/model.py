@@ -848,24 +848,20 @@ class BPR:
         self._run_epoch(matrix, user_of, threads, alias, bitmap, reg, n_samples=0)
         snapshot = _Snapshot(self)
         snapshot.take()
-        for _ in range(epochs):
-            if any(a is not b for a, b in zip(self._parameters(), snapshot.live)):
-                # A callback replaced a parameter array: copy and check what the kernels will train.
-                snapshot = _Snapshot(self)
-                snapshot.take()
-            done = self._epochs_done
-            try:
+        # Ctrl-C may land anywhere in the loop. Inside an epoch's kernel calls (``completed``
+        # false), the model puts back the last completed epoch; anywhere else the live arrays hold
+        # a completed epoch, which it keeps. Either way it says so and lets the interrupt go on.
+        report, done, completed = None, self._epochs_done, True
+        try:
+            for _ in range(epochs):
+                done = self._epochs_done
+                completed = False
+                if any(a is not b for a, b in zip(self._parameters(), snapshot.live)):
+                    # A callback replaced a parameter array: copy and check what the kernels will train.
+                    snapshot = _Snapshot(self)
+                    snapshot.take()
                 report = self._run_epoch(matrix, user_of, threads, alias, bitmap, reg)
-            except KeyboardInterrupt:
-                # Ctrl-C lands between two kernel calls (a few dozen chunks each):
-                # put back the last completed epoch, say so, and let it propagate.
-                snapshot.restore()
-                self._epochs_done = done
-                self.interrupted_ = True
-                print(f"interrupted during epoch {self._epochs_done + 1}: the model keeps the factors of epoch "
-                      f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
-                raise
-            try:
+                completed = True
                 self._check_finite(snapshot.take())
                 stop = False
                 if validation is not None:
@@ -877,15 +873,18 @@ class BPR:
                     break
                 if stop:
                     break
-            except KeyboardInterrupt:
-                # After the epoch's kernels (in the copy, the reports, a callback): the live arrays
-                # hold the completed epoch, which the model keeps.
-                if not self.history_ or self.history_[-1].epoch != self._epochs_done:
-                    self.history_.append(report)
-                self.interrupted_ = True
-                print(f"interrupted after epoch {self._epochs_done}: the model keeps the factors of epoch "
-                      f"{self._epochs_done} (the last one completed)", file=sys.stderr, flush=True)
-                raise
+        except KeyboardInterrupt:
+            if not completed:
+                snapshot.restore()
+                self._epochs_done = done
+            elif report is not None and report.epoch == self._epochs_done and \
+                    (not self.history_ or self.history_[-1].epoch != report.epoch):
+                self.history_.append(report)
+            self.interrupted_ = True
+            where = f"during epoch {done + 1}" if not completed else f"after epoch {self._epochs_done}"
+            print(f"interrupted {where}: the model keeps the factors of epoch {self._epochs_done} "
+                  f"(the last one completed)", file=sys.stderr, flush=True)
+            raise
         if validation is not None:
             validation.restore_best(self)
         return self
