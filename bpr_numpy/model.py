@@ -945,6 +945,7 @@ class BPR:
         adaptive_kind = int(codes.adaptive)
         warp_max_sampled = int(self.max_sampled) if self.loss == "warp" else 0
         no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
+        prefetch_runs = _beyond_cache(self.user_factors, self.item_factors, matrix.indices)
 
         def run(chunk_start: int, chunk_stop: int) -> None:
             if hybrid:
@@ -966,8 +967,7 @@ class BPR:
                    n_samples, int(self.user_run), self._seed, self._epochs_done, chunk_start, chunk_stop,
                    dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
                    dtype(reg.bias), loss_code(self.loss), bool(self.use_item_bias), bool(codes.skip_liked),
-                   popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped, bitmap,
-                   _beyond_cache(self.user_factors, self.item_factors, matrix.indices))
+                   popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped, bitmap, prefetch_runs)
 
         start = time.perf_counter()
         with _PARALLEL_LOCK if threads > 1 else nullcontext():
