@@ -44,6 +44,15 @@ def ml100k_path():
     return ML100K
 
 
+@pytest.fixture(scope="session")
+def ua(ml100k_path):
+    """MovieLens 100k's official ``ua`` split, ratings >= 4: ``(train, test)`` CSR matrices."""
+    from bpr_numpy.datasets import load_movielens_100k
+
+    train, test = load_movielens_100k(ml100k_path, split="ua", min_rating=4.0)
+    return train.matrix, test.matrix
+
+
 # --------------------------------------------------------------------------- generated cases
 # Every property test's passing cases are counted (from hypothesis's own run
 # statistics) and the total is printed at the end of the session:
@@ -70,6 +79,21 @@ def pytest_runtest_call(item):
 
     with collector.with_value(count):
         yield
+
+
+def pytest_sessionfinish(session):
+    # Under pytest-xdist (``-n``) each worker counts its own tests and hands the count to the
+    # controller, which adds them up (pytest_testnodedown) before printing the total.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["hypothesis_cases"] = dict(_CASES)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without pytest-xdist
+def pytest_testnodedown(node, error):
+    counts = getattr(node, "workeroutput", {}).get("hypothesis_cases", {})
+    for key in _CASES:
+        _CASES[key] += counts.get(key, 0)
 
 
 def pytest_terminal_summary(terminalreporter):

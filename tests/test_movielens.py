@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from bpr_numpy import BPR, metrics
-from bpr_numpy.datasets import load_movielens_100k
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ua(ml100k_path):
-    train, test = load_movielens_100k(ml100k_path, split="ua", min_rating=4.0)
-    return train.matrix, test.matrix
 
 
 @pytest.fixture(scope="module")
