@@ -765,14 +765,15 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     return loss_sum, ordered, skipped
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk_start, chunk_stop,
                   lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
                   out_loss, out_ordered, out_skipped, bitmap=None, prefetch_runs=False):
     """Chunks ``chunk_start .. chunk_stop - 1`` of an epoch, in order on the calling thread: bitwise reproducible.
 
     An epoch is usually one call over all its chunks; AOBPR cuts it where its
-    rankings are refreshed.
+    rankings are refreshed. Releases the GIL: the strata of a stratified epoch
+    (:mod:`bpr_numpy._strata`) run on threads of one process.
     """
     for c in range(chunk_start, chunk_stop):
         out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(

@@ -270,7 +270,7 @@ def _normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dt
     return out
 
 
-def _membership_bitmap(matrix: sp.csr_matrix) -> np.ndarray | None:
+def _membership_bitmap(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> np.ndarray | None:
     """The samplers' bitmap of positives (:func:`bpr_numpy._kernels._membership_bitmap`), or None.
 
     A bit per (user, item) answers "is j a positive of u?" in one load where the binary search
@@ -280,10 +280,10 @@ def _membership_bitmap(matrix: sp.csr_matrix) -> np.ndarray | None:
     """
     from . import _kernels
 
-    n_users, n_items = matrix.shape
-    if n_users * ((n_items + 63) // 64) * 8 > 2 * matrix.indices.nbytes:
+    n_users = indptr.shape[0] - 1
+    if n_users * ((n_items + 63) // 64) * 8 > 2 * indices.nbytes:
         return None
-    return _kernels._membership_bitmap(matrix.indptr, matrix.indices, n_items)
+    return _kernels._membership_bitmap(indptr, indices, n_items)
 
 
 #: Bytes of factor rows and interactions above which the kernels fetch each run's rows batches
@@ -826,7 +826,9 @@ class BPR:
         # Only samplers that draw negatives ahead of the updates test them against the bitmap.
         draws_ahead = sampling.sampler_codes(self.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
             self.loss != "warp"
-        bitmap = _membership_bitmap(matrix) if self._features is None and epochs and draws_ahead else None
+        bitmap = None
+        if self._features is None and epochs and draws_ahead:
+            bitmap = _membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
         if not epochs:
             if validation is not None:
                 validation.restore_best(self)
