@@ -30,6 +30,7 @@ of the catalogue each epoch.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +38,9 @@ from numba import njit
 
 #: Seeds the item permutations apart from the model's other streams (initial factors: 0, 1).
 _ITEM_STREAM = 0x5D56
+
+#: Stratum streams (the kernels' "epoch" argument) start here when P > 1.
+STREAM_BASE = 1 << 40
 
 
 class ItemBlocks(NamedTuple):
@@ -113,50 +117,65 @@ def schedule(n_blocks: int) -> list[list[tuple[int, int]]]:
 
 @njit(cache=True, nogil=True)
 def split_strata(indptr, indices, block_of, local_of, n_blocks):
-    """Cut a user block's CSR (global item ids) into its ``n_blocks`` strata, in one counting pass.
+    """Cut a user block's CSR (global item ids) into its ``n_blocks`` strata: a stable counting sort by block.
 
-    Returns ``(offsets, local_indices, users)``: stratum ``q`` is the CSR
-    with ``indptr = offsets[q] - offsets[q, 0]`` over
-    ``local_indices[offsets[q, 0]:offsets[q, -1]]`` (block-local item ids,
-    ascending in each row, as the kernels' membership tests need), and
-    ``users`` is the row of each of those entries (the kernels' ``user_of``).
+    Returns ``(bounds, local_indices, users)``: stratum ``q``'s entries are
+    ``bounds[q]:bounds[q + 1]`` of ``local_indices`` (block-local item ids)
+    and ``users`` (their rows), rows ascending and ids ascending within each
+    row, as the kernels' membership tests need (:func:`stratum_csr` makes the
+    stratum's CSR). Memory: two int32 per positive, nothing per user.
     """
     rows = indptr.shape[0] - 1
-    offsets = np.zeros((n_blocks, rows + 1), np.int64)
-    for r in range(rows):
-        for k in range(indptr[r], indptr[r + 1]):
-            offsets[block_of[indices[k]], r + 1] += 1
-    total = 0
+    bounds = np.zeros(n_blocks + 1, np.int64)
+    for k in range(indptr[rows]):
+        bounds[block_of[indices[k]] + 1] += 1
     for q in range(n_blocks):
-        offsets[q, 0] = total
-        for r in range(rows):
-            total += offsets[q, r + 1]
-            offsets[q, r + 1] = total
-    fill = offsets[:, :rows].copy()
-    local_indices = np.empty(total, np.int32)
-    users = np.empty(total, np.int32)
-    # Rows are visited in order and each row's ids ascend: the writes ascend within every stratum row.
+        bounds[q + 1] += bounds[q]
+    fill = bounds[:n_blocks].copy()
+    local_indices = np.empty(bounds[n_blocks], np.int32)
+    users = np.empty(bounds[n_blocks], np.int32)
+    # Rows are visited in order and each row's ids ascend (the local id is monotone in the
+    # global id within a block): every stratum's entries come out sorted by (row, id).
     for r in range(rows):
         for k in range(indptr[r], indptr[r + 1]):
             q = block_of[indices[k]]
-            local_indices[fill[q, r]] = local_of[indices[k]]
-            users[fill[q, r]] = r
-            fill[q, r] += 1
-    return offsets, local_indices, users
+            local_indices[fill[q]] = local_of[indices[k]]
+            users[fill[q]] = r
+            fill[q] += 1
+    return bounds, local_indices, users
 
 
 def stratify(block: tuple[np.ndarray, np.ndarray], n_items: int, n_blocks: int, seed: int, epoch: int):
     """:func:`split_strata` of a user block ``(indptr, indices)`` under epoch ``epoch``'s item layout."""
+    indptr, indices = block
+    if n_blocks == 1:  # the block is its only stratum, its ids already local: no pass over it
+        users = np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int32), np.diff(indptr))
+        return np.array([0, indices.shape[0]], np.int64), indices, users
     layout = item_blocks(n_items, n_blocks, seed, epoch)
-    return split_strata(block[0], block[1], layout.block_of, layout.local_of, n_blocks)
+    return split_strata(indptr, indices, layout.block_of, layout.local_of, n_blocks)
+
+
+def stratum_csr(strata, q: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratum ``q`` of :func:`stratify`'s ``strata`` over ``rows`` users: ``(indptr, indices, user_of)``.
+
+    ``indptr`` is int64, as the model's CSR (``as_user_items``): the same compiled kernel serves both.
+    """
+    bounds, local_indices, users = strata
+    lo, hi = int(bounds[q]), int(bounds[q + 1])
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(np.bincount(users[lo:hi], minlength=rows), out=indptr[1:])
+    return indptr, local_indices[lo:hi], users[lo:hi]
 
 
 class StaleBlockError(RuntimeError):
-    """A stratum task was given a block that another task has already advanced (see :func:`train_stratum`)."""
+    """A stratum task was given a block that another task has advanced or is training (see :func:`train_stratum`)."""
 
 
 def new_block(*arrays: np.ndarray, step: int) -> tuple:
-    """A block of rows that stratum tasks train in place: ``(*arrays, step counter)``."""
+    """A block of rows that stratum tasks train in place: ``(*arrays, step counter)``.
+
+    User blocks are ``(factors, counter)``; item blocks ``(factors, biases, global ids, counter)``.
+    """
     return (*arrays, np.array([step], np.int64))
 
 
@@ -165,90 +184,186 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     """Train stratum ``q`` of a user block, in place, with the single-machine kernel.
 
     ``user_block = (user rows, counter)`` holds the block's user rows,
-    ``item_block = (item rows, item biases, counter)`` item block ``q``'s
-    (:func:`new_block`), ``strata`` is :func:`stratify`'s result for the user
-    block, ``stream`` a number no other stratum of the fit uses (it seeds the
-    triplet streams in place of the epoch).
+    ``item_block = (item rows, item biases, item ids, counter)`` item block
+    ``q``'s (:func:`new_block`), ``strata`` is :func:`stratify`'s result for
+    the user block, ``stream`` a number no other stratum of the fit uses (it
+    seeds the triplet streams in place of the epoch).
 
     The rows are updated in place, not copied: a copy of the user block per
     sub-epoch would cost more than the stratum's training on large data. So
     that a task run twice on the same arrays (a scheduler recomputing a lost
-    result from inputs that have moved on) fails loudly instead of applying
-    its updates twice, both blocks carry the count of sub-epochs they have
-    been through: the task checks it equals ``step`` and advances it, else
-    raises :class:`StaleBlockError` (the driver then restarts the epoch from
-    its checkpoint).
+    result from inputs that have moved on), or two tasks on one array, fail
+    loudly instead of applying updates twice, both blocks carry the count of
+    sub-epochs they have been through: the task checks it equals ``step``,
+    marks the blocks as in training (-1), and advances the count when done;
+    otherwise it raises :class:`StaleBlockError` (the driver then restarts
+    the epoch from its checkpoint).
 
     Returns ``(user_block, item_block, stats)`` with ``stats = (loss sum,
     ordered, skipped, samples)``, plus, with ``record``, the block-local user
-    and item rows whose values the task changed.
+    rows and the global ids (from the item block itself) of the item rows
+    whose values the task changed.
     """
+    import numba
+
     from . import _kernels
     from .model import _PARALLEL_LOCK, _beyond_cache, _membership_bitmap, _numba_threads
 
     user_factors, user_step = user_block
-    item_factors, item_bias, item_step = item_block
+    item_factors, item_bias, item_ids, item_step = item_block
     if user_step[0] != step or item_step[0] != step:
         raise StaleBlockError(f"stratum {q} of sub-epoch step {step} was given blocks at steps "
-                              f"{int(user_step[0])} (users) and {int(item_step[0])} (items)")
-    offsets, local_indices, users = strata
-    lo, hi = int(offsets[q, 0]), int(offsets[q, -1])
-    indptr = offsets[q] - lo  # int64, as the model's CSR (as_user_items): the same compiled kernel serves both
-    indices = local_indices[lo:hi]
-    n_samples = hi - lo
+                              f"{int(user_step[0])} (users) and {int(item_step[0])} (items; -1: in training)")
+    user_step[0] = item_step[0] = -1
+    indptr, indices, user_of = stratum_csr(strata, q, user_factors.shape[0])
+    n_samples = indices.shape[0]
     chunks = _kernels.n_chunks(n_samples)
     out_loss = np.zeros(chunks)
     out_ordered = np.zeros(chunks, np.int64)
     out_skipped = np.zeros(chunks, np.int64)
     if record:
         before = (user_factors.copy(), item_factors.copy(), item_bias.copy())
+    threads = min(settings.threads, numba.config.NUMBA_NUM_THREADS)
     if n_samples:
         dtype = user_factors.dtype.type
         bitmap = _membership_bitmap(indptr, indices, item_factors.shape[0])
-        args = (user_factors, item_factors, item_bias, indptr, indices, users[lo:hi], n_samples, settings.user_run,
+        args = (user_factors, item_factors, item_bias, indptr, indices, user_of, n_samples, settings.user_run,
                 seed, stream, 0, chunks, dtype(settings.learning_rate), dtype(settings.reg_user),
                 dtype(settings.reg_positive), dtype(settings.reg_negative), dtype(settings.reg_bias),
                 settings.loss_code, settings.use_bias, settings.skip_liked, None, None, None, None,
                 out_loss, out_ordered, out_skipped, bitmap,
                 _beyond_cache(user_factors, item_factors, indices))
-        if settings.threads > 1:
-            with _numba_threads(settings.threads), _PARALLEL_LOCK:
+        if threads > 1:
+            with _numba_threads(threads), _PARALLEL_LOCK:
                 _kernels._epoch_parallel(*args)
         else:
             _kernels._epoch_serial(*args)
     user_step[0] = item_step[0] = step + 1
     stats = (float(out_loss.sum()), int(out_ordered.sum()), int(out_skipped.sum()), n_samples)
     if record:  # the rows whose values changed
-        stats += (np.flatnonzero((before[0] != user_factors).any(axis=1)),
-                  np.flatnonzero((before[1] != item_factors).any(axis=1) | (before[2] != item_bias)))
+        changed_items = (before[1] != item_factors).any(axis=1) | (before[2] != item_bias)
+        stats += (np.flatnonzero((before[0] != user_factors).any(axis=1)), item_ids[changed_items])
     return user_block, item_block, stats
 
 
-def split_item_block(item_block: tuple, n_items: int, n_blocks: int, seed: int,
-                     epoch: int, r: int) -> tuple:
-    """Cut block ``r`` of epoch ``epoch - 1``'s item layout into its pieces for each block of epoch ``epoch``.
+def shuffle_items(n_items: int, n_blocks: int, seed: int, epoch: int, *blocks) -> tuple:
+    """Epoch ``epoch``'s item blocks made from epoch ``epoch - 1``'s ``blocks``, one task for all of them.
 
-    Returns one ``(item ids, item rows, item biases)`` per new block, ids
-    ascending (see :func:`join_item_block`).
+    An all-to-all between workers would be ``P**2`` pieces, each a task for the scheduler
+    (``P = 64``: 4,096 of them per epoch); through one task the item factors cross the network
+    twice instead (in, then out to the worker of each block). Returns one :func:`new_block`
+    per new block, at step ``epoch * n_blocks``, rows in ascending id order.
     """
-    ids = item_blocks(n_items, n_blocks, seed, epoch - 1).block(r)
-    dest = item_blocks(n_items, n_blocks, seed, epoch).block_of[ids]
-    order = np.argsort(dest, kind="stable")
-    cuts = np.searchsorted(dest[order], np.arange(n_blocks + 1))
-    rows, bias = item_block[:2]
-    return tuple((ids[order[a:b]], rows[order[a:b]], bias[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:]))
-
-
-def join_item_block(step: int, *pieces) -> tuple:
-    """The item block (:func:`new_block` at ``step``) made of its pieces (:func:`split_item_block` of every old
-    block), rows in ascending id order."""
     from .model import _aligned_empty
 
-    ids = np.concatenate([p[0] for p in pieces])
-    order = np.argsort(ids, kind="stable")
-    first = pieces[0][1]
-    rows = _aligned_empty((ids.shape[0], first.shape[1]), first.dtype)
-    bias = _aligned_empty(ids.shape[0], first.dtype)
-    rows[...] = np.concatenate([p[1] for p in pieces])[order]
-    bias[...] = np.concatenate([p[2] for p in pieces])[order]
-    return new_block(rows, bias, step=step)
+    old, new = item_blocks(n_items, n_blocks, seed, epoch - 1), item_blocks(n_items, n_blocks, seed, epoch)
+    rows = np.empty((n_items, blocks[0][0].shape[1]), blocks[0][0].dtype)
+    bias = np.empty(n_items, blocks[0][1].dtype)
+    for r, block in enumerate(blocks):
+        if not np.array_equal(block[2], old.block(r)):
+            raise StaleBlockError(f"item block {r} does not hold epoch {epoch - 1}'s items")
+        rows[old.block(r)] = block[0]
+        bias[old.block(r)] = block[1]
+    out = []
+    for q in range(n_blocks):
+        ids = new.block(q)
+        block_rows = _aligned_empty((ids.shape[0], rows.shape[1]), rows.dtype)
+        block_bias = _aligned_empty(ids.shape[0], rows.dtype)
+        block_rows[...] = rows[ids]
+        block_bias[...] = bias[ids]
+        out.append(new_block(block_rows, block_bias, ids, step=epoch * n_blocks))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- hosted user blocks
+# A user block (its interactions, user factors, strata and pending statistics) lives on its
+# worker between tasks, in this process-wide table, rather than in the scheduler's futures:
+# a task that returned both the user block and the item block would need two more tasks to
+# split its result (getitem), which made the scheduler, not the kernels, the limit at 64 blocks.
+
+_HOSTED: dict = {}
+_HOSTED_LOCK = threading.Lock()
+
+
+#: Fits whose blocks were dropped: a ``host_block`` task still queued for one of them (the client
+#: gave up while placing the blocks) must not bring its block back.
+_FORGOTTEN: set = set()
+
+
+class HostedBlock:
+    """A user block kept on its worker: ``(indptr, indices)`` of its rows, factors, strata, statistics."""
+
+    def __init__(self, data: tuple, factors: np.ndarray, first_row: int, step: int) -> None:
+        self.data = data
+        self.first_row = first_row
+        self.block = new_block(factors, step=step)
+        self.strata = None
+        self.strata_epoch = -1
+        self.stats: list = []
+
+
+def host_block(fit: str, p: int, data: tuple, factors: np.ndarray, first_row: int, step: int) -> int:
+    """Keep user block ``p`` of fit ``fit`` (rows from ``first_row``) on this worker (a task); returns ``step``."""
+    from .model import _kernel_ready
+
+    factors = _kernel_ready(factors, factors.dtype)  # arrays that arrive over the network start anywhere
+    with _HOSTED_LOCK:
+        if fit in _FORGOTTEN:
+            raise StaleBlockError(f"fit {fit} was released")
+        _HOSTED[(fit, p)] = HostedBlock(data, factors, first_row, step)
+    return step
+
+
+def forget(fit: str) -> int:
+    """Drop every block of fit ``fit`` hosted here; returns how many."""
+    with _HOSTED_LOCK:
+        _FORGOTTEN.add(fit)
+        keys = [k for k in _HOSTED if k[0] == fit]
+        for k in keys:
+            del _HOSTED[k]
+    return len(keys)
+
+
+def _hosted(fit: str, p: int) -> HostedBlock:
+    try:
+        return _HOSTED[(fit, p)]
+    except KeyError:
+        raise StaleBlockError(f"user block {p} of fit {fit} is not on this worker (restarted since?)") from None
+
+
+def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: StratumSettings, seed: int,
+                 epoch: int, s: int, n_blocks: int, n_items: int, record: bool = False) -> tuple:
+    """Sub-epoch ``s`` of epoch ``epoch`` for hosted user block ``p``: stratum ``q`` (a task).
+
+    ``after`` is the result of the block's previous task, unused: it orders this task after
+    that one (it lives on this worker already, so nothing moves). Cuts the block into the
+    epoch's strata on its first sub-epoch, trains in place (:func:`train_stratum`), keeps the
+    statistics for :func:`report_hosted`, and returns the item block (the next task's input).
+    """
+    from .model import _kernel_ready
+
+    hosted = _hosted(fit, p)
+    rows, bias, ids, step = item_block
+    # A block received from another worker starts wherever its message put it; rows that straddle
+    # one more cache line than needed cost the kernel 6% (model._aligned_empty). A copy is V/P.
+    item_block = (_kernel_ready(rows, rows.dtype), _kernel_ready(bias, bias.dtype), ids, step)
+    if hosted.strata_epoch != epoch:
+        hosted.strata = None  # the old strata go before the new ones are built
+        hosted.strata = stratify(hosted.data, n_items, n_blocks, seed, epoch)
+        hosted.strata_epoch = epoch
+    # With one block the streams are the single-machine model's (epoch), so that P = 1 is that
+    # model bitwise; with more they live far above any epoch number a later partial_fit uses.
+    stream = epoch if n_blocks == 1 else STREAM_BASE + (epoch * n_blocks + s) * n_blocks + p
+    _, item_block, stats = train_stratum(hosted.block, item_block, hosted.strata, q, settings, seed, stream,
+                                         epoch * n_blocks + s, record)
+    if record:
+        stats = stats[:4] + (hosted.first_row + stats[4], stats[5])
+    hosted.stats.append(stats)
+    return item_block
+
+
+def report_hosted(fit: str, p: int, after, with_factors: bool) -> tuple:
+    """The statistics kept since the last report (and, with ``with_factors``, the block's factors)."""
+    hosted = _hosted(fit, p)
+    stats, hosted.stats = hosted.stats, []
+    return stats, (hosted.block[0] if with_factors else None)

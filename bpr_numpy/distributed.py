@@ -15,9 +15,11 @@ while the item-factor blocks travel from worker to worker (Gemulla et al.,
 KDD 2011; the blocks and the schedule are :mod:`bpr_numpy._strata`). No two
 strata running at the same time share a user or an item row: there is
 nothing to lock and nothing to average, and each stratum runs the very
-kernel of the single-machine model. With ``threads=1`` the result is bitwise
-the same whatever the number of workers, on Dask or in this process, and
-after a lost worker.
+kernel of the single-machine model. With ``threads=1`` and a given
+``n_blocks`` the result is bitwise the same whatever the number of workers,
+on Dask or in this process, and after a lost worker (on workers of one CPU
+type: numba compiles for the host, and may vectorise sums differently on
+another).
 
 Dask (``pip install bpr_numpy[distributed]``) is imported only by :func:`fit`
 with a client; ``client=None`` runs the same schedule on threads of this
@@ -26,10 +28,13 @@ process.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import operator
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,7 +42,7 @@ import numpy as np
 
 from . import _strata, sampling
 from ._validation import as_user_items
-from .model import BPR, EpochReport, _available_threads, _resolve_seed
+from .model import BPR, EpochReport, TrainingDivergedError, _available_threads, _resolve_seed
 from .objective import Regularization, loss_code
 
 #: Seconds to wait for at least one worker (at the start, and after a lost one).
@@ -45,6 +50,12 @@ WORKER_TIMEOUT = 300
 
 #: Hyperparameter values the stratified trainer supports (others raise ValueError).
 SUPPORTED = {"loss": ("bpr", "sigmoid"), "sampler": ("uniform", "uniform-skip"), "optimizer": ("sgd",)}
+
+
+def tasks_per_epoch(n_blocks: int) -> int:
+    """Tasks the scheduler runs per epoch with ``P = n_blocks``: ``P**2`` strata, the item shuffle and its
+    ``P`` hand-outs, ``P`` reports (see :class:`_Trainer`)."""
+    return n_blocks * n_blocks + 2 * n_blocks + 1
 
 
 @dataclass
@@ -60,9 +71,10 @@ class TrainingLog:
     restarts : int
         Epochs restarted from a checkpoint after a lost worker.
     item_bytes : list of int
-        Per epoch, bytes of item factors and biases sent from one worker to
-        another (the rotation between sub-epochs and the new item layout of
-        the epoch, ids included). The interactions and user factors stay put.
+        Per epoch, bytes of item factors, biases and ids sent from one worker
+        to another (in this process: that would be sent): the rotation between sub-epochs, and the epoch's new item
+        layout (all blocks to the first block's worker and back out). The
+        interactions and user factors stay put.
     checkpoint_bytes : list of int
         Per epoch, bytes gathered by the client into its checkpoint (0 for
         epochs without one).
@@ -158,24 +170,30 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         executor = _Dask(client)
     try:
         workers = executor.workers()
-        n_blocks = int(n_blocks or len(workers))
+        n_blocks = int(n_blocks or min(len(workers), *matrix.shape))
+        if n_blocks > min(matrix.shape):
+            raise ValueError(f"n_blocks={n_blocks} is more than the {matrix.shape[0]} users or "
+                             f"{matrix.shape[1]} items: every block needs at least one of each")
         model._seed = _resolve_seed(model.random_state)
         model._features = None
         model._init_factors(*matrix.shape)
         model._user_items = matrix
         model.distributed_log_ = TrainingLog(n_blocks, len(workers))
-        _Trainer(model, matrix, executor, n_blocks, int(checkpoint_every), int(max_restarts), _record).run(
-            int(epochs), callback, sys.stderr.isatty() if show_progress is None else show_progress)
+        trainer = _Trainer(model, matrix, executor, n_blocks, int(checkpoint_every), int(max_restarts), _record)
+        try:
+            trainer.run(int(epochs), callback, sys.stderr.isatty() if show_progress is None else show_progress)
+        finally:
+            trainer.release()
     finally:
         executor.close()
     return model
 
 
 class _Threads:
-    """Tasks on a pool of threads of this process; a task waits for the results it takes.
+    """Tasks on a pool of threads of this process, each started once the results it takes are ready.
 
-    Tasks are submitted in an order where each depends on earlier ones only,
-    so a FIFO pool always has the oldest unfinished task running: no deadlock.
+    A task never waits inside the pool: one blocked on its inputs would hold a thread while
+    the strata it waits for queue behind it (two threads then trained one stratum at a time).
     """
 
     lost: tuple = ()
@@ -193,52 +211,130 @@ class _Threads:
         return future
 
     def submit(self, fn, *args, worker):
-        def call():
-            return fn(*(a.result() if isinstance(a, concurrent.futures.Future) else a for a in args))
+        result = concurrent.futures.Future()
+        inputs = [a for a in args if isinstance(a, concurrent.futures.Future)]
+        waiting = [len(inputs)]
+        lock = threading.Lock()
 
-        return self._pool.submit(call)
+        def finish(done: concurrent.futures.Future) -> None:
+            if done.cancelled():
+                result.cancel()
+            elif done.exception() is not None:
+                result.set_exception(done.exception())
+            else:
+                result.set_result(done.result())
+
+        def launch() -> None:
+            try:
+                values = [a.result() if isinstance(a, concurrent.futures.Future) else a for a in args]
+                self._pool.submit(fn, *values).add_done_callback(finish)
+            except BaseException as error:  # an input failed or was cancelled, or the pool is shut down
+                result.set_exception(error)
+
+        def input_done(_) -> None:
+            with lock:
+                waiting[0] -= 1
+                ready = waiting[0] == 0
+            if ready:
+                launch()
+
+        if not inputs:
+            launch()
+        for a in inputs:
+            a.add_done_callback(input_done)
+        return result
 
     def gather(self, handles: list) -> list:
         return [h.result() for h in handles]
+
+    def assign(self, workers: list) -> None:
+        pass
+
+    def cancel(self, handles: list) -> None:
+        for h in handles:
+            h.cancel()
+
+    def run_everywhere(self, fn, *args) -> None:
+        fn(*args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class WorkerLostError(RuntimeError):
+    """A worker holding a user block left the cluster while its tasks were pending."""
+
+
 class _Dask:
-    """Tasks on a Dask cluster: each pinned (softly) to the worker that holds its user block."""
+    """Tasks on a Dask cluster, each pinned to the worker that hosts its user block."""
+
+    #: Seconds between two looks at the cluster while waiting for an epoch.
+    POLL = 1.0
 
     def __init__(self, client) -> None:
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
         self._client = client
-        # What a lost worker looks like from here: its scattered data and the futures that
-        # needed it are cancelled, its tasks failed too often, a transfer or a scatter to it
-        # broke (OSError: connection errors and timeouts), or a task found a block that had
-        # moved on (a result recomputed from inputs trained since).
-        self.lost = (concurrent.futures.CancelledError, KilledWorker, CommClosedError, OSError,
+        self._assigned: set = set()
+        # What a lost worker looks like from here: a worker we placed blocks on is gone (tasks
+        # pinned to it would wait forever), futures that needed its data are cancelled, its
+        # tasks failed too often, a transfer or a scatter to it broke (OSError: connection
+        # errors and timeouts), or a task found its block gone or moved on.
+        self.lost = (WorkerLostError, concurrent.futures.CancelledError, KilledWorker, CommClosedError, OSError,
                      _strata.StaleBlockError)
 
     def workers(self) -> list:
         self._client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
         return sorted(self._client.scheduler_info(n_workers=-1)["workers"])
 
+    def assign(self, workers: list) -> None:
+        self._assigned = set(workers)
+
     def put(self, value, worker):
         return self._client.scatter([value], workers=[worker], hash=False)[0]
 
     def submit(self, fn, *args, worker):
-        return self._client.submit(fn, *args, workers=[worker], allow_other_workers=True, pure=False)
+        # Pinned: the hosted block is on that worker only, and nothing may be stolen elsewhere.
+        return self._client.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False)
 
     def gather(self, handles: list) -> list:
+        from distributed import wait
+
+        while True:
+            try:
+                wait(handles, timeout=self.POLL)
+                break
+            except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
+                gone = self._assigned - set(self._client.scheduler_info(n_workers=-1)["workers"])
+                if gone:
+                    raise WorkerLostError(f"worker(s) {sorted(gone)} left the cluster") from None
         return self._client.gather(handles)
+
+    def cancel(self, handles: list) -> None:
+        try:
+            self._client.cancel(handles)
+        except Exception:  # the cluster may be gone
+            pass
+
+    def run_everywhere(self, fn, *args) -> None:
+        try:
+            self._client.run(fn, *args, on_error="ignore")
+        except Exception:  # the cluster may be gone: the workers' memory went with it
+            pass
 
     def close(self) -> None:
         pass  # the client is the caller's
 
 
 class _Trainer:
-    """The epochs of :func:`fit`: where the blocks are, the tasks of an epoch, checkpoints, restarts."""
+    """The epochs of :func:`fit`: where the blocks are, the tasks of an epoch, checkpoints, restarts.
+
+    Tasks per epoch: ``P**2`` strata (each returns its item block, the input of the next
+    stratum on the next worker), one shuffle of the item blocks into the epoch's layout and
+    ``P`` tasks to hand them out, and ``P`` reports (statistics; factors at checkpoints).
+    The user blocks stay on their workers (:func:`bpr_numpy._strata.host_block`).
+    """
 
     def __init__(self, model: BPR, matrix, executor, n_blocks: int, checkpoint_every: int, max_restarts: int,
                  record: list | None) -> None:
@@ -251,31 +347,44 @@ class _Trainer:
         self.record = record
         self.bounds = _strata.user_block_bounds(matrix.indptr, n_blocks)
         self.log = model.distributed_log_
-        dtype = model.user_factors.dtype
-        # Bytes of an item row on the move: factors, bias, and (between layouts) its id.
-        self.row_bytes = (model.factors + 1) * dtype.itemsize
+        self.fit_id = None
+        # Bytes of an item row on the move: its factors, bias and id.
+        self.row_bytes = (model.factors + 1) * model.user_factors.dtype.itemsize + 8
 
     # ---------------------------------------------------------------- placement
     def distribute(self) -> None:
         """Send the interactions, user blocks and the current epoch's item blocks from the client."""
-        model, matrix, P = self.model, self.matrix, self.n_blocks
-        workers = self.executor.workers()
+        model, matrix, P, ex = self.model, self.matrix, self.n_blocks, self.executor
+        self.release()
+        self.fit_id = uuid.uuid4().hex
+        workers = ex.workers()
         self.worker_of = [workers[p % len(workers)] for p in range(P)]
-        put = self.executor.put
-        self.data, self.users = [], []
+        ex.assign(self.worker_of)
+        self.after = []  # per user block: its last task, which the next one waits for
         for p in range(P):
             a, b = self.bounds[p], self.bounds[p + 1]
             indptr = matrix.indptr[a:b + 1].astype(np.int64) - matrix.indptr[a]
             indices = matrix.indices[matrix.indptr[a]:matrix.indptr[b]]
-            self.data.append(put((indptr, indices), self.worker_of[p]))
-            self.users.append(put(_strata.new_block(model.user_factors[a:b].copy(), step=self.step(0)),
-                                  self.worker_of[p]))
+            w = self.worker_of[p]
+            data, factors = ex.put((indptr, indices), w), ex.put(model.user_factors[a:b].copy(), w)
+            self.after.append(ex.submit(_strata.host_block, self.fit_id, p, data, factors, int(a), self.step(0),
+                                        worker=w))
         self.layout_epoch = model._epochs_done
         layout = self.layout(self.layout_epoch)
         # Sub-epoch 0 pairs user block q with item block q.
-        self.items = [put(_strata.new_block(model.item_factors[layout.block(q)], model.item_bias[layout.block(q)],
-                                            step=self.step(0)), self.worker_of[q]) for q in range(P)]
+        self.items = [ex.put(_strata.new_block(model.item_factors[layout.block(q)], model.item_bias[layout.block(q)],
+                                               layout.block(q), step=self.step(0)), self.worker_of[q])
+                      for q in range(P)]
         self.item_worker = list(self.worker_of)
+
+    def release(self) -> None:
+        """Drop the hosted blocks of the current placement, on every worker that still has them."""
+        if self.fit_id is not None:
+            # Cancelled first: a queued task must not run after the blocks are gone (host_block
+            # refuses a released fit in any case).
+            self.executor.cancel(self.after + self.items)
+            self.executor.run_everywhere(_strata.forget, self.fit_id)
+            self.fit_id = None
 
     def step(self, sub_epoch: int) -> int:
         """The count of sub-epochs the blocks have been through at ``sub_epoch`` of the current epoch."""
@@ -283,6 +392,9 @@ class _Trainer:
 
     def layout(self, epoch: int) -> _strata.ItemBlocks:
         return _strata.item_blocks(self.matrix.shape[1], self.n_blocks, self.model._seed, epoch)
+
+    def block_bytes(self, layout: _strata.ItemBlocks, q: int) -> int:
+        return int(layout.bounds[q + 1] - layout.bounds[q]) * self.row_bytes
 
     # ---------------------------------------------------------------- one epoch
     def settings(self) -> _strata.StratumSettings:
@@ -294,126 +406,129 @@ class _Trainer:
             reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.use_item_bias),
             bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
 
-    def regroup(self, epoch: int) -> int:
-        """Move the item rows from the previous epoch's layout to ``epoch``'s; returns bytes sent."""
-        P, submit, n_items, seed = self.n_blocks, self.executor.submit, self.matrix.shape[1], self.model._seed
-        pieces = [submit(_strata.split_item_block, self.items[r], n_items, P, seed, epoch, r,
-                         worker=self.item_worker[r]) for r in range(P)]
+    def shuffle(self, epoch: int) -> int:
+        """Move the item rows into ``epoch``'s layout (through one task); returns the bytes sent."""
+        P, ex, hub = self.n_blocks, self.executor, self.worker_of[0]
         old, new = self.layout(epoch - 1), self.layout(epoch)
-        moved = 0
-        for q in range(P):
-            parts = [submit(operator.getitem, pieces[r], q, worker=self.item_worker[r]) for r in range(P)]
-            self.items[q] = submit(_strata.join_item_block, self.step(0), *parts, worker=self.worker_of[q])
-            for r in range(P):
-                if self.item_worker[r] != self.worker_of[q]:
-                    count = int(np.count_nonzero(new.block_of[old.block(r)] == q))
-                    moved += count * (self.row_bytes + 8)
-        self.item_worker = list(self.worker_of)
+        moved = sum(self.block_bytes(old, r) for r in range(P) if self.item_worker[r] != hub)
+        blocks = ex.submit(_strata.shuffle_items, self.matrix.shape[1], P, self.model._seed, epoch, *self.items,
+                           worker=hub)
+        self.items = [ex.submit(operator.getitem, blocks, q, worker=hub) for q in range(P)]
+        moved += sum(self.block_bytes(new, q) for q in range(P) if self.worker_of[q] != hub)
+        self.item_worker = list(self.worker_of)  # where the first sub-epoch needs them
         return moved
 
-    def epoch(self) -> tuple[list, int, float]:
-        """Submit and run one epoch; returns ``(per-stratum stats, item bytes moved, seconds)``."""
+    def epoch(self, with_factors: bool) -> tuple[list, list, int, float]:
+        """Run one epoch; returns ``(per-stratum stats, user factor blocks or Nones, item bytes moved, seconds)``."""
         model, P, ex = self.model, self.n_blocks, self.executor
         epoch = model._epochs_done
         start = time.perf_counter()
-        moved = self.regroup(epoch) if self.layout_epoch != epoch else 0
+        moved = self.shuffle(epoch) if self.layout_epoch != epoch else 0
         self.layout_epoch = epoch
-        settings = self.settings()
-        n_items, seed = self.matrix.shape[1], model._seed
-        strata = [ex.submit(_strata.stratify, self.data[p], n_items, P, seed, epoch, worker=self.worker_of[p])
-                  for p in range(P)]
-        stats, where = [], []
+        layout = self.layout(epoch)
+        settings, n_items, seed = self.settings(), self.matrix.shape[1], model._seed
         for s, pairs in enumerate(_strata.schedule(P)):
             for p, q in pairs:
                 w = self.worker_of[p]
-                stream = (epoch * P + s) * P + p
-                out = ex.submit(_strata.train_stratum, self.users[p], self.items[q], strata[p], q, settings,
-                                seed, stream, self.step(s), self.record is not None, worker=w)
                 if self.item_worker[q] != w:
-                    moved += int(self.layout(epoch).bounds[q + 1] - self.layout(epoch).bounds[q]) * self.row_bytes
-                self.users[p] = ex.submit(operator.getitem, out, 0, worker=w)
-                self.items[q] = ex.submit(operator.getitem, out, 1, worker=w)
+                    moved += self.block_bytes(layout, q)
+                self.items[q] = self.after[p] = ex.submit(
+                    _strata.train_hosted, self.fit_id, p, self.items[q], self.after[p], q, settings, seed, epoch, s,
+                    P, n_items, self.record is not None, worker=w)
                 self.item_worker[q] = w
-                stats.append(ex.submit(operator.getitem, out, 2, worker=w))
-                where.append((s, p, q))
-        results = ex.gather(stats)
+        reports = ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], with_factors,
+                                       worker=self.worker_of[p]) for p in range(P)])
         seconds = time.perf_counter() - start
-        if self.record is not None:
-            layout = self.layout(epoch)
-            for (s, p, q), r in zip(where, results):
-                self.record.append((epoch, s, p, q, self.bounds[p] + r[4], layout.block(q)[r[5]]))
-        return results, moved, seconds
+        stats = [r for report in reports for r in report[0]]
+        if self.record is not None:  # rows as the tasks saw them (their own blocks' ids)
+            for p, (block_stats, _) in enumerate(reports):
+                for s, r in enumerate(block_stats):
+                    self.record.append((epoch, s, p, (p + s) % P, r[4], r[5]))
+        return stats, [r[1] for r in reports], moved, seconds
 
-    def checkpoint(self) -> int:
-        """Gather the factors into the model; returns the bytes gathered."""
-        model, P = self.model, self.n_blocks
-        users = self.executor.gather(self.users)
-        items = self.executor.gather(self.items)
-        layout = self.layout(self.layout_epoch)
+    def checkpoint(self, users: list) -> int:
+        """Put the factors into the model (``users``: each block's user factors, or Nones to fetch them).
+
+        New arrays are filled, then swapped in with the checkpoint's epoch (``saved``), so that an
+        interrupt never leaves the model half one epoch and half another.
+        """
+        from .model import _aligned_empty
+
+        model, P, ex = self.model, self.n_blocks, self.executor
+        if any(u is None for u in users):
+            users = [r[1] for r in ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True,
+                                                        worker=self.worker_of[p]) for p in range(P)])]
+        items = ex.gather(self.items)
+        fresh = [_aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_bias)]
         for p in range(P):
-            model.user_factors[self.bounds[p]:self.bounds[p + 1]] = users[p][0]
-        for q in range(P):
-            model.item_factors[layout.block(q)] = items[q][0]
-            model.item_bias[layout.block(q)] = items[q][1]
+            fresh[0][self.bounds[p]:self.bounds[p + 1]] = users[p]
+        for rows, bias, ids, _ in items:
+            fresh[1][ids] = rows
+            fresh[2][ids] = bias
+        model.user_factors, model.item_factors, model.item_bias = fresh
         model._item_norms = None
-        bad = next((k for k, a in enumerate((model.user_factors, model.item_factors, model.item_bias))
-                    if not np.isfinite(a).all()), -1)
+        self.saved = model._epochs_done
+        bad = next((k for k, a in enumerate(fresh) if not np.isfinite(a).all()), -1)
         model._check_finite(bad)
-        return sum(u[0].nbytes for u in users) + sum(i[0].nbytes + i[1].nbytes for i in items)
+        return sum(u.nbytes for u in users) + sum(i[0].nbytes + i[1].nbytes for i in items)
 
     # ---------------------------------------------------------------- the loop
     def run(self, epochs: int, callback, show_progress: bool) -> None:
         model, log = self.model, self.log
         target = model._epochs_done + epochs
-        saved = model._epochs_done  # the epoch the model's arrays (the checkpoint) hold
+        self.saved = model._epochs_done  # the epoch the model's arrays (the checkpoint) hold
         placed = False
-        while model._epochs_done < target:
-            try:
-                if not placed:
-                    self.distribute()
-                    placed = True
-                results, moved, seconds = self.epoch()
-                loss_sum = sum(r[0] for r in results)
-                due = (model._epochs_done + 1 - saved >= self.checkpoint_every
-                       or model._epochs_done + 1 == target or not np.isfinite(loss_sum))
-                model._epochs_done += 1
-                gathered = self.checkpoint() if due else 0
-            except self.executor.lost as error:
-                log.restarts += 1
-                if log.restarts > self.max_restarts:
-                    raise RuntimeError(f"distributed training lost workers {log.restarts} times (max_restarts="
-                                       f"{self.max_restarts}); the model holds epoch {saved}") from error
-                print(f"a worker was lost in epoch {model._epochs_done + 1} ({type(error).__name__}): "
-                      f"restarting from epoch {saved}, the last checkpoint", file=sys.stderr, flush=True)
-                self.rewind(saved)
-                placed = False
-                continue
-            except KeyboardInterrupt:
-                self.rewind(saved)
+        try:
+            while model._epochs_done < target:
+                try:
+                    if not placed:
+                        self.distribute()
+                        placed = True
+                    due = (model._epochs_done + 1 - self.saved >= self.checkpoint_every
+                           or model._epochs_done + 1 == target)
+                    results, users, moved, seconds = self.epoch(with_factors=due)
+                    loss_sum = sum(r[0] for r in results)
+                    model._epochs_done += 1
+                    gathered = self.checkpoint(users) if due or not np.isfinite(loss_sum) else 0
+                except self.executor.lost as error:
+                    log.restarts += 1
+                    if log.restarts > self.max_restarts:
+                        raise RuntimeError(f"distributed training lost workers {log.restarts} times (max_restarts="
+                                           f"{self.max_restarts}); the model holds epoch {self.saved}") from error
+                    print(f"a worker was lost in epoch {model._epochs_done + 1} ({type(error).__name__}): "
+                          f"restarting from epoch {self.saved}, the last checkpoint", file=sys.stderr, flush=True)
+                    self.rewind(self.saved)
+                    placed = False
+                    continue
+                samples = sum(r[3] for r in results)
+                skipped = sum(r[2] for r in results)
+                applied = samples - skipped
+                report = EpochReport(
+                    epoch=model._epochs_done,
+                    loss=loss_sum / applied if applied else float("nan"),
+                    ordered_fraction=sum(r[1] for r in results) / applied if applied else float("nan"),
+                    skipped=skipped, samples=samples, seconds=seconds,
+                    samples_per_second=samples / seconds if seconds > 0 else float("inf"))
+                model.history_.append(report)
+                log.item_bytes.append(moved)
+                log.checkpoint_bytes.append(gathered)
+                if show_progress:
+                    print(f"{report}  [{report.epoch}/{target}]", file=sys.stderr, flush=True)
+                if callback is not None and callback(report) is False:
+                    if self.saved != model._epochs_done:
+                        log.checkpoint_bytes[-1] += self.checkpoint([None] * self.n_blocks)
+                    break
+        except TrainingDivergedError:
+            raise  # the model holds the diverged epoch and says so, as a single-machine fit does
+        except BaseException as error:
+            # Anywhere else (a callback that raises, Ctrl-C, too many lost workers): the model
+            # holds the last checkpoint's factors; its epoch count and history follow them.
+            self.rewind(self.saved)
+            if isinstance(error, KeyboardInterrupt):
                 model.interrupted_ = True
-                print(f"interrupted: the model keeps the factors of epoch {saved} (the last checkpoint)",
+                print(f"interrupted: the model keeps the factors of epoch {self.saved} (the last checkpoint)",
                       file=sys.stderr, flush=True)
-                raise
-            if due:
-                saved = model._epochs_done
-            samples = sum(r[3] for r in results)
-            skipped = sum(r[2] for r in results)
-            applied = samples - skipped
-            report = EpochReport(
-                epoch=model._epochs_done,
-                loss=loss_sum / applied if applied else float("nan"),
-                ordered_fraction=sum(r[1] for r in results) / applied if applied else float("nan"),
-                skipped=skipped, samples=samples, seconds=seconds,
-                samples_per_second=samples / seconds if seconds > 0 else float("inf"))
-            model.history_.append(report)
-            log.item_bytes.append(moved)
-            log.checkpoint_bytes.append(gathered)
-            if show_progress:
-                print(f"{report}  [{report.epoch}/{target}]", file=sys.stderr, flush=True)
-            if callback is not None and callback(report) is False:
-                if saved != model._epochs_done:
-                    log.checkpoint_bytes[-1] += self.checkpoint()
-                break
+            raise
 
     def rewind(self, epoch: int) -> None:
         """Forget the epochs after the checkpoint of ``epoch`` (the model's arrays hold it)."""

@@ -77,41 +77,63 @@ def test_schedule_pairs_every_user_block_with_every_item_block_once_and_never_tw
 def test_strata_are_the_sub_matrices_over_block_local_ids(n_users, n_items, density, P, seed, epoch):
     m = _csr(n_users, n_items, density, seed)
     layout = _strata.item_blocks(n_items, P, seed, epoch)
-    offsets, local, users = _strata.stratify((m.indptr.astype(np.int64), m.indices), n_items, P, seed, epoch)
-    assert offsets.shape == (P, n_users + 1) and local.shape == users.shape == (m.nnz,)
+    strata = _strata.stratify((m.indptr.astype(np.int64), m.indices), n_items, P, seed, epoch)
+    assert strata[0].shape == (P + 1,) and strata[1].shape == strata[2].shape == (m.nnz,)
     for q in range(P):
-        lo, hi = offsets[q, 0], offsets[q, -1]
-        stratum = sp.csr_matrix((np.ones(hi - lo), local[lo:hi], offsets[q] - lo),
-                                shape=(n_users, layout.block(q).size))
+        indptr, indices, user_of = _strata.stratum_csr(strata, q, n_users)
+        stratum = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n_users, layout.block(q).size))
         expected = m[:, layout.block(q)]
         assert (stratum.astype(bool) != expected.astype(bool)).nnz == 0
         for r in range(n_users):  # rows sorted, as the kernels' membership tests need
-            assert np.all(np.diff(local[offsets[q, r]:offsets[q, r + 1]]) > 0)
-        assert np.array_equal(users[lo:hi], np.repeat(np.arange(n_users), np.diff(offsets[q])))
+            assert np.all(np.diff(indices[indptr[r]:indptr[r + 1]]) > 0)
+        assert np.array_equal(user_of, np.repeat(np.arange(n_users), np.diff(indptr)))
 
 
 @settings(max_examples=examples(40), deadline=None)
 @given(st.integers(1, 60), st.integers(1, 6), st.integers(0, 2**31), st.integers(1, 30))
-def test_item_blocks_regroup_into_the_next_layout_with_their_rows(n_items, P, seed, epoch):
+def test_item_blocks_shuffle_into_the_next_layout_with_their_rows(n_items, P, seed, epoch):
     V = np.random.default_rng(seed).normal(size=(n_items, 3)).astype(np.float32)
     b = np.arange(n_items, dtype=np.float32)
     old, new = _strata.item_blocks(n_items, P, seed, epoch - 1), _strata.item_blocks(n_items, P, seed, epoch)
-    blocks = [_strata.new_block(V[old.block(r)], b[old.block(r)], step=0) for r in range(P)]
-    pieces = [_strata.split_item_block(blocks[r], n_items, P, seed, epoch, r) for r in range(P)]
-    for q in range(P):
-        rows, bias, step = _strata.join_item_block(7, *(pieces[r][q] for r in range(P)))
+    blocks = [_strata.new_block(V[old.block(r)], b[old.block(r)], old.block(r), step=0) for r in range(P)]
+    shuffled = _strata.shuffle_items(n_items, P, seed, epoch, *blocks)
+    assert len(shuffled) == P
+    for q, (rows, bias, ids, step) in enumerate(shuffled):
+        assert np.array_equal(ids, new.block(q))
         assert np.array_equal(rows, V[new.block(q)]) and np.array_equal(bias, b[new.block(q)])
-        assert step[0] == 7 and rows.flags.c_contiguous
+        assert step[0] == epoch * P and rows.flags.c_contiguous
+
+
+def test_hosted_blocks_are_found_by_their_fit_and_forgotten():
+    m = _matrix(20, 30, 0.3, 0)
+    data = (m.indptr.astype(np.int64), m.indices)
+    settings_ = _strata.StratumSettings(4, 0.05, 0.01, 0.01, 0.01, 0.01, 0, True, False, 1)
+    rng = np.random.default_rng(0)
+    items = _strata.new_block(rng.normal(size=(30, 4)).astype(np.float32), np.zeros(30, np.float32),
+                              np.arange(30), step=0)
+    start = rng.normal(size=(20, 4)).astype(np.float32)
+    _strata.host_block("fit-a", 0, data, start.copy(), 0, 0)
+    items = _strata.train_hosted("fit-a", 0, items, None, 0, settings_, 0, 0, 0, 1, 30)
+    stats, factors = _strata.report_hosted("fit-a", 0, None, True)
+    assert len(stats) == 1 and stats[0][3] == m.nnz and not np.array_equal(factors, start)
+    assert _strata.report_hosted("fit-a", 0, None, False) == ([], None)  # reported once
+    with pytest.raises(_strata.StaleBlockError, match="not on this worker"):
+        _strata.train_hosted("fit-b", 0, items, None, 0, settings_, 0, 0, 1, 1, 30)
+    assert _strata.forget("fit-a") == 1 and _strata.forget("fit-a") == 0
+    with pytest.raises(_strata.StaleBlockError):
+        _strata.report_hosted("fit-a", 0, None, False)
+    with pytest.raises(_strata.StaleBlockError, match="released"):  # a host task that comes too late
+        _strata.host_block("fit-a", 0, data, start.copy(), 0, 0)
 
 
 def test_a_stratum_task_run_twice_on_the_same_blocks_refuses():
     m = _matrix(20, 30, 0.3, 0)
     strata = _strata.stratify((m.indptr.astype(np.int64), m.indices), 30, 1, 0, 0)
     users = _strata.new_block(np.zeros((20, 4), np.float32), step=5)
-    items = _strata.new_block(np.zeros((30, 4), np.float32), np.zeros(30, np.float32), step=5)
+    items = _strata.new_block(np.zeros((30, 4), np.float32), np.zeros(30, np.float32), np.arange(30), step=5)
     settings_ = _strata.StratumSettings(4, 0.05, 0.01, 0.01, 0.01, 0.01, 0, True, False, 1)
     _strata.train_stratum(users, items, strata, 0, settings_, 0, 0, 5)
-    assert users[1][0] == items[2][0] == 6
+    assert users[-1][0] == items[-1][0] == 6
     with pytest.raises(_strata.StaleBlockError, match="steps 6"):
         _strata.train_stratum(users, items, strata, 0, settings_, 0, 0, 5)
 
@@ -178,10 +200,60 @@ def test_the_fitted_model_is_a_plain_bpr():
     assert model.history_[-1].epoch == 3
 
 
+def test_a_callback_stopping_between_checkpoints_gets_the_factors_of_its_epoch():
+    m = _matrix(40, 50, 0.2, 8)
+    kwargs = dict(factors=4, random_state=5, n_blocks=2, threads=1)
+    ref = distributed.fit(None, m, epochs=3, **kwargs)
+    stopped = distributed.fit(None, m, epochs=10, checkpoint_every=5, callback=lambda r: r.epoch < 3, **kwargs)
+    assert len(stopped.history_) == 3 and stopped._epochs_done == 3
+    assert np.array_equal(ref.user_factors, stopped.user_factors)
+    assert np.array_equal(ref.item_factors, stopped.item_factors)
+
+
+def test_an_error_in_an_epoch_or_a_callback_leaves_the_last_checkpoint(monkeypatch):
+    m = _matrix(40, 50, 0.2, 9)
+    kwargs = dict(factors=4, random_state=5, threads=2)
+    ref = distributed.fit(None, m, epochs=2, n_blocks=2, **kwargs)
+
+    def fail_at_epoch_4(report):
+        if report.epoch == 4:
+            raise RuntimeError("callback failed")
+
+    model = BPR(**kwargs)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        distributed.fit(None, m, n_blocks=2, epochs=10, checkpoint_every=2, callback=fail_at_epoch_4,
+                        model=model)
+    assert model._epochs_done == 4 and len(model.history_) == 4  # epoch 4 was a checkpoint
+    model = BPR(**kwargs)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        distributed.fit(None, m, n_blocks=2, epochs=10, checkpoint_every=3, callback=fail_at_epoch_4,
+                        model=model)
+    assert model._epochs_done == 3 and [r.epoch for r in model.history_] == [1, 2, 3]
+
+    train = _strata.train_hosted
+    calls = []
+
+    def failing_task(*args, **kw):  # the 7th stratum (epoch 2) fails: no hang, the error comes out
+        calls.append(1)
+        if len(calls) == 7:
+            raise ValueError("task failed")
+        return train(*args, **kw)
+
+    monkeypatch.setattr(_strata, "train_hosted", failing_task)
+    model = BPR(**kwargs)
+    with pytest.raises(ValueError, match="task failed"):
+        distributed.fit(None, m, n_blocks=2, epochs=5, model=model)
+    assert model._epochs_done == 1 and len(model.history_) == 1
+    partial = distributed.fit(None, m, n_blocks=2, epochs=1, **kwargs)
+    assert np.array_equal(model.user_factors, partial.user_factors)
+    assert ref.history_[0].loss == model.history_[0].loss
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(optimizer="adam"), "optimizer"), (dict(sampler="dns"), "sampler"), (dict(loss="warp"), "loss"),
     (dict(n_blocks=0), "n_blocks"), (dict(checkpoint_every=0), "checkpoint_every"),
     (dict(max_restarts=-1), "max_restarts"), (dict(epochs=-1), "epochs"), (dict(factors=0), "factors"),
+    (dict(n_blocks=6), "at least one of each"),
 ])
 def test_unsupported_or_bad_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
