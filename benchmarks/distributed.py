@@ -108,15 +108,19 @@ def _machine() -> str:
 
 
 def _scheduler_cost(client) -> dict:
-    """Seconds per task of an epoch whose kernels do nothing worth timing (10,000 pairs)."""
+    """Epoch seconds of a fit whose kernels take no time worth counting (10,000 pairs), per P.
+
+    ``project`` fits ``seconds = fixed + per_task * tasks`` to these: the per-epoch round trips,
+    and the cost of each task to the scheduler, the worker and the client together.
+    """
     rng = np.random.default_rng(0)
     tiny = sp.random(2000, 1000, density=0.005, format="csr", random_state=rng)
     out = {}
-    for P in (2, 4, 8):
+    for P in (2, 4, 8, 16):
         clock = _EpochClock()
         distributed.fit(client, tiny, n_blocks=P, epochs=6, factors=8, threads=1, checkpoint_every=100,
                         callback=clock)
-        out[P] = clock.steady() / distributed.tasks_per_epoch(P)
+        out[P] = (distributed.tasks_per_epoch(P), clock.steady())
     return out
 
 
@@ -190,8 +194,8 @@ def cmd_speed(args) -> None:
         if log:
             summary["logs"][name] = {"item_bytes": log.item_bytes, "checkpoint_bytes": log.checkpoint_bytes}
     cost = _scheduler_cost(clients[2])
-    print("\nscheduler cost per task (2 workers, tiny strata): "
-          + ", ".join(f"P={P}: {c * 1e3:.2f} ms" for P, c in cost.items()))
+    print("\nepochs of a tiny matrix (2 workers): "
+          + ", ".join(f"P={P}: {tasks} tasks in {sec * 1e3:.0f} ms" for P, (tasks, sec) in cost.items()))
     imbalance = {P: _imbalance(m, P) for P in (2, 4, 16, 64)}
     print("sub-epoch load imbalance on this data (largest stratum / mean): "
           + ", ".join(f"P={P}: {v:.3f}" for P, v in imbalance.items()))
@@ -207,31 +211,36 @@ def cmd_speed(args) -> None:
 def cmd_project(args) -> None:
     s = json.loads(Path(args.speed_json).read_text())
     per_worker = statistics.median(s["rates"]["Dask 2 workers, P=2"]) / 2
-    task = float(np.median(list(s["scheduler_cost"].values())))
+    # Two threads per worker: the single-machine kernel's measured speed-up from one thread to two.
+    two_threads = statistics.median(a / b for a, b in zip(s["rates"]["BPR threads=2"], s["rates"]["BPR threads=1"]))
+    tasks, seconds = np.array(list(s["scheduler_cost"].values()), dtype=float).T
+    per_task, fixed = np.polyfit(tasks, seconds, 1)
     nnz, n_users, n_items, k, bandwidth = 1e9, 20e6, 1e6, 64, 1.25e9
     item_bytes = n_items * (k + 1) * 4
     user_bytes = n_users * k * 4
     print(f"Assumptions: {nnz:.0e} interactions, {n_users:.0e} users, {n_items:.0e} items, {k} float32 factors "
-          f"(item factors {item_bytes / 2**20:.0f} MiB, user factors {user_bytes / 2**30:.1f} GiB); one core per "
-          f"worker at the measured {per_worker / 1e6:.2f} M samples/s (2-worker LocalCluster, 20M pairs); "
-          f"{bandwidth * 8 / 1e9:.0f} Gbit/s per worker, transfers not overlapped with compute; the scheduler's "
-          f"measured {task * 1e3:.2f} ms per task ({distributed.tasks_per_epoch(2)} to "
-          f"{distributed.tasks_per_epoch(64)} tasks per epoch for P = 2 to 64), tasks run one after another "
-          f"in the scheduler; P = workers.")
-    print("| workers | compute s | imbalance | item transfer s | scheduler s | epoch s | checkpoint s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for W in (16, 64):
+          f"(item factors {item_bytes / 2**20:.0f} MiB, user factors {user_bytes / 2**30:.1f} GiB); a worker's "
+          f"stratum speed as measured here at 20M pairs ({per_worker / 1e6:.2f} M samples/s a core in the 2-worker "
+          f"LocalCluster; x{two_threads:.2f} with two threads, the single-machine kernel's measured gain); "
+          f"{bandwidth * 8 / 1e9:.0f} Gbit/s per worker, transfers not overlapped with compute; per epoch "
+          f"{fixed * 1e3:.0f} ms + {per_task * 1e3:.2f} ms per task (fitted to the tiny-matrix epochs: "
+          f"{distributed.tasks_per_epoch(16)} tasks at P = 16, {distributed.tasks_per_epoch(64)} at P = 64); "
+          f"P = workers; load imbalance of a sub-epoch as measured on the synthetic set at that P.")
+    print("| workers x threads | compute s | imbalance | item transfer s | scheduling s | epoch s | "
+          "checkpoint s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for W, threads in ((16, 1), (16, 2), (64, 1)):
         P = W
         imbalance = s["imbalance"].get(str(P), s["imbalance"].get(P))
-        compute = nnz / W / per_worker
+        compute = nnz / W / (per_worker * (two_threads if threads == 2 else 1))
         # Rotation: each worker sends and receives one block per sub-epoch (about V per epoch, all
         # workers at once); the shuffle: all of V into the first worker and back out (2V, one link).
         transfer = item_bytes * (P - 1) / P / bandwidth + 2 * item_bytes / bandwidth
-        scheduler = distributed.tasks_per_epoch(P) * task
-        epoch = compute * imbalance + transfer + scheduler
+        scheduling = fixed + distributed.tasks_per_epoch(P) * per_task
+        epoch = compute * imbalance + transfer + scheduling
         checkpoint = (item_bytes + user_bytes) / bandwidth
-        print(f"| {W} | {compute:.1f} | {imbalance:.2f} | {transfer:.2f} | {scheduler:.1f} | {epoch:.1f} | "
-              f"{checkpoint:.1f} |")
+        print(f"| {W} x {threads} | {compute:.1f} | {imbalance:.2f} | {transfer:.2f} | {scheduling:.1f} | "
+              f"{epoch:.1f} | {checkpoint:.1f} |")
 
 
 def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch) -> None:
