@@ -83,7 +83,8 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
+    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
 from _common import cpu_model  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"

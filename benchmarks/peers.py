@@ -63,7 +63,8 @@ import numpy as np
 import scipy.sparse as sp
 
 # The scripts share helpers in this folder; the smoke test loads this file by path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
+    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
 from _common import cpu_model  # noqa: E402
 
 INSTALL_HINT = "pip install -e .[bench]"

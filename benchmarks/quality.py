@@ -52,7 +52,8 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
+    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
 from movielens import (DEFAULT_DATA, Row, Trial, _cell, machine_line, measure, quality,  # noqa: E402
                        replace_section, run_trial)
 
