@@ -917,11 +917,12 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     env.pop("HYPOTHESIS_PROFILE", None)
     subset = ("fuzzed or corrupt or boundscheck_mode or int64_indptr_with or "
               "model_files_fuzzed or data_files_fuzzed or kernel_steps_replay or an_epoch_applies or "
-              "(run_prefetching and serial)")
+              "(run_prefetching and serial) or sub_matrices or shuffle_into or disjoint_rows")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-x", "-k", subset,
          str(REPO / "tests" / "test_fuzz.py"), str(REPO / "tests" / "test_files.py"),
-         str(REPO / "tests" / "test_hybrid.py"), str(REPO / "tests" / "test_kernels.py")],
+         str(REPO / "tests" / "test_hybrid.py"), str(REPO / "tests" / "test_kernels.py"),
+         str(REPO / "tests" / "test_strata.py")],
         capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
@@ -930,4 +931,6 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     assert "PASSED tests/test_hybrid.py::test_an_epoch_applies_the_plain_samplers_triplets_in_order" in result.stdout, tail
     prefetching = "test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]"
     assert f"PASSED tests/test_kernels.py::{prefetching}" in result.stdout, tail
+    assert "PASSED tests/test_strata.py::test_strata_are_the_sub_matrices_over_block_local_ids" in result.stdout, tail
+    assert "PASSED tests/test_strata.py::test_strata_change_disjoint_rows_within_their_blocks" in result.stdout, tail
     assert (tmp_path / "plain-cache" / "boundscheck").is_dir()  # compiled into a cache of its own
