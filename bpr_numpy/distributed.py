@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _strata, sampling
 from ._validation import as_user_items
-from .model import BPR, EpochReport, TrainingDivergedError, _available_threads, _resolve_seed
+from .model import BPR, EpochReport, TrainingDivergedError, _available_threads, _check_epochs, _resolve_seed
 from .objective import Regularization, loss_code
 
 #: Seconds to wait for at least one worker (at the start, and after a lost one).
@@ -161,8 +161,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     epochs = model.epochs if epochs is None else epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    _check_epochs(epochs)
     matrix = as_user_items(user_items)
     if client is None:
         executor = _Threads(model.threads or _available_threads())
