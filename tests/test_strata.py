@@ -190,12 +190,16 @@ def test_results_do_not_depend_on_threads_or_checkpoints():
     assert log.n_blocks == 4 and len(log.item_bytes) == 5
 
 
-def test_the_fitted_model_is_a_plain_bpr():
+def test_the_fitted_model_is_a_plain_bpr(tmp_path):
     m = _matrix(30, 40, 0.2, 6)
     model = distributed.fit(None, m, n_blocks=2, factors=4, epochs=2, random_state=0)
     assert isinstance(model, BPR) and model.is_fitted and model.user_items is not None
     items, scores = model.recommend(np.arange(30), n=5)
     assert items.shape == scores.shape == (30, 5)
+    model.save(tmp_path / "model.npz")
+    loaded = BPR.load(tmp_path / "model.npz")
+    assert np.array_equal(loaded.user_factors, model.user_factors)
+    assert np.array_equal(loaded.recommend(np.arange(30), n=5)[0], items)
     model.partial_fit(m, epochs=1)  # continues on one machine
     assert model.history_[-1].epoch == 3
 
