@@ -59,7 +59,6 @@ from _common import cpu_model  # noqa: E402
 
 from bpr_numpy import BPR, _strata, distributed, metrics  # noqa: E402
 from bpr_numpy.model import _resolve_seed  # noqa: E402
-from bpr_numpy.objective import Regularization, loss_code  # noqa: E402
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -248,7 +247,6 @@ def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch)
     model = BPR(threads=1, random_state=seed)
     model._seed = _resolve_seed(seed)
     model._init_factors(*train.shape)
-    reg = Regularization.coerce(model.regularization)
     bounds = _strata.user_block_bounds(train.indptr, P)
     identity = (np.zeros(train.shape[1], np.int32), np.arange(train.shape[1], dtype=np.int32))
     shards = []
@@ -258,8 +256,8 @@ def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch)
         indices = train.indices[train.indptr[a]:train.indptr[b]]
         shards.append(_strata.split_strata(indptr, indices, *identity, 1))  # one stratum, global item ids
     for e in range(epochs):
-        settings = _strata.StratumSettings(model.user_run, model.learning_rate, reg.user, reg.positive,
-                                           reg.negative, reg.bias, loss_code(model.loss), True, False, 1)
+        model._epochs_done = e
+        settings = distributed.stratum_settings(model, 1)
         V_sum = np.zeros_like(model.item_factors)
         b_sum = np.zeros_like(model.item_bias)
         for p in range(P):

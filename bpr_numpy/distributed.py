@@ -58,6 +58,15 @@ def tasks_per_epoch(n_blocks: int) -> int:
     return n_blocks * n_blocks + 2 * n_blocks + 1
 
 
+def stratum_settings(model: BPR, threads: int) -> _strata.StratumSettings:
+    """What a stratum task of ``model``'s current epoch needs: its hyperparameters, the epoch's learning rate."""
+    reg = Regularization.coerce(model.regularization)
+    return _strata.StratumSettings(
+        int(model.user_run), float(model.learning_rate * model.learning_rate_decay ** model._epochs_done),
+        reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.use_item_bias),
+        bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
+
+
 @dataclass
 class TrainingLog:
     """What a distributed fit did besides training, kept on the model as ``distributed_log_``.
@@ -396,15 +405,6 @@ class _Trainer:
         return int(layout.bounds[q + 1] - layout.bounds[q]) * self.row_bytes
 
     # ---------------------------------------------------------------- one epoch
-    def settings(self) -> _strata.StratumSettings:
-        model = self.model
-        reg = Regularization.coerce(model.regularization)
-        threads = 1 if isinstance(self.executor, _Threads) else (model.threads or 1)
-        return _strata.StratumSettings(
-            int(model.user_run), float(model.learning_rate * model.learning_rate_decay ** model._epochs_done),
-            reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.use_item_bias),
-            bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
-
     def shuffle(self, epoch: int) -> int:
         """Move the item rows into ``epoch``'s layout (through one task); returns the bytes sent."""
         P, ex, hub = self.n_blocks, self.executor, self.worker_of[0]
@@ -425,7 +425,8 @@ class _Trainer:
         moved = self.shuffle(epoch) if self.layout_epoch != epoch else 0
         self.layout_epoch = epoch
         layout = self.layout(epoch)
-        settings, n_items, seed = self.settings(), self.matrix.shape[1], model._seed
+        threads = 1 if isinstance(self.executor, _Threads) else (model.threads or 1)
+        settings, n_items, seed = stratum_settings(model, threads), self.matrix.shape[1], model._seed
         for s, pairs in enumerate(_strata.schedule(P)):
             for p, q in pairs:
                 w = self.worker_of[p]
