@@ -63,8 +63,9 @@ import os
 
 # One core only (another process may be timing kernels on the other): the evaluation's matrix
 # products would otherwise use every core through BLAS. Must precede the numpy import.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402

@@ -561,7 +561,10 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
     array) receives ``(u, i, j, weight)`` of sample ``t`` in row ``trace_row
     + t``; ``xs`` (None or an array) receives ``x_uij`` before each step (NaN
     where skipped). ``j = -1`` skips a sample (counted), ``j = -2`` is WARP's
-    "no violation found" (no step, counted as ordered).
+    "no violation found" (no step, counted as ordered). Every applied
+    triplet has ``i != j``, as :func:`bpr_numpy.objective.sgd_step` requires
+    (epochs draw non-positives): Adam's step counts of u, i and j advance
+    before their corrections are taken, which relies on it.
 
     The SGD step is written out in this loop, not called: an inlined helper
     that takes the factor arrays costs four reference-count increments and

@@ -74,13 +74,17 @@ def test_p1_parts_match_a_pair_by_pair_count(ceiling, seed, ties, n_users, n_ite
 
 
 def test_p1_parts_skip_users_whose_row_is_all_test_positives(ceiling):
-    kind, train, test, rated, scores = _problem(3, 4, 6)
-    kind[0] = 2
-    test = sp.csr_matrix((kind == 2).astype(np.float64))
+    # user 0: every item a test positive (AUC undefined, not averaged); user 1: one test positive
+    # scored below one train positive and above the rest.
+    kind = np.array([[2, 2, 2, 2], [0, 1, 2, 3]])
+    scores = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 5.0, 1.0, 2.0]])
     train = sp.csr_matrix((kind == 1).astype(np.float64))
+    test = sp.csr_matrix((kind == 2).astype(np.float64))
     rated = sp.csr_matrix(((kind == 2) | (kind == 3)).astype(np.float64))
     got = ceiling.p1_parts(lambda users: scores[users], train, test, rated)
     assert got["p1"] == pytest.approx(metrics.full_auc(lambda users: scores[users], train, test), abs=1e-12)
+    assert got == pytest.approx({"train": 1 / 3, "rated_below_4": 1 / 3, "other": 0.0, "p1": 1 / 3,
+                                 "chance": 1 - 1 / 6 - 1 / 3, "train_share": 1 / 3})
 
 
 @settings(max_examples=25, deadline=None)
@@ -104,11 +108,12 @@ def test_ease_solves_its_constrained_ridge_problem(ceiling, seed, penalty):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), alpha=st.sampled_from([0.5, 1.0, 1.5]), beta=st.sampled_from([0.0, 0.5]))
-def test_rp3beta_is_the_three_step_walk(ceiling, seed, alpha, beta):
+@given(seed=st.integers(0, 2**32 - 1), alpha=st.sampled_from([0.5, 1.0, 1.5]), beta=st.sampled_from([0.0, 0.5]),
+       top_k=st.sampled_from([None, 1, 2, 5]))
+def test_rp3beta_is_the_three_step_walk(ceiling, seed, alpha, beta, top_k):
     rng = np.random.default_rng(seed)
     x = _matrix(rng, 8, 5, 0.5).toarray()
-    got = ceiling.rp3beta_scores(sp.csr_matrix(x), alpha, beta)
+    got = ceiling.rp3beta_scores(sp.csr_matrix(x), alpha, beta, top_k)
     n_users, n_items = x.shape
     deg_u = np.maximum(x.sum(1), 1)
     deg_i = np.maximum(x.sum(0), 1)
@@ -119,6 +124,10 @@ def test_rp3beta_is_the_three_step_walk(ceiling, seed, alpha, beta):
                 continue
             walk = sum((x[v, i] / deg_i[i]) ** alpha * (x[v, j] / deg_u[v]) ** alpha for v in range(n_users))
             w[i, j] = walk / deg_i[j] ** beta
+    if top_k is not None:  # each target item (column) keeps its top_k sources, lower index first on ties
+        for j in range(n_items):
+            ranked = sorted(range(n_items), key=lambda i: (-w[i, j], i))
+            w[ranked[top_k:], j] = 0.0
     np.testing.assert_allclose(got, x @ w, atol=1e-12)
 
 
