@@ -200,7 +200,8 @@ class Adapter:
     def skip_message(self, reason: str) -> str:
         """The one line printed when the library is skipped."""
         pkg = f" (package {self.package})" if self.package != self.name else ""
-        return f"skipping {self.name}: cannot import {self.module}{pkg} ({reason}); install the peers with `{INSTALL_HINT}`"
+        return (f"skipping {self.name}: cannot import {self.module}{pkg} ({reason}); "
+                f"install the peers with `{INSTALL_HINT}`")
 
     def version(self) -> str:
         """Version string of the library."""
@@ -1423,7 +1424,8 @@ class RecommendRunner:
             self.theirs.item_factors = np.ascontiguousarray(np.hstack([f.item_factors, f.item_bias[:, None]]))
             self.liked_rows = sp.csr_matrix(csr)[self.users]
 
-    def run(self, library: str, threads: int, n: int, users: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    def run(self, library: str, threads: int, n: int,
+            users: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
         """Top-n for ``users`` (default all): (items, wall s, CPU s); BLAS held to ``threads``."""
         from threadpoolctl import threadpool_limits
 
