@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _draw_run_starts, \
-    _fetch_add, _pair_loss_and_slope, _stream_seed, _tally, _FASTMATH
+    _fetch_add, _pair_loss_and_slope, _stream_seed, _FASTMATH
 
 
 @njit(cache=True, inline="always")
@@ -68,100 +68,64 @@ def _step_bias(theta, row, g, code, lr, first, second, c1, c2):
 
 
 @njit(cache=True, inline="always")
-def _hybrid_apply_batch(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, bu, bi, bj, n, lr, reg_u, reg_i, reg_j, reg_b,
-                        loss_code, use_bias, w, hi, hj, opt, xs):
-    """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order: :func:`bpr_numpy.objective.hybrid_sgd_step` each.
-
-    Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped)``; ``j < 0`` skips a
-    sample (counted; ``xs[t]`` NaN). ``xs`` (None or an array) receives ``x_uij``
-    before each step. ``w``, ``hi``, ``hj`` are float64 scratch rows.
+def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, reg_u, reg_i, reg_j, reg_b,
+                   loss_code, use_bias, w, hi, hj, opt):
+    """One step of :func:`bpr_numpy.objective.hybrid_sgd_step`; returns ``(x, linear, factor)``.
 
     Gradients are taken at the old values: the representations are built
     first, and each feature row's gradient uses only them and the row's own
     old value, so the order of the row updates does not matter. The item
     features of i and j are merged (both rows are sorted), so a feature of
-    both items gets one step with both terms. The step is written in this
-    loop, the optimiser's tuple unpacked once per batch, for the reason
-    :func:`bpr_numpy._kernels._apply_batch` gives (reference counts per sample).
+    both items gets one step with both terms.
     """
     code, mU, mV, mb, vU, vV, vb, tU, tV = opt
+    _represent(w, E, xptr, xidx, xval, u)
+    _represent(hi, Fm, yptr, yidx, yval, i)
+    _represent(hj, Fm, yptr, yidx, yval, j)
+    x = 0.0
+    for k in range(w.shape[0]):
+        x += w[k] * (hi[k] - hj[k])
+    if use_bias:
+        x += _represent_bias(c, yptr, yidx, yval, i) - _represent_bias(c, yptr, yidx, yval, j)
+    linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
     lr = np.float64(lr)
-    loss_sum = 0.0
-    product = 1.0
-    ordered = 0
-    skipped = 0
-    for t in range(n):
-        if bj[t] < 0:
-            skipped += 1
-            if xs is not None:
-                xs[t] = np.nan
-            continue
-        u = bu[t]
-        i = bi[t]
-        j = bj[t]
-        _represent(w, E, xptr, xidx, xval, u)
-        _represent(hi, Fm, yptr, yidx, yval, i)
-        _represent(hj, Fm, yptr, yidx, yval, j)
-        x = 0.0
+    c1 = c2 = 1.0
+    for p in range(xptr[u], xptr[u + 1]):
+        f = xidx[p]
+        coef = np.float64(xval[p]) * slope
+        if code == 2:
+            c1, c2 = _adam_corrections(tU, f)
         for k in range(w.shape[0]):
-            x += w[k] * (hi[k] - hj[k])
+            _step(E, f, k, coef * (hi[k] - hj[k]) + reg_u * np.float64(E[f, k]), code, lr, mU, vU, c1, c2)
+    pa, ea = yptr[i], yptr[i + 1]
+    pb, eb = yptr[j], yptr[j + 1]
+    while pa < ea or pb < eb:
+        ga = yidx[pa] if pa < ea else -1
+        gb = yidx[pb] if pb < eb else -1
+        coef = 0.0
+        regc = 0.0
+        touches = 0.0
+        if gb < 0 or (ga >= 0 and ga <= gb):
+            g = ga
+            coef += np.float64(yval[pa])
+            regc += reg_i
+            touches += 1.0
+            pa += 1
+        else:
+            g = gb
+        if pb < eb and yidx[pb] == g:
+            coef -= np.float64(yval[pb])
+            regc += reg_j
+            touches += 1.0
+            pb += 1
+        if code == 2:
+            c1, c2 = _adam_corrections(tV, g)
+        coef *= slope
+        for k in range(w.shape[0]):
+            _step(Fm, g, k, coef * w[k] + regc * np.float64(Fm[g, k]), code, lr, mV, vV, c1, c2)
         if use_bias:
-            x += _represent_bias(c, yptr, yidx, yval, i) - _represent_bias(c, yptr, yidx, yval, j)
-        linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
-        c1 = c2 = 1.0
-        for p in range(xptr[u], xptr[u + 1]):
-            f = xidx[p]
-            coef = np.float64(xval[p]) * slope
-            if code == 0:
-                for k in range(w.shape[0]):
-                    old = np.float64(E[f, k])
-                    E[f, k] = old - lr * (coef * (hi[k] - hj[k]) + reg_u * old)
-                continue
-            if code == 2:
-                c1, c2 = _adam_corrections(tU, f)
-            for k in range(w.shape[0]):
-                _step(E, f, k, coef * (hi[k] - hj[k]) + reg_u * np.float64(E[f, k]), code, lr, mU, vU, c1, c2)
-        pa, ea = yptr[i], yptr[i + 1]
-        pb, eb = yptr[j], yptr[j + 1]
-        while pa < ea or pb < eb:
-            ga = yidx[pa] if pa < ea else -1
-            gb = yidx[pb] if pb < eb else -1
-            coef = 0.0
-            regc = 0.0
-            touches = 0.0
-            if gb < 0 or (ga >= 0 and ga <= gb):
-                g = ga
-                coef += np.float64(yval[pa])
-                regc += reg_i
-                touches += 1.0
-                pa += 1
-            else:
-                g = gb
-            if pb < eb and yidx[pb] == g:
-                coef -= np.float64(yval[pb])
-                regc += reg_j
-                touches += 1.0
-                pb += 1
-            coef *= slope
-            if code == 0:
-                for k in range(w.shape[0]):
-                    old = np.float64(Fm[g, k])
-                    Fm[g, k] = old - lr * (coef * w[k] + regc * old)
-                if use_bias:
-                    old = np.float64(c[g])
-                    c[g] = old - lr * (coef + reg_b * touches * old)
-                continue
-            if code == 2:
-                c1, c2 = _adam_corrections(tV, g)
-            for k in range(w.shape[0]):
-                _step(Fm, g, k, coef * w[k] + regc * np.float64(Fm[g, k]), code, lr, mV, vV, c1, c2)
-            if use_bias:
-                _step_bias(c, g, coef + reg_b * touches * np.float64(c[g]), code, lr, mb, vb, c1, c2)
-        if xs is not None:
-            xs[t] = x
-        loss_sum, product, ordered = _tally(loss_sum, product, ordered, x, linear, factor)
-    # Each factor is in [1, 2]: BATCH of them stay far from overflow.
-    return loss_sum + np.log(product), ordered, skipped
+            _step_bias(c, g, coef + reg_b * touches * np.float64(c[g]), code, lr, mb, vb, c1, c2)
+    return x, linear, factor
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -186,6 +150,7 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     hi = np.empty(E.shape[1])
     hj = np.empty(E.shape[1])
     loss_sum = 0.0
+    product = 1.0
     ordered = 0
     skipped = 0
     pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], n_samples, user_run)
@@ -194,12 +159,18 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
         pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
                                            bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity, None,
                                            starts, start // BATCH)
-        batch_loss, batch_ordered, batch_skipped = _hybrid_apply_batch(
-            E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, bu, bi, bj, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code,
-            use_bias, w, hi, hj, opt, None)
-        loss_sum += batch_loss
-        ordered += batch_ordered
-        skipped += batch_skipped
+        for t in range(n):
+            if bj[t] < 0:
+                skipped += 1
+                continue
+            x, linear, factor = _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, bu[t], bi[t], bj[t],
+                                               lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, w, hi, hj, opt)
+            loss_sum += linear
+            product *= factor
+            if x > 0.0:
+                ordered += 1
+        loss_sum += np.log(product)
+        product = 1.0
     return loss_sum, ordered, skipped
 
 
@@ -232,17 +203,13 @@ def _hybrid_epoch_parallel(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr,
 @njit(cache=True, fastmath=_FASTMATH)
 def _hybrid_apply_triplets(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, users, positives, negatives, lr, reg_u,
                            reg_i, reg_j, reg_b, loss_code, use_bias, opt):
-    """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step.
-
-    Negatives below 0 are skipped (NaN in the result), as in an epoch.
-    """
+    """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step."""
     xs = np.empty(users.shape[0])
     w = np.empty(E.shape[1])
     hi = np.empty(E.shape[1])
     hj = np.empty(E.shape[1])
-    for start in range(0, users.shape[0], BATCH):
-        stop = min(start + BATCH, users.shape[0])
-        _hybrid_apply_batch(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, users[start:stop], positives[start:stop],
-                            negatives[start:stop], stop - start, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
-                            w, hi, hj, opt, xs[start:stop])
+    for k in range(users.shape[0]):
+        xs[k], _, _ = _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, users[k], positives[k],
+                                     negatives[k], lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, w, hi, hj,
+                                     opt)
     return xs

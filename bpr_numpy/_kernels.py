@@ -539,12 +539,6 @@ def _adaptive_negative(state, U, V, b, use_bias, indices, lo, hi, u, i, j, n_ite
 
 
 @njit(cache=True, inline="always")
-def _tally(loss_sum, product, ordered, x, linear, factor):
-    """Add one sample's ``omega ell(x) = linear + log(factor)`` and whether ``x > 0`` to a batch's totals."""
-    return loss_sum + linear, product * factor, ordered + (1 if x > 0.0 else 0)
-
-
-@njit(cache=True, inline="always")
 def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
                  scratch, neg_state, popularity, adaptive, opt, trace, trace_row, xs):
     """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order, in place, each from the current row values.
@@ -698,7 +692,10 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
                     m_b[j] = m
         if xs is not None:
             xs[t] = x
-        loss_sum, product, ordered = _tally(loss_sum, product, ordered, x, linear, factor)
+        loss_sum += linear
+        product *= factor
+        if x > 0.0:
+            ordered += 1
     # Each factor is in [1, 2]: BATCH of them stay far from overflow.
     return neg_state, loss_sum + math.log(product), ordered, skipped
 
