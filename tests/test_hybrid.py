@@ -123,27 +123,6 @@ def test_kernel_steps_replay_the_reference_step_by_step(problem, loss, optimizer
         np.testing.assert_allclose(state.item_second, ref_state.item_second, rtol=1e-9, atol=1e-12)
 
 
-def test_replay_skips_negatives_below_zero_as_an_epoch_does():
-    # A skipped sample (j < 0, as an epoch marks it) leaves every parameter alone and reports NaN;
-    # the samples around it are applied as if it were absent.
-    rng = np.random.default_rng(3)
-    X, Y = sp.csr_matrix(np.eye(4)), sp.csr_matrix((rng.random((5, 3)) < 0.6) * 1.0 + np.eye(5, 3))
-    E, F, c = rng.normal(size=(4, 2)), rng.normal(size=(3, 2)), rng.normal(size=3)
-    users, positives, negatives = np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([4, -1, 0])
-    args = (X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data)
-    with_skip = [E.copy(), F.copy(), c.copy()]
-    xs = _hybrid_apply_triplets(*with_skip, *args, users, positives, negatives, 0.05, 0.01, 0.01, 0.01, 0.01,
-                                loss_code("bpr"), True, OptimizerState("sgd", 4, 3, 2).kernel_args())
-    keep = negatives >= 0
-    without = [E.copy(), F.copy(), c.copy()]
-    xs_kept = _hybrid_apply_triplets(*without, *args, users[keep], positives[keep], negatives[keep], 0.05, 0.01,
-                                     0.01, 0.01, 0.01, loss_code("bpr"), True,
-                                     OptimizerState("sgd", 4, 3, 2).kernel_args())
-    assert np.isnan(xs[1]) and np.array_equal(xs[keep], xs_kept)
-    for a, b in zip(with_skip, without):
-        assert np.array_equal(a, b)
-
-
 def _interactions(seed=0, n_users=50, n_items=30, density=0.2):
     rng = np.random.default_rng(seed)
     dense = (rng.random((n_users, n_items)) < density).astype(np.float32)
