@@ -61,7 +61,7 @@ from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
     sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from movielens import DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, machine_line, replace_section  # noqa: E402
+from movielens import DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, machine_line, write_markdown  # noqa: E402
 from quality import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
 
 SECTION_TITLE = "## How far from the ceiling"
@@ -407,11 +407,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     ])
     print(section, file=out)
     if args.markdown:
-        path = Path(args.markdown)
-        document = path.read_text() if path.exists() else ""
-        tmp = path.with_name(f".{path.name}.ceiling.tmp")
-        tmp.write_text(replace_section(document, section, title=SECTION_TITLE))
-        os.replace(tmp, path)
+        write_markdown(args.markdown, section, title=SECTION_TITLE)
     return {"rows": rows, "verdict": verdict}
 
 

@@ -776,21 +776,24 @@ def replace_section(document: str, section: str, title: str = SECTION_TITLE) -> 
     return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
 
 
-def write_markdown(path: str | os.PathLike, section: str) -> None:
-    """Write ``section`` into ``path``, replacing only its own section when the file exists.
+def write_markdown(path: str | os.PathLike, section: str, title: str = SECTION_TITLE) -> None:
+    """Write ``section`` into ``path``, replacing only the section headed ``title`` when the file exists.
 
-    Read and rename happen right after one another, so a concurrent editor of the file's other
-    sections loses nothing unless it writes within that instant.
+    Written to a temporary file, then renamed over ``path``; read and rename happen right after
+    one another, so a concurrent editor of the file's other sections loses nothing unless it
+    writes within that instant. Every benchmark script writes its section through this.
 
     Parameters
     ----------
     path : path-like
     section : str
+    title : str
+        The section's heading (default: this script's).
     """
     target = Path(path)
     old = target.read_text(encoding="utf-8") if target.exists() else ""
-    tmp = target.with_name(f".{target.name}.movielens.tmp")
-    tmp.write_text(replace_section(old, section), encoding="utf-8")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(replace_section(old, section, title=title), encoding="utf-8")
     os.replace(tmp, target)
 
 

@@ -56,7 +56,7 @@ from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
     sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
 from movielens import (DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, Row, Trial, _cell, machine_line,  # noqa: E402
-                       measure, quality, replace_section, run_trial)
+                       measure, quality, run_trial, write_markdown)
 
 SECTION_TITLE = "## Samplers, losses and optimisers"
 FACTORS = 64
@@ -315,11 +315,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     ])
     print(section, file=out)
     if args.markdown:
-        path = Path(args.markdown)
-        document = path.read_text() if path.exists() else ""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(replace_section(document, section, title=SECTION_TITLE))
-        os.replace(tmp, path)
+        write_markdown(args.markdown, section, title=SECTION_TITLE)
     return {"rows": rows, "verdict": lines}
 
 

@@ -78,7 +78,8 @@ from bpr_numpy.objective import hybrid_triplet_gradients, pair_loss, pair_loss_d
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
     sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from movielens import code_version, machine_line, replace_section  # noqa: E402
+import movielens  # noqa: E402
+from movielens import code_version, machine_line  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 SECTION_TITLE = "## The StackExchange model, reproduced and fixed"
@@ -638,12 +639,8 @@ def plot(path: Path, a: Run, b: Run, c: Run, log: TextIO, floor: float | None = 
 
 
 def write_markdown(path: str | os.PathLike, section: str) -> None:
-    """Replace (or append) only this script's section of ``path``."""
-    target = Path(path)
-    old = target.read_text(encoding="utf-8") if target.exists() else ""
-    tmp = target.with_name(f".{target.name}.stackexchange.tmp")
-    tmp.write_text(replace_section(old, section, title=SECTION_TITLE), encoding="utf-8")
-    os.replace(tmp, target)
+    """Replace (or append) only this script's section of ``path`` (:func:`movielens.write_markdown`)."""
+    movielens.write_markdown(path, section, title=SECTION_TITLE)
 
 
 # --------------------------------------------------------------------------- main
