@@ -29,8 +29,11 @@ import difflib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 # NumPy-only modules (no scipy, no numba): the parser stays cheap to build.
@@ -52,8 +55,8 @@ def _int_at_least(low: int, description: str):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {description}, got {value}")
+        if not low <= value < 2**63:  # the library's sizes and counts are int64
+            raise argparse.ArgumentTypeError(f"expected {description} below 2**63, got {value}")
         return value
 
     return parse
@@ -762,6 +765,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    with _interrupt_once():
+        return _run(args)
+
+
+def _interrupt_once_handler(signum, frame):
+    # Ignore further Ctrl-Cs before raising: the first one's handling (restoring the last
+    # completed epoch, saving it with --save, the message) then always finishes and exits 130,
+    # where a second Ctrl-C inside it would escape and end the process with status -2.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupt_once():
+    """Within the block, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # signals are the main thread's; a host program's own handler is left alone
+        return
+    signal.signal(signal.SIGINT, _interrupt_once_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args) -> int:
     try:
         return {"train": _train, "gradcheck": _gradcheck, "evaluate": _evaluate, "recommend": _recommend,
                 "similar": _similar, "bench": _bench}[args.command](args)
@@ -779,6 +809,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"bpr-numpy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # data or settings too large for this machine: the user's to change
+        if args.debug:
+            raise
+        print(f"bpr-numpy {args.command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (a smaller "
+              "data set, fewer --factors, or a machine with more memory)", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         if args.debug:

@@ -62,7 +62,7 @@ def stratum_settings(model: BPR, threads: int) -> _strata.StratumSettings:
     """What a stratum task of ``model``'s current epoch needs: its hyperparameters, the epoch's learning rate."""
     reg = Regularization.coerce(model.regularization)
     return _strata.StratumSettings(
-        int(model.user_run), float(model.learning_rate * model.learning_rate_decay ** model._epochs_done),
+        int(model.user_run), float(model._learning_rate(model._epochs_done)),
         reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.use_item_bias),
         bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
 

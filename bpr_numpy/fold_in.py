@@ -32,6 +32,7 @@ import zlib
 import numpy as np
 from scipy.optimize import minimize
 
+from ._parameters import INT64_MAX, check_random_state
 from ._validation import as_user_items
 from .objective import LOSSES, fold_in_objective
 
@@ -80,8 +81,8 @@ def fold_in_users(
         Stop when the largest gradient component is below ``tol``.
     max_pairs : int
         Pairs evaluated per user at most; above it, pairs are subsampled.
-    random_state : int or None
-        Seed of that subsampling.
+    random_state : int, numpy Generator or None
+        Seed of that subsampling (an int in ``[0, 2**63)``).
 
     Returns
     -------
@@ -93,17 +94,29 @@ def fold_in_users(
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     for name, value, low in (("max_iter", max_iter, 1), ("max_pairs", max_pairs, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        # max_iter goes to L-BFGS as a C int; a larger one means "until converged" anyway
+        high = 2**31 - 1 if name == "max_iter" else INT64_MAX
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    check_random_state("random_state", random_state)
     V = np.asarray(item_factors)
+    if V.ndim != 2 or V.dtype.kind != "f":
+        raise ValueError(f"item_factors must be a 2-D float array, got shape {V.shape} and dtype {V.dtype}")
     n_items, factors = V.shape
+    if item_bias is not None and np.shape(item_bias) != (n_items,):
+        raise ValueError(f"item_bias has shape {np.shape(item_bias)}; expected ({n_items},), one per item")
     matrix = as_user_items(user_items, require_positive=False)
     if matrix.shape[1] != n_items:
         raise ValueError(f"user_items has {matrix.shape[1]} item columns; the model has {n_items} items")
     # One generator per row, seeded by the row's items: a row's vector does not depend on the batch.
-    seed = np.random.SeedSequence().entropy if random_state is None else int(random_state)
+    if random_state is None:
+        seed = np.random.SeedSequence().entropy
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(0, INT64_MAX))
+    else:
+        seed = int(random_state)
     out = np.zeros((matrix.shape[0], factors), dtype=V.dtype)
     everything = np.arange(n_items)
     for row in range(matrix.shape[0]):

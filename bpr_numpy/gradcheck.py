@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ._parameters import Integer, check_allocation, check_random_state
 from .objective import (Gradients, Regularization, _check_hybrid, hybrid_triplet_gradients, hybrid_triplet_loss,
                         triplet_gradients, triplet_loss)
 
@@ -278,10 +279,14 @@ def gradcheck(
     GradcheckResult
     """
     for name, value in (("n_users", n_users), ("n_items", n_items), ("factors", factors), ("batch", batch)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        Integer(1).check(name, value, None)
     if n_items < 2:
         raise ValueError("n_items must be at least 2 (a triplet needs two distinct items)")
+    check_random_state("random_state", random_state)
+    # The parameters, their gradients and the perturbed copies the oracle compares, and the batch's
+    # per-triplet rows, in float64.
+    check_allocation(8 * (4 * (int(n_users) + int(n_items) + 1) + 8 * int(batch)) * (int(factors) + 1),
+                     f"a gradient check of {n_users} users, {n_items} items, {factors} factors and batch {batch}")
     rng = np.random.default_rng(random_state)
     U = rng.normal(0.0, scale, (n_users, factors))
     V = rng.normal(0.0, scale, (n_items, factors))

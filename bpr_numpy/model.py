@@ -16,10 +16,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from .hybrid import Features
+from ._files import give_ordinary_mode
 from ._validation import as_user_items, check_index_array, csr_from_arrays, read_npz
 from . import sampling
 from .objective import LOSSES, OPTIMIZERS, OptimizerState, Regularization, loss_code
 from .sampling import SAMPLERS
+from ._parameters import INT64_MAX, check_allocation, check_parameters, check_random_state
 
 __all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -35,9 +37,12 @@ _PARALLEL_LOCK = threading.RLock()
 _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
                             "user_items_indices", "user_ids", "item_ids", "item_titles", *Features.ENTRIES})
 
+#: The trained arrays, in the order of ``BPR._parameters()`` (the embeddings only with side features).
+_PARAMETER_NAMES = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
+                    "item_bias_embeddings")
+
 #: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
 _CHUNKS_PER_CALL = 64
-MAX_USER_RUN = 32  # = _kernels.BATCH: runs restart at each batch (checked in the tests)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -189,16 +194,13 @@ def _resolve_seed(random_state) -> int:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**63 - 1))
-    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be >= 0, got {random_state}")
-        return int(random_state) % 2**63
-    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
+    check_random_state("random_state", random_state)
+    return int(random_state)
 
 
 def _check_epochs(epochs) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 0 <= epochs <= INT64_MAX:
+        raise ValueError(f"epochs must be a non-negative integer below 2**63, got {epochs!r}")
 
 
 @contextmanager
@@ -256,7 +258,8 @@ def _normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dt
     def fill(block: int) -> None:
         part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
         np.random.default_rng([seed, stream, block]).standard_normal(part.shape, dtype=dtype, out=part)
-        part *= dtype.type(std)
+        with np.errstate(over="ignore"):  # an overflow is reported by _init_factors, naming init_std
+            part *= dtype.type(std)
 
     blocks = range((rows + _INIT_BLOCK - 1) // _INIT_BLOCK)
     if threads == 1 or len(blocks) == 1:
@@ -343,12 +346,16 @@ class BPR:
     popularity_exponent : float, default 1.0
         ``alpha`` of the popularity samplers.
     dns_candidates : int, default 5
-        Candidates per draw of ``"dns"``.
+        Candidates per draw of ``"dns"``; at most 1024
+        (:data:`bpr_numpy._parameters.MAX_CANDIDATES`), so that one kernel
+        call stays short enough for Ctrl-C to be seen.
     aobpr_lambda : float, default 0.05
         Scale of AOBPR's geometric rank law, as a fraction of the number of
-        items (``lambda = aobpr_lambda * n_items``).
+        items (``lambda = aobpr_lambda * n_items``); at most 1e6 (the law is
+        uniform to 1e-6 there).
     max_sampled : int, default 10
-        WARP's draws per positive before giving up (LightFM's default).
+        WARP's draws per positive before giving up (LightFM's default); at
+        most 1024, as ``dns_candidates``.
     optimizer : {"sgd", "adagrad", "adam"}, default "sgd"
         Update rule (see :mod:`bpr_numpy.objective`): plain SGD, AdaGrad with
         per-element accumulators starting at 1 (LightFM's), or lazy Adam with
@@ -378,7 +385,9 @@ class BPR:
         ``random_state``; more threads run Hogwild (lock-free), whose results
         vary slightly from run to run, as in every parallel BPR.
     random_state : int, numpy Generator or None
-        Seed of the initialisation and of the triplet streams.
+        Seed of the initialisation and of the triplet streams: an int in
+        ``[0, 2**63)`` (larger ones are refused rather than reduced, which
+        would give two seeds one stream).
     identity : bool or {"users", "items"}, default True
         With side features (``fit(..., user_features=, item_features=)``):
         give every user and item an identity feature besides its metadata, so
@@ -405,6 +414,11 @@ class BPR:
     item_bias : ndarray, shape (n_items,)
         The learned item biases; zeros when constructed with
         ``item_bias=False`` (the flag itself is kept as ``use_item_bias``).
+
+        These arrays may be replaced or edited; every method checks their
+        shapes and dtypes (float32 or float64) before any kernel reads them
+        and names the array that does not fit. ``save`` refuses NaN or
+        infinite values, and ``recommend`` names the array they come from.
     history_ : list of EpochReport
         One report per epoch trained, across fit and partial_fit.
     user_embeddings, item_embeddings, item_bias_embeddings : ndarray or None
@@ -519,63 +533,11 @@ class BPR:
         return f"BPR({', '.join(shown)})"
 
     def _check_params(self) -> None:
-        def integer(name, low):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
-
-        def real(name, positive):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-            if not np.isfinite(value) or value < 0 or (positive and value == 0):
-                raise ValueError(f"{name} must be finite and {'>' if positive else '>='} 0, got {value}")
-
-        integer("factors", 1)
-        integer("epochs", 0)
-        integer("threads", 0)
-        integer("user_run", 1)
-        integer("dns_candidates", 1)
-        integer("max_sampled", 1)
-        real("popularity_exponent", False)
-        real("aobpr_lambda", True)
-        real("learning_rate_decay", True)
-        if self.user_run > MAX_USER_RUN:
-            raise ValueError(f"user_run must be <= {MAX_USER_RUN}, got {self.user_run}")
-        real("learning_rate", True)
-        if self.init_std is not None:
-            real("init_std", False)
-        Regularization.coerce(self.regularization)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        """Check every hyperparameter against :data:`bpr_numpy._parameters.CONSTRAINTS`, then the joint rules."""
+        check_parameters(self.get_params())
         if self.loss == "warp" and self.sampler not in ("uniform", "popularity"):
             raise ValueError(f"loss='warp' draws its own negatives until one violates the margin: "
                              f"use sampler='uniform' or 'popularity', not {self.sampler!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if isinstance(self.identity, str):
-            if self.identity not in ("users", "items"):
-                raise ValueError(f"identity must be a bool, 'users' or 'items', got {self.identity!r}")
-        elif not isinstance(self.identity, (bool, np.bool_)):
-            raise TypeError(f"identity must be a bool, 'users' or 'items', got {self.identity!r}")
-        for name in ("use_item_bias", "normalize_features"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                label = "item_bias" if name == "use_item_bias" else name
-                raise TypeError(f"{label} must be a bool, got {type(getattr(self, name)).__name__}")
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}") from None
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype}")
-        if not (self.random_state is None or isinstance(self.random_state, np.random.Generator)
-                or (isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool))):
-            raise TypeError("random_state must be None, an int or a numpy Generator, "
-                            f"got {type(self.random_state).__name__}")
 
     # ------------------------------------------------------------------ state
     @property
@@ -619,6 +581,52 @@ class BPR:
             raise RuntimeError("this BPR model is not fitted yet: call fit(user_items) first")
         if self._diverged:
             raise TrainingDivergedError(self._diverged)
+        self._check_parameter_arrays()
+
+    def _check_parameter_arrays(self) -> None:
+        """Check that the learned arrays fit together before any kernel indexes them.
+
+        Every public path reaches the arrays through :meth:`_check_fitted`, and a user may have
+        replaced one (``model.item_bias = ...``) or reshaped it in place: a kernel trusts the
+        shapes it is given, so a bias shorter than the catalogue would be read and written past
+        its end. A few comparisons, so it runs on every call.
+        """
+        arrays = dict(zip(_PARAMETER_NAMES, self._parameters()))
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"model.{name} must be a numpy array, got {type(a).__name__}")
+            if a.dtype not in (np.float32, np.float64):
+                raise TypeError(f"model.{name} has dtype {a.dtype}; the model's arrays hold float32 or float64")
+        U, V, b = self.user_factors, self.item_factors, self.item_bias
+        f = self.factors
+        if U.ndim != 2 or U.shape[1] != f or U.shape[0] < 1:
+            raise ValueError(f"model.user_factors has shape {U.shape}; expected (n_users, {f}) (factors={f})")
+        if V.ndim != 2 or V.shape[1] != f or V.shape[0] < 1:
+            raise ValueError(f"model.item_factors has shape {V.shape}; expected (n_items, {f}) (factors={f})")
+        if b.shape != (V.shape[0],):
+            raise ValueError(f"model.item_bias has shape {b.shape}; expected ({V.shape[0]},), "
+                             "one bias per row of item_factors")
+        shape = (U.shape[0], V.shape[0])
+        if self._user_items is not None and self._user_items.shape != shape:
+            raise ValueError(f"the model's factors are for {shape[0]} users x {shape[1]} items but its "
+                             f"interactions (model.user_items) are {self._user_items.shape}")
+        for name, expected in (("user_ids", shape[0]), ("item_ids", shape[1]), ("item_titles", shape[1])):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (expected,):
+                what = "users (rows of user_factors)" if name == "user_ids" else "items (rows of item_factors)"
+                shape = np.shape(value)
+                has = f"{shape[0]} entries" if len(shape) == 1 else f"shape {shape}"
+                raise ValueError(f"{name} has {has} but the model has {expected} {what}")
+        if self._features is not None:
+            users, items = self._features.users, self._features.items
+            for name, a, expected in (("user_embeddings", arrays["user_embeddings"], (users.n_features, f)),
+                                      ("item_embeddings", arrays["item_embeddings"], (items.n_features, f)),
+                                      ("item_bias_embeddings", arrays["item_bias_embeddings"], (items.n_features,))):
+                if a.shape != expected:
+                    raise ValueError(f"model.{name} has shape {a.shape}; expected {expected}")
+            if (users.n_rows, items.n_rows) != shape:
+                raise ValueError(f"the model's factors are for {shape[0]} users x {shape[1]} items but its side "
+                                 f"features are for {users.n_rows} x {items.n_rows}")
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -777,12 +785,17 @@ class BPR:
 
     def _init_factors(self, n_users: int, n_items: int) -> None:
         dtype = np.dtype(self.dtype)
-        std = 1.0 / np.sqrt(self.factors) if self.init_std is None else float(self.init_std)
+        rows = (n_users + n_items) if self._features is None else \
+            (self._features.users.n_features + self._features.items.n_features)
+        factors = int(self.factors)  # a numpy int8 would overflow below, and its sqrt would be float16
+        check_allocation(int(rows) * factors * dtype.itemsize, f"factors={factors} ({rows} rows of "
+                         f"{dtype.name} factors)")
+        std = 1.0 / np.sqrt(factors) if self.init_std is None else float(self.init_std)
         threads = min(self.threads or _available_threads(), _available_threads())
         streams = iter((0, 1))  # users, then items
 
         def normal(rows: int) -> np.ndarray:
-            return _normal_rows(self._seed, next(streams), rows, self.factors, std, dtype, threads)
+            return _normal_rows(self._seed, next(streams), rows, factors, std, dtype, threads)
 
         if self._features is not None:
             self._features.init_embeddings(normal)
@@ -793,6 +806,10 @@ class BPR:
             self.item_factors = normal(n_items)
             self.item_bias = _aligned_empty(n_items, dtype)
             self.item_bias[:] = 0
+        for name, a in zip(("user_factors", "item_factors"), self._parameters()):
+            if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
+                raise ValueError(f"init_std={self.init_std} gives {name} infinite values in {dtype.name}; "
+                                 "use a smaller init_std")
         self._optimizer_state = None
         self._epochs_done = 0
         self._diverged = None
@@ -801,6 +818,9 @@ class BPR:
 
     def _train(self, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
         _check_epochs(epochs)
+        epochs = int(epochs)  # a numpy integer would make the epoch counter wrap at its width
+        if self._epochs_done + epochs > INT64_MAX:  # the kernels seed each epoch's streams with its int64 number
+            raise ValueError(f"epochs={epochs} after the {self._epochs_done} already trained would count past 2**63")
         if self._features is not None:  # loss or sampler may have been changed since the features were set
             self._check_feature_settings()
         if show_progress is None:
@@ -817,8 +837,8 @@ class BPR:
         # The trained rows: factor rows, or feature-embedding rows with side features.
         rows_u, rows_i = (self.user_factors.shape[0], self.item_factors.shape[0]) if self._features is None else \
             (self._features.users.n_features, self._features.items.n_features)
-        if (state is None or state.optimizer != self.optimizer or state.user_second.dtype != self.user_factors.dtype
-                or (state.code and (state.user_second.shape[0], state.item_second.shape[0]) != (rows_u, rows_i))):
+        if state is None or not state.fits(self.optimizer, rows_u, rows_i, self.user_factors.shape[1],
+                                           self.user_factors.dtype):
             # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
             self._optimizer_state = OptimizerState(self.optimizer, rows_u, rows_i, self.user_factors.shape[1],
                                                    dtype=self.user_factors.dtype)
@@ -859,9 +879,14 @@ class BPR:
                 done = self._epochs_done
                 completed = False
                 if any(a is not b for a, b in zip(self._parameters(), snapshot.live)):
-                    # A callback replaced a parameter array: copy and check what the kernels will train.
+                    # A callback replaced a parameter array: check it, copy it into what the kernels
+                    # take, and snapshot that.
+                    self._check_parameter_arrays()
+                    self._set_parameters([_kernel_ready(a, self.user_factors.dtype) for a in self._parameters()])
                     snapshot = _Snapshot(self)
                     snapshot.take()
+                elif any(a.shape != b.shape for a, b in zip(self._parameters(), snapshot.saved)):
+                    self._check_parameter_arrays()  # reshaped in place: names the array
                 report = self._run_epoch(matrix, user_of, threads, alias, bitmap, reg)
                 completed = True
                 self._check_finite(snapshot.take())
@@ -934,8 +959,8 @@ class BPR:
         # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
         # every n ln n samples.
         group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
-            else _CHUNKS_PER_CALL
-        learning_rate = self.learning_rate * self.learning_rate_decay ** self._epochs_done
+            else self._chunks_per_call()
+        learning_rate = self._learning_rate(self._epochs_done)
         kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
         hybrid = self._features is not None
         if hybrid:
@@ -995,12 +1020,43 @@ class BPR:
             samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
         )
 
+    def _learning_rate(self, epoch: int) -> float:
+        """The step size of epoch ``epoch`` (from 0): ``learning_rate * learning_rate_decay ** epoch``.
+
+        ValueError when it is not finite in the model's dtype (a decay above 1 grows it without
+        bound), rather than training on an infinite step.
+        """
+        try:
+            rate = self.learning_rate * self.learning_rate_decay ** epoch
+        except OverflowError:
+            rate = float("inf")
+        if not abs(rate) <= float(np.finfo(np.dtype(self.dtype)).max):
+            raise ValueError(f"the learning rate of epoch {epoch + 1} (learning_rate * learning_rate_decay ** {epoch}"
+                             f" with learning_rate_decay={self.learning_rate_decay}) overflows "
+                             f"{np.dtype(self.dtype).name}; use learning_rate_decay <= 1")
+        return rate
+
+    def _chunks_per_call(self) -> int:
+        """Chunks per kernel call: about the work of :data:`_CHUNKS_PER_CALL` chunks of a default fit.
+
+        numba code cannot be interrupted, so Ctrl-C is seen between two calls: a setting whose
+        samples cost more (many candidates, wide factors, an adaptive optimiser, dense feature
+        rows) runs fewer chunks per call. The chunks and their streams are the same either way.
+        """
+        candidates = self.dns_candidates if self.sampler == "dns" else self.max_sampled if self.loss == "warp" else 0
+        # Python ints: a numpy int8 parameter would overflow in this product.
+        work = int(self.factors) * (3 + int(candidates)) * (1 if self.optimizer == "sgd" else 10)
+        if self._features is not None:  # a sample touches every feature row of its user and items
+            users, items = self._features.users.matrix, self._features.items.matrix
+            work *= (users.nnz / users.shape[0] + 2 * items.nnz / items.shape[0]) / 3
+        default_work = 64 * 3  # per sample: 64 factors, three rows, plain SGD
+        return int(max(1, min(_CHUNKS_PER_CALL, _CHUNKS_PER_CALL * default_work // work)))
+
     def _check_finite(self, bad: int) -> None:
         """Raise when the epoch just completed left NaN/inf in parameter array ``bad`` (-1: none did)."""
         if bad < 0:
             return
-        name = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
-                "item_bias_embeddings")[bad]
+        name = _PARAMETER_NAMES[bad]
         self._diverged = (
             f"training diverged in epoch {self._epochs_done}: {name} holds NaN or infinite values. "
             f"Lower the learning rate (now {self.learning_rate}) or raise the regularization, then fit again."
@@ -1101,10 +1157,36 @@ class BPR:
         threads = min(self.threads or _available_threads(), _available_threads())
         items, scores = _top_k(query, self.item_factors, self.item_bias, k, rows=batch,
                                exclude=liked, threads=threads)
+        candidates = self.n_items - (np.diff(liked.indptr)[batch] if liked is not None else 0)
+        self._check_ranking(items, scores, np.minimum(candidates, k), query[batch])
         if single:
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
         return items, scores
+
+    def _nonfinite_parameter(self, query: np.ndarray | None = None) -> str | None:
+        """The name of the first parameter array (or the query vectors) holding NaN or inf, else None."""
+        named = [("user_factors", query)] if query is not None else []
+        named += [("user_factors", self.user_factors), ("item_factors", self.item_factors),
+                  ("item_bias", self.item_bias)]
+        for name, a in named:
+            if a is not None and not np.isfinite(a).all():
+                return name
+        return None
+
+    def _check_ranking(self, items: np.ndarray, scores: np.ndarray, expected, query: np.ndarray) -> None:
+        """Raise when a ranking came out short or non-finite because the parameters hold NaN or inf.
+
+        NaN scores are never candidates, so such a model would silently recommend nothing; this
+        looks only at the output (free on a sound model) and searches the parameters when it is off.
+        """
+        returned = (items >= 0).sum(axis=1)
+        if np.all(returned >= expected) and np.isfinite(scores[items >= 0]).all():
+            return
+        name = self._nonfinite_parameter(query)
+        if name is not None:
+            raise ValueError(f"model.{name} holds NaN or infinite values: its scores cannot be ranked. "
+                             "Refit, or replace the array with finite values")
 
     def _fitted_features(self) -> Features:
         self._check_fitted()
@@ -1178,9 +1260,11 @@ class BPR:
         factors = self.item_factors.shape[1]
         if q.ndim not in (1, 2) or q.shape[-1] != factors:
             raise ValueError(f"user_factors must have shape ({factors},) or (n, {factors}), got {q.shape}")
+        with np.errstate(over="ignore"):  # checked just below, in the precision the scores use
+            q = np.ascontiguousarray(np.atleast_2d(q), dtype=self.item_factors.dtype)
         if not np.isfinite(q).all():
-            raise ValueError("user_factors holds NaN or infinite values")
-        return np.ascontiguousarray(np.atleast_2d(q), dtype=self.item_factors.dtype)
+            raise ValueError(f"user_factors holds NaN or infinite values (in the model's {q.dtype.name})")
+        return q
 
     def fold_in(self, user_items, *, regularization: float | None = None, max_iter: int = 200,
                 tol: float = 1e-6, max_pairs: int = 1 << 20, random_state: int | None = 0) -> np.ndarray:
@@ -1251,6 +1335,7 @@ class BPR:
         # Unit vectors: every bound is 1, so reordering the items would settle nothing.
         nb, sc = _top_k(unit, unit, np.zeros(self.n_items, dtype=unit.dtype), k, rows=batch, exclude=own,
                         threads=threads, prune=False)
+        self._check_ranking(nb, sc, k, unit[batch])
         if np.ndim(q) == 0:
             return nb[0], sc[0]
         return nb, sc
@@ -1272,6 +1357,9 @@ class BPR:
             liked items in :meth:`recommend` without being given them.
         """
         self._check_fitted()
+        for name, a in zip(_PARAMETER_NAMES, self._parameters()):
+            if not np.isfinite(a).all():  # load would refuse the file: refuse to write it
+                raise ValueError(f"cannot save: model.{name} holds NaN or infinite values")
         params = self.get_params()
         params["dtype"] = np.dtype(self.dtype).name
         for key in ("item_bias", "identity", "normalize_features"):
@@ -1407,7 +1495,7 @@ class BPR:
                 except (TypeError, ValueError) as exc:
                     raise bad(str(exc)) from None
         epochs_done, seed, history = meta.get("epochs_done", 0), meta.get("seed"), meta.get("history", [])
-        if isinstance(epochs_done, bool) or not isinstance(epochs_done, int) or epochs_done < 0:
+        if isinstance(epochs_done, bool) or not isinstance(epochs_done, int) or not 0 <= epochs_done <= INT64_MAX:
             raise bad(f"epochs_done is {epochs_done!r}, not a count")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise bad(f"seed is {seed!r}, not an integer in [0, 2**63)")
@@ -1481,7 +1569,18 @@ def _id_array(values, name: str, expected: int, *, titles: bool = False) -> np.n
         return arr.astype(np.int64)
     if arr.dtype.kind == "b" or (arr.dtype.kind == "f" and not titles):
         raise TypeError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
-    return arr.astype(str) if arr.dtype.kind != "U" else arr
+    if not isinstance(values, np.ndarray) or arr.dtype.kind == "O":
+        # numpy's fixed-width strings drop trailing NULs (already in np.asarray of a list): "a" and
+        # "a\0" would be one id once saved, so the raw values are looked at.
+        ends = [k for k, v in enumerate(values) if isinstance(v, str) and v.endswith("\0")]
+        if ends:
+            raise ValueError(f"{name}[{ends[0]}] ends with a NUL character, which a saved model cannot keep "
+                             "(it would load as another id)")
+    out = arr.astype(str) if arr.dtype.kind != "U" else arr
+    if not titles and len(np.unique(out)) != len(out):
+        values, counts = np.unique(out, return_counts=True)
+        raise ValueError(f"{name} holds {str(values[counts > 1][0])!r} more than once: each id must name one row")
+    return out
 
 
 def _top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k: int, *,
@@ -1630,10 +1729,12 @@ def _atomic_savez(path: str, arrays: dict) -> None:
 
     A process killed at any point (even by SIGKILL) leaves ``path`` either as it
     was or complete; at worst a stray ``.bpr_numpy-*.tmp`` file remains beside it.
+    The file gets the permissions an ordinary write would give it (:mod:`bpr_numpy._files`).
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bpr_numpy-", suffix=".tmp", dir=folder)
     try:
+        give_ordinary_mode(fd, path)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()

@@ -73,6 +73,8 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from ._parameters import as_finite_float
+
 __all__ = [
     "LOSSES",
     "Regularization",
@@ -179,7 +181,7 @@ class Regularization:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"regularization.{name} must be a real number, got {type(value).__name__}")
-            if not np.isfinite(value) or value < 0:
+            if as_finite_float(value) is None or value < 0:
                 raise ValueError(f"regularization.{name} must be finite and >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
 
@@ -479,18 +481,31 @@ class OptimizerState:
     def __init__(self, optimizer: str, n_users: int, n_items: int, factors: int, dtype=np.float64) -> None:
         self.optimizer = optimizer
         self.code = optimizer_code(optimizer)
-        adam = self.code == 2
-        rows_u = n_users if self.code else 0
-        rows_i = n_items if self.code else 0
         start = ADAGRAD_INITIAL if self.code == 1 else 0.0
-        self.user_second = np.full((rows_u, factors), start, dtype)
-        self.item_second = np.full((rows_i, factors), start, dtype)
-        self.bias_second = np.full(rows_i, start, dtype)
-        self.user_first = np.zeros((rows_u if adam else 0, factors), dtype)
-        self.item_first = np.zeros((rows_i if adam else 0, factors), dtype)
-        self.bias_first = np.zeros(rows_i if adam else 0, dtype)
-        self.user_steps = np.zeros(rows_u if adam else 0, np.int64)
-        self.item_steps = np.zeros(rows_i if adam else 0, np.int64)
+        shapes = self._shapes(self.code, n_users, n_items, factors)
+        (self.user_first, self.item_first, self.bias_first, self.user_second, self.item_second,
+         self.bias_second) = (np.full(shape, start if k >= 3 else 0.0, dtype) for k, shape in enumerate(shapes[:6]))
+        self.user_steps, self.item_steps = (np.zeros(shape, np.int64) for shape in shapes[6:])
+
+    @staticmethod
+    def _shapes(code: int, n_users: int, n_items: int, factors: int) -> list[tuple[int, ...]]:
+        """Shapes of the arrays of :meth:`kernel_args` (after the code), in that order."""
+        adam = code == 2
+        rows_u, rows_i = (n_users, n_items) if code else (0, 0)
+        adam_u, adam_i = (rows_u, rows_i) if adam else (0, 0)
+        return [(adam_u, factors), (adam_i, factors), (adam_i,), (rows_u, factors), (rows_i, factors), (rows_i,),
+                (adam_u,), (adam_i,)]
+
+    def fits(self, optimizer: str, n_users: int, n_items: int, factors: int, dtype) -> bool:
+        """Whether this state can go on training parameters of these sizes with ``optimizer``.
+
+        Every array is compared with the shape a fresh state would give it: the kernels
+        index the moments with the parameters' rows, so a mismatch would reach past them.
+        """
+        arrays = self.kernel_args()[1:]
+        return (optimizer == self.optimizer
+                and [a.shape for a in arrays] == self._shapes(self.code, n_users, n_items, factors)
+                and all(a.dtype == np.dtype(dtype) for a in arrays[:6]))
 
     def kernel_args(self) -> tuple:
         """The state as the kernels take it: ``(code, first_u, first_i, first_b, second_u, ...)``."""

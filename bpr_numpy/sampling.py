@@ -161,6 +161,11 @@ def popularity_weights(user_items, exponent: float) -> np.ndarray:
     counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
     if exponent == 0:
         return np.ones_like(counts)
+    top = counts.max(initial=0.0)
+    if top > 1 and float(exponent) * math.log(top) > 700:
+        # count ** exponent would overflow float64: the same law relative to the most popular item
+        # (kept for the overflowing case only, so every other table stays bit for bit as it was).
+        return (counts / top) ** float(exponent)
     return counts ** float(exponent)
 
 

@@ -10,6 +10,8 @@ import urllib.error
 import zipfile
 from pathlib import Path
 
+from .._files import give_ordinary_mode
+
 __all__ = ["fetch_movielens", "data_home", "MOVIELENS_ARCHIVES"]
 
 _BASE = "https://files.grouplens.org/datasets/movielens/"
@@ -175,6 +177,7 @@ def fetch_movielens(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
     try:
+        give_ordinary_mode(fd, target)  # a shared cache stays readable by the other accounts that use it
         h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out, _urlopen(url, timeout) as response:

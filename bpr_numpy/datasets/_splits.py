@@ -8,19 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from .._parameters import Integer, check_random_state
 from ._interactions import Interactions
 
 __all__ = ["split_random", "split_leave_k_out"]
 
 
 def _rng(random_state: Any) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
-        if random_state is not None and random_state < 0:
-            raise ValueError(f"random_state must be a non-negative integer, got {random_state}")
-        return np.random.default_rng(random_state)
-    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
+    check_random_state("random_state", random_state)
+    return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
 
 
 def _check_interactions(x: Any) -> Interactions:
@@ -111,10 +107,7 @@ def split_leave_k_out(
 
     x = _check_interactions(interactions)
     for name, v, lo in (("k", k, 1), ("min_train", min_train, 0)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-        if v < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
+        Integer(lo).check(name, v, None)  # int64 at most: they reach a numba kernel
     if strategy not in ("random", "latest"):
         raise ValueError(f"strategy must be 'random' or 'latest', got {strategy!r}")
     counts = np.diff(x.matrix.indptr)

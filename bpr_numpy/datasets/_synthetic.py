@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._parameters import Integer, Real, check_allocation, check_random_state
 from ._interactions import Interactions, LoadSummary, _make_csr
 
 __all__ = ["synthetic", "synthetic_small", "synthetic_benchmark", "PlantedTruth", "SYNTHETIC_PRESETS"]
@@ -59,18 +59,12 @@ class PlantedTruth:
 
 
 def _positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
+    Integer(1).check(name, v, None)  # int64 at most: the sizes reach numba kernels
     return int(v)
 
 
 def _nonneg_float(v: Any, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {v}")
+    Real().check(name, v, None)
     return float(v)
 
 
@@ -224,13 +218,14 @@ def synthetic(
         raise ValueError(f"nnz={nnz} exceeds n_users * n_items = {n_users * n_items}")
     if n_items >= 2**31 - 1 or n_users >= 2**31 - 1:
         raise ValueError("n_users and n_items must be below 2**31 - 1")
-    if isinstance(random_state, np.random.Generator):
-        rng = random_state
-    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0:
-        rng = np.random.default_rng(int(random_state))
-    else:
-        raise TypeError(f"random_state must be a non-negative int or a numpy Generator, got {random_state!r}")
+    if random_state is None:
+        raise TypeError("random_state must be a non-negative int or a numpy Generator, got None")
+    check_random_state("random_state", random_state)
+    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(int(random_state))
 
+    # The planted factors (and H's reordered copy) and the interactions' indices, before any is made.
+    check_allocation(8 * (n_users + 2 * n_items) * factors + 4 * nnz,
+                     f"synthetic data of {n_users} users, {n_items} items, {nnz} pairs and {factors} factors")
     user_rank = rng.permutation(n_users) + 1.0
     item_rank = rng.permutation(n_items) + 1.0
     W = _unit_rows(rng, n_users, factors)
