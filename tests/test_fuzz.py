@@ -922,7 +922,7 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-x", "-k", subset,
          str(REPO / "tests" / "test_fuzz.py"), str(REPO / "tests" / "test_files.py"),
          str(REPO / "tests" / "test_hybrid.py"), str(REPO / "tests" / "test_kernels.py"),
-         str(REPO / "tests" / "test_strata.py")],
+         str(REPO / "tests" / "test_strata.py"), str(REPO / "tests" / "test_fuzz_limits.py")],
         capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
@@ -932,5 +932,7 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     prefetching = "test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]"
     assert f"PASSED tests/test_kernels.py::{prefetching}" in result.stdout, tail
     assert "PASSED tests/test_strata.py::test_strata_are_the_sub_matrices_over_block_local_ids" in result.stdout, tail
+    assert "PASSED tests/test_fuzz_limits.py::test_fuzzed_replaced_arrays_reach_no_kernel_unchecked" in result.stdout, \
+        tail
     assert "PASSED tests/test_strata.py::test_strata_change_disjoint_rows_within_their_blocks" in result.stdout, tail
     assert (tmp_path / "plain-cache" / "boundscheck").is_dir()  # compiled into a cache of its own

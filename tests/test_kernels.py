@@ -219,7 +219,7 @@ def test_uniform_integer_mapping_stays_in_range():
 
 
 def test_longest_user_run_is_the_batch():
-    from bpr_numpy.model import MAX_USER_RUN
+    from bpr_numpy._parameters import MAX_USER_RUN
 
     assert MAX_USER_RUN == K.BATCH
 
