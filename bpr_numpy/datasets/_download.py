@@ -100,6 +100,26 @@ def _how_to_help(name: str, url: str, folder: Path) -> str:
     )
 
 
+def _check_archive(path: Path, url: str, key: str, folder: Path) -> None:
+    """ValueError unless the zip directory of a download is readable and plausible.
+
+    ``is_zipfile`` only finds the end-of-directory signature. An unpinned
+    archive's digest is trusted from its first download on, so a crafted one
+    (duplicated or NUL-cut names, a zip bomb) is refused before it is kept and
+    its digest recorded, not only later when it is read.
+    """
+    from .._validation import check_zip_directory
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_zip_directory(archive, lambda name: f"downloaded {url}:{name}")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"downloaded {url} is not a readable zip archive ({exc}); not keeping it. "
+                         + _how_to_help(key, url, folder)) from None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; not keeping it. " + _how_to_help(key, url, folder)) from None
+
+
 def fetch_movielens(
     name: str = "ml-100k",
     cache_dir: str | os.PathLike | None = None,
@@ -145,7 +165,8 @@ def fetch_movielens(
         No network, HTTP error, or ``BPR_NUMPY_OFFLINE=1`` in the environment;
         the message says how to pass a local copy instead.
     ValueError
-        Checksum mismatch, or the download is not a zip archive.
+        Checksum mismatch, or the download is not a zip archive (or one that
+        :func:`bpr_numpy._validation.check_zip_directory` refuses).
     """
     key = _canonical_name(name)
     url, pinned = MOVIELENS_ARCHIVES[key]
@@ -203,6 +224,7 @@ def fetch_movielens(
             )
         if not zipfile.is_zipfile(tmp):
             raise ValueError(f"downloaded {url} is not a zip archive; not keeping it. " + _how_to_help(key, url, folder))
+        _check_archive(tmp, url, key, folder)
         os.replace(tmp, target)
         if expected is None:
             record.write_text(f"{digest}  {key}.zip\n")

@@ -12,6 +12,13 @@ __all__: list[str] = []
 class _Source:
     """A directory or a zip archive holding data files.
 
+    A zip archive is the one door through which every dataset reader takes a
+    member, so its checks live here: its directory must pass
+    :func:`bpr_numpy._validation.check_zip_directory` (no duplicated,
+    NUL-cut, absolute or ``..`` names, no impossible sizes) when it is
+    opened, and members are read by :meth:`read` (held to their declared
+    size).
+
     Files are found at the top level or one folder down (the official
     archives unpack to ``ml-100k/u.data``, ``ml-1m/ratings.dat``,
     ``ml-10M100K/ratings.dat``, ...), so a user may pass the archive, the
@@ -34,9 +41,17 @@ class _Source:
                 )
             try:
                 self._zip = zipfile.ZipFile(self.path)
-                self._names = [n for n in self._zip.namelist() if not n.endswith("/")]
             except (zipfile.BadZipFile, OSError) as exc:
                 raise ValueError(f"{self.path} is not a readable zip archive ({exc})") from None
+            from .._validation import check_zip_directory  # lazy: it imports scipy
+
+            try:
+                # Before any member is looked up: a duplicated or NUL-cut name would be misread.
+                check_zip_directory(self._zip, self.label)
+            except ValueError:
+                self.close()
+                raise
+            self._names = [n for n in self._zip.namelist() if not n.endswith("/")]
 
     @property
     def is_zip(self) -> bool:
@@ -97,13 +112,20 @@ class _Source:
         shown = ", ".join(names[:12])
         return (shown + (f", ... ({len(names)} files)" if len(names) > 12 else "")) or "nothing"
 
-    def read(self, where: str) -> bytes:
-        """Bytes of a member/path returned by :meth:`find`."""
+    def read(self, where: str) -> bytes | bytearray:
+        """Bytes of a member/path returned by :meth:`find`.
+
+        A zip member is inflated in chunks into a buffer of its declared size
+        (a bytearray, never copied), refused with a ValueError naming it when
+        that size is implausible (beyond deflate's ratio or this machine's
+        memory) or is not the size it inflates to; see
+        :func:`bpr_numpy._validation.read_zip_member`. A plain file is read
+        whole: its size on disk is real.
+        """
         if self._zip is not None:
-            try:
-                return self._zip.read(where)
-            except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
-                raise ValueError(f"{self.label(where)}: cannot read this zip member ({exc})") from None
+            from .._validation import read_zip_member
+
+            return read_zip_member(self._zip, self._zip.getinfo(where), self.label)
         return Path(where).read_bytes()
 
     def label(self, where: str) -> str:
