@@ -223,20 +223,36 @@ def check_parameters(params: dict[str, Any]) -> None:
         constraint.check(name, params[name], dtype)
 
 
-def _physical_memory() -> int | None:
+def memory_limit() -> int | None:
+    """The most memory this process could hold, in bytes; ``None`` where it is not known.
+
+    The machine's physical memory, or the process's address-space limit
+    (``RLIMIT_AS``, as ``ulimit -v`` sets) where that is lower.
+    """
+    limits = []
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
-        return None
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, AttributeError, ValueError, OSError):  # no resource module (Windows)
+        pass
+    limits = [n for n in limits if n > 0]  # sysconf answers -1 for "unknown"
+    return min(limits) if limits else None
 
 
 def check_allocation(nbytes: int, what: str) -> None:
-    """Refuse an allocation of ``nbytes`` (an exact Python int) larger than this machine's memory.
+    """Refuse an allocation of ``nbytes`` (an exact Python int) beyond :func:`memory_limit`.
 
     A size computed from a user's parameters (``factors=10**12``) would otherwise end as a
     bare ``MemoryError``, or an overflow inside numpy, far from the parameter that caused it.
     """
-    memory = _physical_memory()
+    memory = memory_limit()
     if memory is not None and nbytes > memory:
-        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB, more than this machine's "
-                         f"{memory / 2**30:.3g} GiB of memory")
+        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB, more than the "
+                         f"{memory / 2**30:.3g} GiB of memory this process can have")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from ._parameters import memory_limit
+
 __all__ = ["as_user_items", "check_index_array", "check_sparse_structure", "check_zip_directory", "csr_from_arrays",
            "read_npz", "read_zip_member"]
 
@@ -334,29 +336,6 @@ def _amount(n: int) -> str:
         if n >= 1 << shift:
             return f"{n / (1 << shift):.1f} {unit}"
     return f"{n} bytes"
-
-
-def memory_limit() -> int | None:
-    """The most memory this process could hold, in bytes; ``None`` where it is not known.
-
-    The machine's physical memory, or the process's address-space limit
-    (``RLIMIT_AS``, as ``ulimit -v`` sets) where that is lower.
-    """
-    limits = []
-    try:
-        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
-        pass
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
-    except (ImportError, AttributeError, ValueError, OSError):  # no resource module (Windows)
-        pass
-    limits = [n for n in limits if n > 0]  # sysconf answers -1 for "unknown"
-    return min(limits) if limits else None
 
 
 def _check_fits_in_memory(size: int, what: str) -> None:
