@@ -296,12 +296,14 @@ def run(args: argparse.Namespace, out: TextIO, log: TextIO) -> list[Summary]:
         try:
             for side, code in sides.items():
                 workers[side] = Worker(side, code, max(args.threads))
-            infos = {side: w.ask("info") for side, w in workers.items()}
             for side, w in workers.items():
-                if sides[side] not in Path(infos[side]["file"]).resolve().parents:
-                    raise SystemExit(f"{side} worker imported {infos[side]['file']}, not {sides[side]}'s bpr_numpy")
                 print(f"[{side}] {w.ask('warm', threads=args.threads, factors=args.factors)['log']}", file=log,
                       flush=True)
+            # After the warm-up: numba names its threading layer once a parallel kernel has run.
+            infos = {side: w.ask("info") for side, w in workers.items()}
+            for side in workers:
+                if sides[side] not in Path(infos[side]["file"]).resolve().parents:
+                    raise SystemExit(f"{side} worker imported {infos[side]['file']}, not {sides[side]}'s bpr_numpy")
             for case, csr in cases:
                 path = Path(work) / f"{case.name}.npz"
                 sp.save_npz(path, csr, compressed=False)
