@@ -260,13 +260,6 @@ def _top_k(cand: np.ndarray, kmax: int, out: np.ndarray) -> int:
     return size
 
 
-@njit(cache=True)
-def _top_k_rows(scores: np.ndarray, kmax: int, out: np.ndarray, counts: np.ndarray) -> None:
-    """:func:`_top_k` for every row of a score block (NaN marks a non-candidate)."""
-    for r in range(scores.shape[0]):
-        counts[r] = _top_k(scores[r], kmax, out[r])
-
-
 # --------------------------------------------------------------------------- fused recommend
 # ``model._top_k`` ranks ``query @ items.T + bias`` without a full score block: it walks
 # the items in tiles (in an order that puts likely winners first), one BLAS product per
