@@ -6,8 +6,8 @@ wrappers around it. Memory is bounded by one block of scores
 (``block_size × n_items``, float32 or float64) and a few scratch rows, besides the
 train and test matrices; a dense users × items array is never built.
 
-Conventions (see ``DESIGN.md`` §4)
-----------------------------------
+Conventions (see section "Evaluation protocols" of ``docs/design.md``)
+----------------------------------------------------------------------
 Positives
     A stored value ``> 0`` in ``train`` or ``test`` is a positive. Stored values
     ``<= 0`` (explicit zeros included) are not positives. Duplicate entries are

@@ -114,7 +114,7 @@ def evaluate(
 
     Notes
     -----
-    Definitions, for one user with candidates ranked as in the module docstring,
+    Definitions, for one user with candidates ranked as in the :mod:`bpr_numpy.metrics` docstring,
     ``rel(r) = 1`` if the item at rank ``r`` (1-based) is relevant, ``n_rel`` the
     number of relevant items:
 
