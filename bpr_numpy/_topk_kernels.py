@@ -4,6 +4,10 @@
 kernels after it rank ``query @ items.T + bias`` tile by tile for ``model._top_k`` (recommend,
 similar items). Both keep the same worst-first heap (:func:`_worse`, :func:`_sift_down`,
 :func:`_heap_push`), so recommendations and top-k metrics agree.
+
+numba's cache checks only a kernel's own file: ``metrics/_kernels.py``'s ``_block_kernel``
+compiles in :func:`_top_k` and :func:`_worse` from here, so after editing those (or the heap
+kernels :func:`_top_k` calls), delete the cache (``__pycache__`` or ``$NUMBA_CACHE_DIR``).
 """
 
 from __future__ import annotations
