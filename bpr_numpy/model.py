@@ -1636,7 +1636,7 @@ def _top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k
     import concurrent.futures
     import contextlib
 
-    from . import metrics as kern
+    from . import _topk_kernels as kern
 
     dtype = item_factors.dtype
     rows = np.arange(query.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)

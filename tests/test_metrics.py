@@ -520,7 +520,9 @@ def test_import_does_not_compile():
     import sys
     from pathlib import Path
 
-    root = str(Path(M.__file__).resolve().parents[1])
+    import bpr_numpy
+
+    root = str(Path(bpr_numpy.__file__).resolve().parents[1])  # metrics is a package: its __file__ is deeper
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     code = ("import bpr_numpy.metrics as M; "
             "assert not M._block_kernel.signatures and not M._top_k.signatures")  # fmt: skip
