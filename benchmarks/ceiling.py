@@ -2,7 +2,7 @@
 
 Issue 6 asks the best pure-BPR configuration to reach P1 >= 0.93 and precision@10 >= 0.16 on
 MovieLens 100k ``ua.test`` (ratings >= 4). This script puts that target next to what other
-well-tuned models reach on exactly the same protocol (DESIGN.md §4), and takes P1 apart:
+well-tuned models reach on exactly the same protocol (docs/design.md, 'Evaluation protocols'), and takes P1 apart:
 
 - references that are not BPR, plus popularity: **EASE** (Steck, WWW 2019: closed-form
   item-item ridge regression with a zero diagonal, penalty ``lambda``) and **RP3beta** (Paudel

@@ -1,4 +1,4 @@
-"""Why a Keras BPR triplet model's loss does not go down (DESIGN.md §1), shown with bpr_numpy.
+"""Why a Keras BPR triplet model's loss does not go down (docs/design.md, 'The problem'), shown with bpr_numpy.
 
 Two of the causes, measured rather than asserted:
 

@@ -10,15 +10,16 @@ pairs for training, ``ua.test`` for scoring). One table, each bpr_numpy row the 
   carved out of it (``split_random(train, 0.1, random_state=0)``) and ``ua.test`` is read only
   for the final table. The chosen configuration is refitted on the full ``ua.base`` for the
   chosen number of epochs (no early stopping there: ``ua.test`` never steers training);
-- the Keras example's configuration (DESIGN.md §1: loss ``1 - sigma(x)``, 100 factors, no bias,
-  no regularisation, 10 epochs), trained here with plain SGD and uniform negatives with
-  rejection instead of Adam and unrejected negatives, so its learning rate is picked on the
-  validation split too.
+- the Keras example's configuration (docs/design.md, 'The problem': loss ``1 - sigma(x)``,
+  100 factors, no bias, no regularisation, 10 epochs), trained here with plain SGD and uniform
+  negatives with rejection instead of Adam and unrejected negatives, so its learning rate is
+  picked on the validation split too.
 
-Columns: P1 full AUC and P2 AUC (DESIGN.md §4), precision@10, recall@10, NDCG@10 (P2, train
-positives removed from the ranking), and the wall-clock seconds of ``fit`` on one thread (numba
-compiled beforehand). The peers' figures from DESIGN.md §6 are printed underneath for context;
-they were measured by DESIGN.md, not by this script.
+Columns: P1 full AUC and P2 AUC (docs/design.md, 'Evaluation protocols'), precision@10,
+recall@10, NDCG@10 (P2, train positives removed from the ranking), and the wall-clock seconds of
+``fit`` on one thread (numba compiled beforehand). The peers' figures from docs/design.md,
+'What the peers do' are printed underneath for context; they were measured for the design
+record, not by this script.
 
 How the tuned rows are chosen
 -----------------------------
@@ -105,7 +106,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 SELECT_METRICS = ("precision@10", "full_auc")
 
-# DESIGN.md §6 (factors 64, each peer tuned on a ua.base validation split, mean of 5 seeds):
+# docs/design.md, 'What the peers do' (factors 64, each peer tuned on a ua.base validation split,
+# mean of 5 seeds):
 # (model, P1, P2, precision@10, NDCG@10); None where not published.
 PEERS: tuple[tuple[str, float, float | None, float | None, float | None], ...] = (
     ("random", 0.504, 0.504, 0.004, 0.005),
@@ -286,7 +288,7 @@ class Trial:
 
 
 def quality(model: Any, train: sp.spmatrix, test: sp.spmatrix) -> dict[str, float]:
-    """The table's metrics of a model or block scorer, P1/P2 as in DESIGN.md §4.
+    """The table's metrics of a model or block scorer, P1/P2 as in docs/design.md, 'Evaluation protocols'.
 
     Parameters
     ----------
@@ -405,7 +407,7 @@ def search(factors: int, fit_train: sp.spmatrix, valid: sp.spmatrix, plan: Searc
 
 
 def keras_params(learning_rate: float) -> dict:
-    """The Keras example's configuration (DESIGN.md §1) as BPR keywords, at an SGD learning rate.
+    """The Keras example's configuration (docs/design.md, 'The problem') as BPR keywords, at an SGD rate.
 
     Parameters
     ----------
@@ -535,7 +537,7 @@ def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
 
 
 def format_peers(markdown: bool = False) -> str:
-    """DESIGN.md §6's peer figures (not measured here).
+    """The peer figures of docs/design.md, 'What the peers do' (not measured here).
 
     Parameters
     ----------
@@ -545,7 +547,7 @@ def format_peers(markdown: bool = False) -> str:
     -------
     str
     """
-    header = ["model (DESIGN.md §6)", "P1 full AUC", "P2 AUC", "precision@10", "NDCG@10"]
+    header = ["model (docs/design.md, 'What the peers do')", "P1 full AUC", "P2 AUC", "precision@10", "NDCG@10"]
     body = [[name] + ["" if v is None else f"{v:.3f}" for v in vals] for name, *vals in PEERS]
     return _render(header, body, markdown)
 
@@ -580,8 +582,8 @@ def keras_note(row: Row, learning_rate: float) -> str:
             f"10 epochs) but trains it with plain SGD (lr {_num(learning_rate)}, picked on the validation split) "
             "and uniform negatives resampled while they are known positives, instead of Adam and unrejected "
             f"negatives: P1 {row.mean('full_auc'):.4f} here against the published 0.9154. Its loss's gradient "
-            "is at most 1/4 and vanishes on badly misranked pairs (DESIGN.md §1), one reason 10 SGD epochs leave it "
-            "short of BPR's -ln σ.")
+            "is at most 1/4 and vanishes on badly misranked pairs (docs/design.md, 'The problem'), one reason "
+            "10 SGD epochs leave it short of BPR's -ln σ.")
 
 
 def target_lines(tuned: Sequence[Row]) -> list[str]:
@@ -887,8 +889,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     print(f"MovieLens 100k, ua split, ratings >= 4 (ua.base {train.nnz} positives, ua.test {test.nnz}); "
           f"bpr_numpy rows: {spread}, threads=1", file=out)
     print(format_table(rows), file=out)
-    print("\nPeers, as measured by DESIGN.md §6 (factors 64, tuned on a ua.base validation split, "
-          "5 seeds), not by this run:", file=out)
+    print("\nPeers, as measured in docs/design.md, 'What the peers do' (factors 64, tuned on a ua.base "
+          "validation split, 5 seeds), not by this run:", file=out)
     print(format_peers(), file=out)
     print(f"\nTuned on a 10% validation split of ua.base (never ua.test), selected by validation {select}:",
           file=out)
@@ -909,8 +911,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
         SECTION_TITLE,
         "",
         f"MovieLens 100k, official `ua` split, ratings >= 4 are positives (`ua.base` {train.nnz} pairs for "
-        f"training, `ua.test` {test.nnz} for scoring). P1 and P2 as in DESIGN.md §4; the top-k metrics rank "
-        f"all items minus the user's train positives. bpr_numpy rows: {spread} "
+        f"training, `ua.test` {test.nnz} for scoring). P1 and P2 as in docs/design.md, 'Evaluation protocols'; "
+        f"the top-k metrics rank all items minus the user's train positives. bpr_numpy rows: {spread} "
         "(`threads=1`, bitwise reproducible per seed); fit seconds are the wall-clock time of `fit` on one "
         "thread, numba compiled beforehand.",
         "",
@@ -966,8 +968,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
         "",
         "### Peers, for context",
         "",
-        "As measured by DESIGN.md §6 (factors 64, each tuned on a `ua.base` validation split, mean of "
-        "5 seeds), not by this run:",
+        "As measured in docs/design.md, 'What the peers do' (factors 64, each tuned on a `ua.base` "
+        "validation split, mean of 5 seeds), not by this run:",
         "",
         format_peers(markdown=True),
         "",

@@ -9,13 +9,13 @@ seed (the search budget goes to breadth; the refits below carry the seed spread)
 its best evaluated epoch. The winner of each combination (best mean validation
 precision@10) is refitted on all of ``ua.base`` for the mean of its seeds' best epochs, for
 ``--seeds`` seeds (``threads=1``, bitwise reproducible per seed), and scored on ``ua.test``:
-P1 full AUC, P2 AUC, precision@10, NDCG@10 (DESIGN.md §4), mean ± std over seeds, and the
-seconds of one fit.
+P1 full AUC, P2 AUC, precision@10, NDCG@10 (docs/design.md, 'Evaluation protocols'), mean ± std
+over seeds, and the seconds of one fit.
 
 In the same run, when ``lightfm`` is importable (``pip install -e .[bench]``), LightFM WARP and
-LightFM BPR with the settings DESIGN.md §6 found best for them on the same kind of validation
-split (adagrad 0.05; ``item_alpha = user_alpha`` 1e-3 for WARP at 25 epochs, 1e-4 for BPR at
-100 epochs), scored the same way, over the same seeds.
+LightFM BPR with the settings docs/design.md, 'What the peers do' found best for them on the same
+kind of validation split (adagrad 0.05; ``item_alpha = user_alpha`` 1e-3 for WARP at 25 epochs,
+1e-4 for BPR at 100 epochs), scored the same way, over the same seeds.
 
 The regularisation of every grid is the per-role setting the SGD search of
 ``benchmarks/movielens.py`` chose at 64 factors (``user 0.02, positive 0.01, negative 0.04,
@@ -61,7 +61,7 @@ from movielens import (DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, Row, Trial, _c
 SECTION_TITLE = "## Samplers, losses and optimisers"
 FACTORS = 64
 BASE_REG = {"user": 0.02, "positive": 0.01, "negative": 0.04, "bias": 0.02}
-# The best peer's published figures (DESIGN.md §6); the targets are movielens.py's.
+# The best peer's published figures (docs/design.md, 'What the peers do'); the targets are movielens.py's.
 LIGHTFM_WARP_PUBLISHED = (0.921, 0.151)
 
 
@@ -182,7 +182,10 @@ def tune(combo: Combination, fit_train: sp.csr_matrix, valid: sp.csr_matrix, pla
 
 def measure_lightfm(loss: str, alpha: float, epochs: int, train: sp.csr_matrix, test: sp.csr_matrix,
                     seeds: Sequence[int], log: TextIO) -> Row | None:
-    """LightFM with DESIGN.md's tuned settings, scored like bpr_numpy; None when not installed."""
+    """LightFM with the tuned settings of docs/design.md, 'What the peers do', scored like bpr_numpy.
+
+    None when lightfm is not installed.
+    """
     try:
         from lightfm import LightFM
     except ImportError:
@@ -291,7 +294,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
             row = measure_lightfm(loss, alpha, epochs, train, test, seeds, log)
             if row is not None:
                 peers.append(row)
-                rows.append((row, "DESIGN.md §6"))
+                rows.append((row, "docs/design.md, 'What the peers do'"))
     table = format_rows(rows)
     lines = verdict(rows, peers) if rows else []
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])

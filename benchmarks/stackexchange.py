@@ -1,8 +1,8 @@
 """The StackExchange model, reproduced and fixed: why a metadata-only BPR triplet model does not learn.
 
-DESIGN.md §1: a user built BPR as a three-tower Keras model on MovieLens 100k: user metadata
-(age, gender, occupation) and item metadata (genre flags) through embeddings and dense layers
-ending in softmax, dropout 0.5, for every training pair (u, i) a "hard" negative j (the
+docs/design.md, 'The problem': a user built BPR as a three-tower Keras model on MovieLens 100k:
+user metadata (age, gender, occupation) and item metadata (genre flags) through embeddings and
+dense layers ending in softmax, dropout 0.5, for every training pair (u, i) a "hard" negative j (the
 unobserved item whose genres are most cosine-similar to i's), the loss ``1 - sigmoid(x_uij)``,
 ``train_on_batch`` with batches of 64. The loss did not move. This script rebuilds that design
 from bpr_numpy's pieces, measures each cause, and shows the fix.
@@ -10,7 +10,7 @@ from bpr_numpy's pieces, measures each cause, and shows the fix.
 Inputs, as the question had them: user features are the one-hot age bucket (<18, 18-24, 25-34,
 35-44, 45-49, 50-55, 56+), gender and occupation of ``u.user`` (30 columns); item features are
 the 19 genre flags of ``u.item``. Positives: ratings >= 4; ``ua.base`` to train, ``ua.test`` to
-score (P1 full AUC, P2 AUC, precision@10 as in DESIGN.md §4).
+score (P1 full AUC, P2 AUC, precision@10 as in docs/design.md, 'Evaluation protocols').
 
 - **A**, the failing design: metadata-only representations (``hybrid.Features`` with
   ``identity=False``: a user is the mean of its 3 feature embeddings, an item the mean of its
@@ -775,7 +775,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     md = [
         SECTION_TITLE,
         "",
-        "DESIGN.md §1's Keras triplet model, rebuilt from bpr_numpy's pieces on MovieLens 100k (`ua` split, "
+        "The Keras triplet model of docs/design.md, 'The problem', rebuilt from bpr_numpy's pieces on "
+        "MovieLens 100k (`ua` split, "
         f"ratings >= 4, ua.base {train.nnz} pairs, ua.test {test.nnz}): user features one-hot age bucket, "
         f"gender and occupation ({data.user_meta.shape[1]} columns), item features the 19 genre flags; "
         f"{FACTORS} factors, `threads=1`. A and its one-change rows are minibatch SGD (batches of {BATCH}, one "

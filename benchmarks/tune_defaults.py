@@ -61,7 +61,7 @@ def main() -> None:
     regs = [0.01, 0.02] if args.quick else [0.003, 0.01, 0.02, 0.04]
     configs = [(f"lr {lr}, reg {reg}", dict(learning_rate=lr, regularization=reg))
                for lr, reg in itertools.product(lrs, regs)]
-    # Per-role variants around the best uniform setting (DESIGN.md §2: roles matter).
+    # Per-role variants around the best uniform setting (docs/design.md, 'The mathematics': roles matter).
     configs += [
         ("lr 0.02, reg 0.02, no bias penalty",
          dict(learning_rate=0.02, regularization=dict(user=0.02, positive=0.02, negative=0.02, bias=0.0))),

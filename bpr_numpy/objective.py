@@ -44,8 +44,8 @@ penalty is ``lambda * theta``. With ``s = ell'(x_uij)``::
     dL/db_i = s             + lambda_b b_i
     dL/db_j = -s            + lambda_b b_j
 
-For ``"bpr"``, ``s = -g`` with ``g = sigma(-x_uij)``, which is DESIGN.md's
-``-g (h_i - h_j) + lambda_u w_u`` and so on.
+For ``"bpr"``, ``s = -g`` with ``g = sigma(-x_uij)``, which gives ``-g (h_i - h_j) + lambda_u w_u``
+and so on, as written in docs/design.md, 'The mathematics'.
 
 Optimisers
 ----------

@@ -40,8 +40,8 @@ def test_precision_at_10_beats_popularity_and_the_tuned_peers_bpr(ua, default_mo
     train, test = ua
     prec = np.array([metrics.precision_at_k(m, train, test, k=10) for m in default_models])
     popularity = metrics.precision_at_k(metrics.popularity_scorer(train), train, test, k=10)
-    assert popularity < 0.075  # DESIGN.md: 0.067
-    # implicit's tuned BPR reaches 0.110 here (DESIGN.md §6); default bpr_numpy must do better.
+    assert popularity < 0.075  # docs/design.md, 'What the peers do': 0.067
+    # implicit's tuned BPR reaches 0.110 here (docs/design.md, 'What the peers do'); default bpr_numpy must do better.
     # Measured (README): mean 0.1409, std 0.0017.
     assert prec.min() > 0.110, prec
     assert prec.mean() >= 0.1409 - 5 * 0.0017, prec
