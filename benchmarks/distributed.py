@@ -58,7 +58,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 from _common import cpu_model  # noqa: E402
 
 from bpr_numpy import BPR, _strata, distributed, metrics  # noqa: E402
-from bpr_numpy.model import _resolve_seed  # noqa: E402
+from bpr_numpy._runtime import resolve_seed  # noqa: E402
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -245,7 +245,7 @@ def cmd_project(args) -> None:
 def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch) -> None:
     """Per-epoch parameter averaging of item factors over P user shards, with the stratum kernel."""
     model = BPR(threads=1, random_state=seed)
-    model._seed = _resolve_seed(seed)
+    model._seed = resolve_seed(seed)
     model._init_factors(*train.shape)
     bounds = _strata.user_block_bounds(train.indptr, P)
     identity = (np.zeros(train.shape[1], np.int32), np.arange(train.shape[1], dtype=np.int32))

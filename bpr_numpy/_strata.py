@@ -207,7 +207,7 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     import numba
 
     from . import _kernels
-    from .model import _PARALLEL_LOCK, _beyond_cache, _membership_bitmap, _numba_threads
+    from ._runtime import PARALLEL_LOCK, beyond_cache, membership_bitmap, numba_threads
 
     user_factors, user_step = user_block
     item_factors, item_bias, item_ids, item_step = item_block
@@ -226,15 +226,15 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     threads = min(settings.threads, numba.config.NUMBA_NUM_THREADS)
     if n_samples:
         dtype = user_factors.dtype.type
-        bitmap = _membership_bitmap(indptr, indices, item_factors.shape[0])
+        bitmap = membership_bitmap(indptr, indices, item_factors.shape[0])
         args = (user_factors, item_factors, item_bias, indptr, indices, user_of, n_samples, settings.user_run,
                 seed, stream, 0, chunks, dtype(settings.learning_rate), dtype(settings.reg_user),
                 dtype(settings.reg_positive), dtype(settings.reg_negative), dtype(settings.reg_bias),
                 settings.loss_code, settings.use_bias, settings.skip_liked, None, None, None, None,
                 out_loss, out_ordered, out_skipped, bitmap,
-                _beyond_cache(user_factors, item_factors, indices))
+                beyond_cache(user_factors, item_factors, indices))
         if threads > 1:
-            with _numba_threads(threads), _PARALLEL_LOCK:
+            with numba_threads(threads), PARALLEL_LOCK:
                 _kernels._epoch_parallel(*args)
         else:
             _kernels._epoch_serial(*args)
@@ -254,7 +254,7 @@ def shuffle_items(n_items: int, n_blocks: int, seed: int, epoch: int, *blocks) -
     twice instead (in, then out to the worker of each block). Returns one :func:`new_block`
     per new block, at step ``epoch * n_blocks``, rows in ascending id order.
     """
-    from .model import _aligned_empty
+    from ._runtime import aligned_empty
 
     old, new = item_blocks(n_items, n_blocks, seed, epoch - 1), item_blocks(n_items, n_blocks, seed, epoch)
     rows = np.empty((n_items, blocks[0][0].shape[1]), blocks[0][0].dtype)
@@ -267,8 +267,8 @@ def shuffle_items(n_items: int, n_blocks: int, seed: int, epoch: int, *blocks) -
     out = []
     for q in range(n_blocks):
         ids = new.block(q)
-        block_rows = _aligned_empty((ids.shape[0], rows.shape[1]), rows.dtype)
-        block_bias = _aligned_empty(ids.shape[0], rows.dtype)
+        block_rows = aligned_empty((ids.shape[0], rows.shape[1]), rows.dtype)
+        block_bias = aligned_empty(ids.shape[0], rows.dtype)
         block_rows[...] = rows[ids]
         block_bias[...] = bias[ids]
         out.append(new_block(block_rows, block_bias, ids, step=epoch * n_blocks))
@@ -304,9 +304,9 @@ class HostedBlock:
 
 def host_block(fit: str, p: int, data: tuple, factors: np.ndarray, first_row: int, step: int) -> int:
     """Keep user block ``p`` of fit ``fit`` (rows from ``first_row``) on this worker (a task); returns ``step``."""
-    from .model import _kernel_ready
+    from ._runtime import kernel_ready
 
-    factors = _kernel_ready(factors, factors.dtype)  # arrays that arrive over the network start anywhere
+    factors = kernel_ready(factors, factors.dtype)  # arrays that arrive over the network start anywhere
     with _HOSTED_LOCK:
         if fit in _FORGOTTEN:
             raise StaleBlockError(f"fit {fit} was released")
@@ -340,13 +340,13 @@ def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: S
     epoch's strata on its first sub-epoch, trains in place (:func:`train_stratum`), keeps the
     statistics for :func:`report_hosted`, and returns the item block (the next task's input).
     """
-    from .model import _kernel_ready
+    from ._runtime import kernel_ready
 
     hosted = _hosted(fit, p)
     rows, bias, ids, step = item_block
     # A block received from another worker starts wherever its message put it; rows that straddle
     # one more cache line than needed cost the kernel 6% (model._aligned_empty). A copy is V/P.
-    item_block = (_kernel_ready(rows, rows.dtype), _kernel_ready(bias, bias.dtype), ids, step)
+    item_block = (kernel_ready(rows, rows.dtype), kernel_ready(bias, bias.dtype), ids, step)
     if hosted.strata_epoch != epoch:
         hosted.strata = None  # the old strata go before the new ones are built
         hosted.strata = stratify(hosted.data, n_items, n_blocks, seed, epoch)

@@ -719,7 +719,8 @@ def _similar(args) -> int:
 
 def _bench(args) -> int:
     from . import datasets
-    from .model import BPR, _available_threads
+    from ._runtime import available_threads
+    from .model import BPR
 
     if args.nnz is None:
         data = datasets.synthetic_small(random_state=args.seed)
@@ -728,7 +729,7 @@ def _bench(args) -> int:
         n_users = max(10, args.nnz // 50)
         data = datasets.synthetic(n_users=n_users, n_items=max(10, n_users // 2), nnz=args.nnz,
                                   random_state=args.seed)
-    threads = args.threads or _available_threads()
+    threads = args.threads or available_threads()
     print(f"data: {data.n_users} users x {data.n_items} items, {data.nnz} pairs; factors {args.factors}, "
           f"{args.epochs} epochs")
     for t in sorted({1, threads}):

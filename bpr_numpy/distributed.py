@@ -42,7 +42,9 @@ import numpy as np
 
 from . import _strata, sampling
 from ._validation import as_user_items
-from .model import BPR, EpochReport, TrainingDivergedError, _available_threads, _check_epochs, _resolve_seed
+from ._runtime import available_threads, resolve_seed
+from .model import BPR, EpochReport, TrainingDivergedError
+from .model._training import _check_epochs
 from .objective import Regularization, loss_code
 
 #: Seconds to wait for at least one worker (at the start, and after a lost one).
@@ -173,7 +175,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
     _check_epochs(epochs)
     matrix = as_user_items(user_items)
     if client is None:
-        executor = _Threads(model.threads or _available_threads())
+        executor = _Threads(model.threads or available_threads())
     else:
         executor = _Dask(client)
     try:
@@ -182,7 +184,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         if n_blocks > min(matrix.shape):
             raise ValueError(f"n_blocks={n_blocks} is more than the {matrix.shape[0]} users or "
                              f"{matrix.shape[1]} items: every block needs at least one of each")
-        model._seed = _resolve_seed(model.random_state)
+        model._seed = resolve_seed(model.random_state)
         model._features = None
         model._init_factors(*matrix.shape)
         model._user_items = matrix
@@ -452,14 +454,14 @@ class _Trainer:
         New arrays are filled, then swapped in with the checkpoint's epoch (``saved``), so that an
         interrupt never leaves the model half one epoch and half another.
         """
-        from .model import _aligned_empty
+        from ._runtime import aligned_empty
 
         model, P, ex = self.model, self.n_blocks, self.executor
         if any(u is None for u in users):
             users = [r[1] for r in ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True,
                                                         worker=self.worker_of[p]) for p in range(P)])]
         items = ex.gather(self.items)
-        fresh = [_aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_bias)]
+        fresh = [aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_bias)]
         for p in range(P):
             fresh[0][self.bounds[p]:self.bounds[p + 1]] = users[p]
         for rows, bias, ids, _ in items:

@@ -8,11 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
 SCANNED = ("bpr_numpy", "benchmarks", "tests")
 
-#: Files still allowed to cite DESIGN.md.
-DESIGN_MD_ALLOWED = {
-    "bpr_numpy/metrics.py",  # being moved; remove from this list once moved
-    "bpr_numpy/model.py",  # being moved; remove from this list once moved
-}
+#: Files still allowed to cite DESIGN.md (none: every citation points into docs/).
+DESIGN_MD_ALLOWED: set[str] = set()
 
 # A docs file, and a section cited by name: "docs/design.md, 'Evaluation protocols'" or
 # 'section "Evaluation protocols" of ``docs/design.md``'.

@@ -93,11 +93,11 @@ def test_the_data_take_both_sampler_paths(eq):
     dense, sparse = eq.interactions("dense"), eq.interactions("sparse")
     assert eq.uses_bitmap(dense) and not eq.uses_bitmap(sparse)
     try:  # the restated rule against the code's own, while the code has it there
-        from bpr_numpy.model import _membership_bitmap
+        from bpr_numpy._runtime import membership_bitmap
     except ImportError:
         pytest.skip("bpr_numpy.model._membership_bitmap moved")
     for m in (dense, sparse):
-        built = _membership_bitmap(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.shape[1])
+        built = membership_bitmap(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.shape[1])
         assert (built is not None) == eq.uses_bitmap(m)
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpr_numpy import BPR
-from bpr_numpy.model import _top_k
+from bpr_numpy.model._retrieval import top_k as _top_k
 
 DTYPES = (np.float32, np.float64)
 

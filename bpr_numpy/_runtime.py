@@ -1,0 +1,133 @@
+"""What training and retrieval share at run time: threads, the parallel lock, aligned arrays, seeds.
+
+Used by the estimator (:mod:`bpr_numpy.model`), the stratified epochs (:mod:`bpr_numpy._strata`),
+the distributed trainer and the command line; it holds no model state.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from ._parameters import check_random_state
+
+__all__ = ["PARALLEL_LOCK", "aligned_empty", "available_threads", "beyond_cache", "kernel_ready", "membership_bitmap",
+           "normal_rows", "numba_threads", "resolve_seed"]
+
+# One parallel epoch at a time in the process: numba's workqueue layer aborts on concurrent
+# parallel regions (two models fitted from two Python threads), and on a machine's few cores two
+# Hogwild fits gain nothing from overlapping. Re-entrant: a callback may fit another model.
+PARALLEL_LOCK = threading.RLock()
+
+
+def resolve_seed(random_state) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    check_random_state("random_state", random_state)
+    return int(random_state)
+
+
+@contextmanager
+def numba_threads(threads: int):
+    """Run this Python thread's numba parallel regions on ``threads`` threads (numba keeps the
+    count per calling thread). The regions themselves take :data:`PARALLEL_LOCK`."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+_INIT_BLOCK = 16384  # rows per generator of the initial factors
+_ALIGN = 64  # bytes: a cache line
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a cache line.
+
+    numpy's allocations start 16 bytes past one, so every 256-byte factor row (64 float32)
+    spans five lines instead of four, and the kernels' row prefetch (one per line) misses the
+    fifth; two threads also share the line between neighbouring rows.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = np.empty(count * dtype.itemsize + _ALIGN, np.uint8)
+    offset = -buffer.ctypes.data % _ALIGN
+    return buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def kernel_ready(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` itself when the kernels can train it in place (dtype, C order, writeable, line-aligned), else a copy."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % _ALIGN == 0:
+        return a
+    out = aligned_empty(a.shape, dtype)
+    out[...] = a
+    return out
+
+
+def normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int) -> np.ndarray:
+    """``rows x factors`` normal draws of standard deviation ``std``, in ``dtype``, on ``threads`` threads.
+
+    Blocks of :data:`_INIT_BLOCK` rows each have their own generator seeded by ``(seed, stream,
+    block)``, so the values do not depend on the thread count; numpy fills them without the GIL.
+    Drawn in the model's dtype (numpy's float32 ziggurat for float32): 16M float64 normals then a
+    cast took 0.3 s on 20M pairs (a tenth of an epoch), this takes 0.1 s on two threads. (A numba
+    Box-Muller fill was slower: 0.41 s on one thread.)
+    """
+    out = aligned_empty((rows, factors), dtype)
+
+    def fill(block: int) -> None:
+        part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
+        np.random.default_rng([seed, stream, block]).standard_normal(part.shape, dtype=dtype, out=part)
+        with np.errstate(over="ignore"):  # an overflow is reported by _init_factors, naming init_std
+            part *= dtype.type(std)
+
+    blocks = range((rows + _INIT_BLOCK - 1) // _INIT_BLOCK)
+    if threads == 1 or len(blocks) == 1:
+        for block in blocks:
+            fill(block)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, blocks))
+    return out
+
+
+def membership_bitmap(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> np.ndarray | None:
+    """The samplers' bitmap of positives (:func:`bpr_numpy._kernels._membership_bitmap`), or None.
+
+    A bit per (user, item) answers "is j a positive of u?" in one load where the binary search
+    of u's row takes several dependent ones (18% of an epoch on MovieLens 100k). It is built
+    only when it is no bigger than twice the CSR's index array (density >= 1/64 with int32
+    indices): on sparse catalogues it would cost far more memory than the interactions.
+    """
+    from . import _kernels
+
+    n_users = indptr.shape[0] - 1
+    if n_users * ((n_items + 63) // 64) * 8 > 2 * indices.nbytes:
+        return None
+    return _kernels._membership_bitmap(indptr, indices, n_items)
+
+
+#: Bytes of factor rows and interactions above which the kernels fetch each run's rows batches
+#: ahead (``_kernels._prefetch_runs``): +18% on 20M pairs (230 MB), -2.5% on MovieLens 100k
+#: (1 MB, all in cache). A few times the per-core caches of the machines we measure on.
+_PREFETCH_RUNS_BYTES = 4 << 20
+
+
+def beyond_cache(*arrays: np.ndarray) -> bool:
+    return sum(a.nbytes for a in arrays) > _PREFETCH_RUNS_BYTES
+
+
+def available_threads() -> int:
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)

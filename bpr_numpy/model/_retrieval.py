@@ -1,0 +1,153 @@
+"""Exact top-k retrieval over factor models: ``recommend`` and ``similar_items`` rank with it.
+
+The heaps and the tile kernels are :mod:`bpr_numpy._topk_kernels`, shared with the top-k metrics so
+that recommendations and metrics rank alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["top_k"]
+
+
+def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k: int, *,
+           rows: np.ndarray | None = None, exclude: sp.csr_matrix | None = None, threads: int = 1,
+           block: int | None = None, tile: int | None = None,
+           prune: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of ``query[rows] @ item_factors.T + item_bias``, best first.
+
+    Ranks exactly as :func:`bpr_numpy.metrics._top_k` (so recommendations and top-k
+    metrics agree): score descending, equal scores by the lower item index; NaN scores
+    and excluded items are not candidates; rows with fewer than k candidates are padded
+    with item -1 and score -inf. The scores are those of ``query @ item_factors.T``
+    plus ``item_bias`` in the factors' dtype.
+
+    The full score block is never built. Rows go in blocks and items in tiles: one BLAS
+    product per (block, tile), about 4 MiB so that it is read back from cache, fed to
+    one small heap per row by numba kernels; ``threads`` workers take whole blocks in
+    turn. With ``prune``
+    the items are visited in decreasing order of a score estimate, and a row stops as
+    soon as no item left can reach its heap by the Cauchy-Schwarz bound
+    ``|q| max|v| + max b`` (rounding included): exact, and on trained models, whose
+    item norms and biases are skewed, most of the product is skipped.
+
+    Parameters
+    ----------
+    query : numpy.ndarray
+        (n_query, f) factors of the rows, same dtype as ``item_factors``.
+    item_factors : numpy.ndarray
+        (n_items, f).
+    item_bias : numpy.ndarray
+        (n_items,).
+    k : int
+        0 <= k <= n_items.
+    rows : numpy.ndarray, optional
+        Rows of ``query`` to rank, in output order (default: all).
+    exclude : scipy.sparse.csr_matrix, optional
+        Row ``rows[i]`` lists the items that are not candidates for output row ``i``.
+    threads : int
+        Worker threads, each ranking whole blocks of rows.
+    block, tile : int, optional
+        Rows per block and items per tile (defaults from the 4 MiB budget).
+    prune : bool, optional
+        Reorder the items and settle rows early (default: for 64 rows or more, where
+        ordering the items, O(n_items log n_items), pays for itself).
+
+    Returns
+    -------
+    items : numpy.ndarray
+        (len(rows), k) int64.
+    scores : numpy.ndarray
+        (len(rows), k) in the factors' dtype.
+    """
+    import concurrent.futures
+    import contextlib
+
+    from .. import _topk_kernels as kern
+
+    dtype = item_factors.dtype
+    rows = np.arange(query.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    n, (n_items, f) = len(rows), item_factors.shape
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=dtype)
+    if n == 0 or k == 0:
+        return items, scores
+    if prune is None:
+        prune = n >= 64
+    tile = int(tile or (min(n_items, 4096) if prune else n_items))
+    block = int(block or max(1, 2**22 // (dtype.itemsize * tile)))
+    if prune:
+        norms = np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors, dtype=np.float64))
+        sample = query[rows[:: max(1, n // 1024)]]
+        typical = float(np.sqrt(np.einsum("ij,ij->i", sample, sample, dtype=np.float64)).mean())
+        # Likely winners first: the score of a typical row if it were aligned with the item.
+        order = np.argsort(-(typical * norms + item_bias), kind="stable")  # NaN keys last
+        factors, bias = np.ascontiguousarray(item_factors[order]), item_bias[order]
+        # Largest norm and bias of the items from each tile on (NaN, from a diverged
+        # model, propagates and disables the early stop: slower, still exact).
+        max_norm = np.maximum.accumulate(norms[order][::-1])[::-1][::tile]
+        max_bias = np.maximum.accumulate(bias.astype(np.float64)[::-1])[::-1][::tile]
+    else:
+        order = np.arange(n_items, dtype=np.int64)
+        factors, bias = np.ascontiguousarray(item_factors), np.ascontiguousarray(item_bias)
+    eps = float(np.finfo(dtype).eps)
+    # Rounding of a length-f dot product plus the bias add, with room to spare.
+    slack, floor = 2 * (f + 2) * eps, (f + 2) * float(np.finfo(dtype).tiny)
+    if exclude is None:
+        indptr, indices = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    else:
+        if not exclude.has_sorted_indices:  # the kernels binary-search each row
+            exclude = exclude.copy()
+            exclude.sort_indices()
+        indptr, indices = exclude.indptr, exclude.indices
+
+    def run(start: int) -> None:
+        # One block of rows from start to finish: products, heaps and output rows are
+        # the block's own, so blocks need no synchronisation between them.
+        r = rows[start:start + block]
+        m = len(r)
+        ub = np.ascontiguousarray(query[r])
+        buf = np.empty(m * tile, dtype=dtype)
+        heap_s, heap_i = np.empty((m, k), dtype=dtype), np.empty((m, k), dtype=np.int64)
+        sizes = np.zeros(m, dtype=np.int64)
+        active, n_active = np.arange(m, dtype=np.int64), m
+        q_norms = np.sqrt(np.einsum("ij,ij->i", ub, ub, dtype=np.float64)) if prune else None
+        for t, t0 in enumerate(range(0, n_items, tile)):
+            if prune and t:
+                n_active = kern._drop_settled(active, n_active, heap_s, sizes, q_norms, max_norm[t], max_bias[t],
+                                              slack, floor, ub)
+                if not n_active:
+                    break
+            w = min(tile, n_items - t0)
+            s = buf[:n_active * w].reshape(n_active, w)
+            np.matmul(ub[:n_active], factors[t0:t0 + w].T, out=s)
+            kern._offer_tile(s, bias, order, t0, active, n_active, r, indptr, indices, exclude is not None,
+                             heap_s, heap_i, sizes)
+        kern._heaps_to_rows(heap_s, heap_i, sizes, items[start:start + m], scores[start:start + m])
+
+    starts = range(0, n, block)
+    limit = contextlib.nullcontext()
+    if len(starts) > 1:
+        # Bulk calls run on exactly ``threads`` threads: one single-threaded product per
+        # worker. (threadpoolctl is optional; without it BLAS keeps its own threads.)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            limit = threadpool_limits(1, user_api="blas")
+    with limit:
+        # Parallel over whole blocks rather than within each tile: a per-tile barrier
+        # (threaded BLAS, then threaded heaps) waits for the slower core thousands of
+        # times, and lost to one thread when the other core was busy. The products
+        # release the GIL and the kernels are nogil.
+        if threads > 1 and len(starts) > 1:
+            with concurrent.futures.ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                for _ in pool.map(run, starts):  # handed out in turn: a faster core takes more blocks
+                    pass
+        else:
+            for start in starts:
+                run(start)
+    return items, scores

@@ -1,0 +1,463 @@
+"""The training loop: initial factors, the epochs (kernel calls, snapshots, validation, Ctrl-C), reports.
+
+Free functions over a :class:`~bpr_numpy.model.BPR` (the estimator dispatches to them, as
+scikit-learn's estimators dispatch to module-level solvers). The math is
+:mod:`bpr_numpy.objective`; the kernels are :mod:`bpr_numpy._kernels` and
+:mod:`bpr_numpy._hybrid_kernels`; see ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import sampling
+from .._parameters import INT64_MAX, check_allocation
+from .._validation import as_user_items
+from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
+                        membership_bitmap, normal_rows, numba_threads)
+from ..objective import OptimizerState, Regularization, loss_code
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._estimator import BPR
+
+__all__ = ["EpochReport", "TrainingDivergedError"]
+
+#: The trained arrays, in the order of ``BPR._parameters()`` (the embeddings only with side features).
+_PARAMETER_NAMES = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
+                    "item_bias_embeddings")
+
+#: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
+_CHUNKS_PER_CALL = 64
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced NaN or infinite parameters."""
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did; passed to ``fit``'s callback and kept in ``history_``.
+
+    Attributes
+    ----------
+    epoch : int
+        1-based count of epochs this model has trained, over all calls.
+    loss : float
+        Mean pair loss ``ell(x_uij)`` over the epoch's applied samples, each
+        taken just before its update (the data term; regularisation excluded).
+    ordered_fraction : float
+        Fraction of applied samples with ``x_uij > 0``: a running estimate of
+        the *training* AUC, not a test metric.
+    skipped : int
+        Samples drawn but not applied because no negative could be found
+        (a user who holds every item, or ``MAX_NEGATIVE_TRIES`` misses).
+    samples : int
+        Samples drawn (applied + skipped).
+    seconds : float
+        Wall-clock time of the epoch's kernel.
+    samples_per_second : float
+    metric : str or None
+        Name of the validation metric, when ``fit`` was given ``validation``.
+    validation : float or None
+        Its value after this epoch (None on epochs that were not evaluated).
+    """
+
+    epoch: int
+    loss: float
+    ordered_fraction: float
+    skipped: int
+    samples: int
+    seconds: float
+    samples_per_second: float
+    metric: str | None = None
+    validation: float | None = None
+
+    def __str__(self) -> str:
+        text = (f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
+                f"skipped {self.skipped}  {self.seconds:.3f} s  {self.samples_per_second / 1e6:.2f} M samples/s")
+        if self.validation is not None:
+            text += f"  {self.metric} {self.validation:.4f}"
+        return text
+
+
+class _Validation:
+    """Per-epoch validation for ``fit``: scores, keeps the best factors, decides when to stop."""
+
+    def __init__(self, validation, metric: str, patience: int | None, every: int, shape: tuple[int, int]):
+        from .. import metrics
+
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (train_positives, validation_positives)")
+        self.train = as_user_items(validation[0], "validation[0] (train positives)", require_positive=False)
+        self.valid = as_user_items(validation[1], "validation[1] (validation positives)")
+        for name, m in (("validation[0]", self.train), ("validation[1]", self.valid)):
+            if m.shape != shape:
+                raise ValueError(f"{name} has shape {m.shape} but user_items has shape {shape}")
+        if not isinstance(metric, str):
+            raise TypeError(f"metric must be a string such as 'ndcg@10', got {type(metric).__name__}")
+        name, at, k = metric.partition("@")
+        top_k = name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
+        if (name not in metrics.METRIC_NAMES or (at and not top_k)
+                or (at and (not k.isdigit() or int(k) < 1))):
+            raise ValueError(f"unknown validation metric {metric!r}; use one of {', '.join(metrics.METRIC_NAMES)}, "
+                             "with @k for the top-k ones (e.g. 'ndcg@10')")
+        self.name, self.k = name, int(k) if at else 10
+        self.key = f"{name}@{self.k}" if top_k else name
+        for label, value, low in (("patience", patience, 1), ("validate_every", every, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < low):
+                raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        self.patience, self.every = patience, every
+        self.best_score = -np.inf
+        self.best_epoch: int | None = None
+        self.best_params: tuple[np.ndarray, ...] | None = None
+        self.seen = 0
+
+    def after_epoch(self, model: "BPR", report: EpochReport) -> tuple[EpochReport, bool]:
+        from .. import metrics
+
+        self.seen += 1
+        if self.seen % self.every:
+            return report, False
+        value = float(metrics.evaluate(model, self.train, self.valid, k=self.k, metrics=[self.name])[self.key])
+        report = replace(report, metric=self.key, validation=value)
+        if value > self.best_score:  # NaN (no evaluable user) never counts as an improvement
+            self.best_score, self.best_epoch = value, report.epoch
+            self.best_params = [a.copy() for a in model._parameters()]
+        stop = self.patience is not None and report.epoch - (self.best_epoch or 0) >= self.patience \
+            and self.best_epoch is not None
+        return report, stop
+
+    def restore_best(self, model: "BPR") -> None:
+        if self.best_params is not None:
+            model._set_parameters(self.best_params)
+        model.best_epoch_ = self.best_epoch
+        model.best_score_ = None if self.best_epoch is None else self.best_score
+
+
+class _Snapshot:
+    """A copy of the parameters (and optimiser state) as the last completed epoch left them.
+
+    Kept in preallocated buffers, so an interrupted epoch can be undone: the
+    price of "Ctrl-C keeps the last completed epoch" is one more copy of the
+    parameters in memory and one copy of them per epoch, which also checks
+    that they are finite (one pass over memory instead of two).
+    """
+
+    def __init__(self, model: "BPR") -> None:
+        self.model = model
+        self.live = self._arrays()
+        self.n_parameters = len(model._parameters())
+        self.saved = [np.empty_like(a) for a in self.live]
+
+    def _arrays(self) -> list[np.ndarray]:
+        m = self.model
+        state = m._optimizer_state
+        extra = [a for a in state.kernel_args()[1:] if a.size] if state is not None and state.code else []
+        return [*m._parameters(), *extra]
+
+    def take(self) -> int:
+        """Copy the live arrays; return the index of the first parameter array with NaN/inf, or -1."""
+        from .._kernels import _copy_finite
+
+        bad = -1
+        for k, (src, dst) in enumerate(zip(self.live, self.saved)):
+            if k < self.n_parameters and src.size:
+                if not _copy_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
+                    bad = k
+            else:
+                np.copyto(dst, src)
+        return bad
+
+    def restore(self) -> None:
+        for dst, src in zip(self.live, self.saved):
+            np.copyto(dst, src)
+
+
+def _check_epochs(epochs) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 0 <= epochs <= INT64_MAX:
+        raise ValueError(f"epochs must be a non-negative integer below 2**63, got {epochs!r}")
+
+
+def init_factors(model: BPR, n_users: int, n_items: int) -> None:
+    dtype = np.dtype(model.dtype)
+    rows = (n_users + n_items) if model._features is None else \
+        (model._features.users.n_features + model._features.items.n_features)
+    factors = int(model.factors)  # a numpy int8 would overflow below, and its sqrt would be float16
+    check_allocation(int(rows) * factors * dtype.itemsize, f"factors={factors} ({rows} rows of "
+                     f"{dtype.name} factors)")
+    std = 1.0 / np.sqrt(factors) if model.init_std is None else float(model.init_std)
+    threads = min(model.threads or available_threads(), available_threads())
+    streams = iter((0, 1))  # users, then items
+
+    def normal(rows: int) -> np.ndarray:
+        return normal_rows(model._seed, next(streams), rows, factors, std, dtype, threads)
+
+    if model._features is not None:
+        model._features.init_embeddings(normal)
+        model.user_factors, model.item_factors, model.item_bias = model._features.representations(
+            bool(model.use_item_bias))
+    else:
+        model.user_factors = normal(n_users)
+        model.item_factors = normal(n_items)
+        model.item_bias = aligned_empty(n_items, dtype)
+        model.item_bias[:] = 0
+    for name, a in zip(("user_factors", "item_factors"), model._parameters()):
+        if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
+            raise ValueError(f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; "
+                             "use a smaller init_std")
+    model._optimizer_state = None
+    model._epochs_done = 0
+    model._diverged = None
+    model._item_norms = None
+    model.history_ = []
+
+
+def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
+    _check_epochs(epochs)
+    epochs = int(epochs)  # a numpy integer would make the epoch counter wrap at its width
+    if model._epochs_done + epochs > INT64_MAX:  # the kernels seed each epoch's streams with its int64 number
+        raise ValueError(f"epochs={epochs} after the {model._epochs_done} already trained would count past 2**63")
+    if model._features is not None:  # loss or sampler may have been changed since the features were set
+        model._check_feature_settings()
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    model._user_items = matrix
+    model._item_norms = None
+    dtype = np.dtype(model.dtype)
+    # Arrays a user replaced (read-only, strided, another dtype) are copied into what
+    # the kernels take, rather than compiling a new kernel or failing inside numba.
+    model._set_parameters([kernel_ready(a, dtype) for a in model._parameters()])
+    threads = min(model.threads or available_threads(), available_threads())
+    user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
+    state = model._optimizer_state
+    # The trained rows: factor rows, or feature-embedding rows with side features.
+    rows_u, rows_i = (model.user_factors.shape[0], model.item_factors.shape[0]) if model._features is None else \
+        (model._features.users.n_features, model._features.items.n_features)
+    if state is None or not state.fits(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
+                                       model.user_factors.dtype):
+        # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
+        model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
+                                               dtype=model.user_factors.dtype)
+    alias = alias_table(model, matrix)
+    # Only samplers that draw negatives ahead of the updates test them against the bitmap.
+    draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
+        model.loss != "warp"
+    bitmap = None
+    if model._features is None and epochs and draws_ahead:
+        bitmap = membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
+    if not epochs:
+        if validation is not None:
+            validation.restore_best(model)
+        return model
+    # The thread count is set once for the whole loop: per epoch it cost 1% of a MovieLens
+    # 100k fit. The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
+    with numba_threads(threads) if threads > 1 else nullcontext():
+        return epoch_loop(model, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
+                                validation)
+
+
+def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
+                validation) -> "BPR":
+    """The epochs of :meth:`_train`, after its setup."""
+    total = model._epochs_done + epochs
+    # Compile (or load from the cache) outside the epoch timer: a call
+    # with zero samples has the same types and does no work.
+    # Coerced once: the checks cost 1.5% of a MovieLens 100k fit when done per epoch.
+    reg = Regularization.coerce(model.regularization)
+    run_epoch(model, matrix, user_of, threads, alias, bitmap, reg, n_samples=0)
+    snapshot = _Snapshot(model)
+    snapshot.take()
+    # Ctrl-C may land anywhere in the loop. Inside an epoch's kernel calls (``completed``
+    # false), the model puts back the last completed epoch; anywhere else the live arrays hold
+    # a completed epoch, which it keeps. Either way it says so and lets the interrupt go on.
+    report, done, completed = None, model._epochs_done, True
+    try:
+        for _ in range(epochs):
+            done = model._epochs_done
+            completed = False
+            if any(a is not b for a, b in zip(model._parameters(), snapshot.live)):
+                # A callback replaced a parameter array: check it, copy it into what the kernels
+                # take, and snapshot that.
+                model._check_parameter_arrays()
+                model._set_parameters([kernel_ready(a, model.user_factors.dtype) for a in model._parameters()])
+                snapshot = _Snapshot(model)
+                snapshot.take()
+            elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved)):
+                model._check_parameter_arrays()  # reshaped in place: names the array
+            report = run_epoch(model, matrix, user_of, threads, alias, bitmap, reg)
+            completed = True
+            check_finite(model, snapshot.take())
+            stop = False
+            if validation is not None:
+                report, stop = validation.after_epoch(model, report)
+            model.history_.append(report)
+            if show_progress:
+                print(f"{report}  [{report.epoch}/{total}]", file=sys.stderr, flush=True)
+            if callback is not None and callback(report) is False:
+                break
+            if stop:
+                break
+    except KeyboardInterrupt:
+        if not completed:
+            snapshot.restore()
+            model._epochs_done = done
+        elif report is not None and report.epoch == model._epochs_done and \
+                (not model.history_ or model.history_[-1].epoch != report.epoch):
+            model.history_.append(report)
+        model.interrupted_ = True
+        where = f"during epoch {done + 1}" if not completed else f"after epoch {model._epochs_done}"
+        print(f"interrupted {where}: the model keeps the factors of epoch {model._epochs_done} "
+              f"(the last one completed)", file=sys.stderr, flush=True)
+        raise
+    if validation is not None:
+        validation.restore_best(model)
+    return model
+
+
+def alias_table(model: BPR, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """The popularity samplers' alias table over ``matrix`` (empty arrays for the other samplers)."""
+    if sampling.sampler_codes(model.sampler).candidate != sampling.CANDIDATE_POPULARITY:
+        return np.empty(0), np.empty(0, np.int64)
+    weights = sampling.popularity_weights(matrix, float(model.popularity_exponent))
+    if not weights.sum() > 0:  # no positives at all: nothing is drawn anyway
+        weights = np.ones_like(weights)
+    return sampling.alias_table(weights)
+
+
+def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
+               alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None, reg: Regularization,
+               n_samples: int | None = None) -> EpochReport | None:
+    """One epoch of the kernel over ``matrix`` (``reg``: the coerced regularisation).
+
+    ``n_samples=0`` only compiles the kernel and returns None.
+    """
+    from .. import _kernels
+
+    dtype = model.user_factors.dtype.type
+    codes = sampling.sampler_codes(model.sampler)
+    warm_up = n_samples == 0
+    n_samples = matrix.nnz if n_samples is None else n_samples
+    chunks = _kernels.n_chunks(n_samples)
+    out_loss = np.zeros(chunks)
+    out_ordered = np.zeros(chunks, np.int64)
+    out_skipped = np.zeros(chunks, np.int64)
+    n_items = model.item_factors.shape[0]
+    aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
+    # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
+    # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
+    # every n ln n samples.
+    group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
+        else chunks_per_call(model)
+    learning_rate = epoch_learning_rate(model, model._epochs_done)
+    kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
+    hybrid = model._features is not None
+    if hybrid:
+        from .. import _hybrid_kernels
+
+        kernel = _hybrid_kernels._hybrid_epoch_serial if threads == 1 else _hybrid_kernels._hybrid_epoch_parallel
+    popularity = alias if alias[0].size else None
+    opt = model._optimizer_state.kernel_args() if model._optimizer_state.code else None
+    adaptive_kind = int(codes.adaptive)
+    warp_max_sampled = int(model.max_sampled) if model.loss == "warp" else 0
+    no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
+    prefetch_runs = beyond_cache(model.user_factors, model.item_factors, matrix.indices)
+
+    def run(chunk_start: int, chunk_stop: int) -> None:
+        if hybrid:
+            kernel(*model._features.kernel_args(), matrix.indptr, matrix.indices, user_of, n_samples,
+                   int(model.user_run), model._seed, model._epochs_done, chunk_start, chunk_stop,
+                   dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
+                   dtype(reg.bias), loss_code(model.loss), bool(model.use_item_bias), bool(codes.skip_liked),
+                   popularity, model._optimizer_state.kernel_args(), out_loss, out_ordered, out_skipped)
+            return
+        adaptive = None
+        if adaptive_kind or warp_max_sampled:
+            ranks, spread = no_ranks
+            if aobpr and chunk_stop > chunk_start:
+                ranks, spread = sampling.aobpr_rankings(model.item_factors,
+                                                        model.item_bias if model.use_item_bias else None)
+            adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
+                        float(model.aobpr_lambda * n_items), ranks, spread)
+        kernel(model.user_factors, model.item_factors, model.item_bias, matrix.indptr, matrix.indices, user_of,
+               n_samples, int(model.user_run), model._seed, model._epochs_done, chunk_start, chunk_stop,
+               dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
+               dtype(reg.bias), loss_code(model.loss), bool(model.use_item_bias), bool(codes.skip_liked),
+               popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped, bitmap, prefetch_runs)
+
+    start = time.perf_counter()
+    with PARALLEL_LOCK if threads > 1 else nullcontext():
+        for c in range(0, max(chunks, 1), group):
+            run(c, min(c + group, chunks))
+    if hybrid:
+        # In place: the epoch snapshot holds these very arrays.
+        for live, fresh in zip(model._parameters(), model._features.representations(bool(model.use_item_bias))):
+            np.copyto(live, fresh)
+    seconds = time.perf_counter() - start
+    if warm_up:
+        return None
+    model._epochs_done += 1
+    skipped = int(out_skipped.sum())
+    applied = n_samples - skipped
+    return EpochReport(
+        epoch=model._epochs_done,
+        loss=float(out_loss.sum() / applied) if applied else float("nan"),
+        ordered_fraction=float(out_ordered.sum() / applied) if applied else float("nan"),
+        skipped=skipped,
+        samples=n_samples,
+        seconds=seconds,
+        samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def epoch_learning_rate(model: BPR, epoch: int) -> float:
+    """The step size of epoch ``epoch`` (from 0): ``learning_rate * learning_rate_decay ** epoch``.
+
+    ValueError when it is not finite in the model's dtype (a decay above 1 grows it without
+    bound), rather than training on an infinite step.
+    """
+    try:
+        rate = model.learning_rate * model.learning_rate_decay ** epoch
+    except OverflowError:
+        rate = float("inf")
+    if not abs(rate) <= float(np.finfo(np.dtype(model.dtype)).max):
+        raise ValueError(f"the learning rate of epoch {epoch + 1} (learning_rate * learning_rate_decay ** {epoch}"
+                         f" with learning_rate_decay={model.learning_rate_decay}) overflows "
+                         f"{np.dtype(model.dtype).name}; use learning_rate_decay <= 1")
+    return rate
+
+
+def chunks_per_call(model: BPR) -> int:
+    """Chunks per kernel call: about the work of :data:`_CHUNKS_PER_CALL` chunks of a default fit.
+
+    numba code cannot be interrupted, so Ctrl-C is seen between two calls: a setting whose
+    samples cost more (many candidates, wide factors, an adaptive optimiser, dense feature
+    rows) runs fewer chunks per call. The chunks and their streams are the same either way.
+    """
+    candidates = model.dns_candidates if model.sampler == "dns" else model.max_sampled if model.loss == "warp" else 0
+    # Python ints: a numpy int8 parameter would overflow in this product.
+    work = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
+    if model._features is not None:  # a sample touches every feature row of its user and items
+        users, items = model._features.users.matrix, model._features.items.matrix
+        work *= (users.nnz / users.shape[0] + 2 * items.nnz / items.shape[0]) / 3
+    default_work = 64 * 3  # per sample: 64 factors, three rows, plain SGD
+    return int(max(1, min(_CHUNKS_PER_CALL, _CHUNKS_PER_CALL * default_work // work)))
+
+
+def check_finite(model: BPR, bad: int) -> None:
+    """Raise when the epoch just completed left NaN/inf in parameter array ``bad`` (-1: none did)."""
+    if bad < 0:
+        return
+    name = _PARAMETER_NAMES[bad]
+    model._diverged = (
+        f"training diverged in epoch {model._epochs_done}: {name} holds NaN or infinite values. "
+        f"Lower the learning rate (now {model.learning_rate}) or raise the regularization, then fit again."
+    )
+    raise TrainingDivergedError(model._diverged)
