@@ -175,35 +175,52 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
 
 
 @njit(cache=True)
-def _hybrid_epoch_serial(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples,
-                         user_run, seed, epoch, chunk_start, chunk_stop, lr, reg_u, reg_i, reg_j, reg_b, loss_code,
-                         use_bias, skip_liked, popularity, opt, out_loss, out_ordered, out_skipped):
-    """Chunks ``chunk_start .. chunk_stop - 1`` in order on the calling thread: bitwise reproducible."""
+def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch):
+    """Chunk ``ch`` of the epoch the bundles describe, its results into ``outs`` (as ``_kernels._epoch_chunk``)."""
+    E, Fm, c = params
+    xptr, xidx, xval, yptr, yidx, yval = features
+    indptr, indices, user_of, _ = data
+    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
+     _) = settings
+    out_loss, out_ordered, out_skipped = outs
+    out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
+        E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed, epoch,
+        ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+
+
+@njit(cache=True)
+def _hybrid_epoch_serial(params, features, data, settings, popularity, opt, outs, chunk_start, chunk_stop):
+    """Chunks ``chunk_start .. chunk_stop - 1`` in order on the calling thread: bitwise reproducible.
+
+    ``params``: the embeddings as a :class:`bpr_numpy._kernel_args.Parameters`; ``features``:
+    FeatureMatrices; ``data``, ``settings``, ``outs`` as for :func:`bpr_numpy._kernels._epoch_serial`
+    (the bitmap and run prefetching are not used); ``popularity`` as in its Sampling.
+    """
     for ch in range(chunk_start, chunk_stop):
-        out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-            E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed, epoch,
-            ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+        _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch)
 
 
 @njit(cache=True, parallel=True)
-def _hybrid_epoch_parallel(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples,
-                           user_run, seed, epoch, chunk_start, chunk_stop, lr, reg_u, reg_i, reg_j, reg_b, loss_code,
-                           use_bias, skip_liked, popularity, opt, out_loss, out_ordered, out_skipped):
+def _hybrid_epoch_parallel(params, features, data, settings, popularity, opt, outs, chunk_start, chunk_stop):
     """:func:`_hybrid_epoch_serial`, the chunks shared out as in :func:`bpr_numpy._kernels._epoch_parallel`."""
     next_chunk = np.full(1, chunk_start, np.int64)
     for _ in prange(max(1, chunk_stop - chunk_start)):
         ch = _fetch_add(next_chunk, 0)
         while ch < chunk_stop:
-            out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-                E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed,
-                epoch, ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+            _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch)
             ch = _fetch_add(next_chunk, 0)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _hybrid_apply_triplets(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, users, positives, negatives, lr, reg_u,
-                           reg_i, reg_j, reg_b, loss_code, use_bias, opt):
-    """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step."""
+def _hybrid_apply_triplets(params, features, triplets, settings, opt):
+    """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step.
+
+    ``triplets`` is ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_epoch_serial`.
+    """
+    E, Fm, c = params
+    xptr, xidx, xval, yptr, yidx, yval = features
+    users, positives, negatives = triplets
+    _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
     xs = np.empty(users.shape[0])
     w = np.empty(E.shape[1])
     hi = np.empty(E.shape[1])

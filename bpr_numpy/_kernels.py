@@ -767,27 +767,45 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     return loss_sum, ordered, skipped
 
 
+@njit(cache=True)
+def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
+    """Chunk ``c`` of the epoch the bundles describe (:mod:`bpr_numpy._kernel_args`), its results into ``outs``.
+
+    The bundles are unpacked here and reach :func:`_run_chunk` as arguments, where numba prunes
+    the branches of the options that are None. Not inlined on purpose: inlined into the prange
+    loop of :func:`_epoch_parallel`, numba's parfor pass dropped its writes to the unpacked
+    arrays as dead code (the epoch then trained nothing; caught by the tests).
+    """
+    U, V, b = params
+    indptr, indices, user_of, bitmap = data
+    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
+     prefetch_runs) = settings
+    popularity, adaptive = sampling
+    out_loss, out_ordered, out_skipped = outs
+    out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
+        U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
+        lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
+        bitmap, prefetch_runs)
+
+
 @njit(cache=True, nogil=True)
-def _epoch_serial(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk_start, chunk_stop,
-                  lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                  out_loss, out_ordered, out_skipped, bitmap=None, prefetch_runs=False):
+def _epoch_serial(params, data, settings, sampling, opt, trace, outs, chunk_start, chunk_stop):
     """Chunks ``chunk_start .. chunk_stop - 1`` of an epoch, in order on the calling thread: bitwise reproducible.
 
     An epoch is usually one call over all its chunks; AOBPR cuts it where its
     rankings are refreshed. Releases the GIL: the strata of a stratified epoch
     (:mod:`bpr_numpy._strata`) run on threads of one process.
+
+    The arguments are the bundles of :mod:`bpr_numpy._kernel_args` (``params``: Parameters,
+    ``data``: TrainingData, ``settings``: EpochSettings, ``sampling``: Sampling, ``outs``:
+    Outputs); ``opt`` and ``trace`` are as in :func:`_run_chunk`.
     """
     for c in range(chunk_start, chunk_stop):
-        out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-            U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
-            lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-            bitmap, prefetch_runs)
+        _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c)
 
 
 @njit(cache=True, parallel=True)
-def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, chunk_start, chunk_stop,
-                    lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                    out_loss, out_ordered, out_skipped, bitmap=None, prefetch_runs=False):
+def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_start, chunk_stop):
     """:func:`_epoch_serial` with the chunks spread over threads (Hogwild); same triplet streams.
 
     Each thread takes the next unstarted chunk (an atomic counter) until none
@@ -802,21 +820,28 @@ def _epoch_parallel(U, V, b, indptr, indices, user_of, n_samples, user_run, seed
     for _ in prange(max(1, chunk_stop - chunk_start)):
         c = _fetch_add(next_chunk, 0)
         while c < chunk_stop:
-            out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-                U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
-                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-            bitmap, prefetch_runs)
+            _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c)
             c = _fetch_add(next_chunk, 0)
 
 
 @njit(cache=True)
-def _sample_stream(indptr, indices, user_of, n_items, n_samples, user_run, seed, epoch,
-                   skip_liked, popularity, bitmap=None):
+def _sample_stream(data, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity):
     """The triplets an epoch of a factor-free sampler would draw, without training (tests, inspection).
 
-    Returns arrays ``(users, positives, negatives)`` of length ``n_samples``,
-    ``negatives[k] = -1`` for skipped samples.
+    ``data`` is a :class:`bpr_numpy._kernel_args.TrainingData`. Returns arrays ``(users,
+    positives, negatives)`` of length ``n_samples``, ``negatives[k] = -1`` for skipped samples.
     """
+    indptr, indices, user_of, bitmap = data
+    # The bitmap goes on as an argument: numba prunes ``bitmap is None`` branches of arguments
+    # only, and _draw_batch is inlined into the function that calls it.
+    return _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch,
+                                 skip_liked, popularity)
+
+
+@njit(cache=True)
+def _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked,
+                          popularity):
+    """:func:`_sample_stream` on the unpacked training data."""
     users = np.empty(n_samples, np.int64)
     positives = np.empty(n_samples, np.int64)
     negatives = np.empty(n_samples, np.int64)
@@ -861,13 +886,17 @@ def _draw_adaptive_negatives(U, V, b, use_bias, indptr, indices, users, adaptive
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _apply_triplets(U, V, b, users, positives, negatives, weights, lr, reg_u, reg_i, reg_j, reg_b, loss_code,
-                    use_bias, opt):
+def _apply_triplets(params, triplets, settings, opt):
     """Apply the model's update to an explicit triplet sequence, in order (``opt`` as in :func:`_run_chunk`).
 
-    Negatives below 0 are skipped (as in an epoch). Returns ``x_uij`` before
-    each step (NaN for skipped entries).
+    ``params``: Parameters; ``triplets``: ``(users, positives, negatives, weights)``;
+    ``settings``: EpochSettings (its step size, penalties, loss and bias switch). Negatives
+    below 0 are skipped (as in an epoch). Returns ``x_uij`` before each step (NaN for skipped
+    entries).
     """
+    U, V, b = params
+    users, positives, negatives, weights = triplets
+    _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
     xs = np.full(users.shape[0], np.nan)
     scratch = np.empty(1, U.dtype)
     no_csr = np.zeros(1, np.int64)

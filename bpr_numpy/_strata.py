@@ -207,7 +207,9 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     import numba
 
     from . import _kernels
+    from ._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
     from ._runtime import PARALLEL_LOCK, beyond_cache, membership_bitmap, numba_threads
+    from .objective import Regularization
 
     user_factors, user_step = user_block
     item_factors, item_bias, item_ids, item_step = item_block
@@ -218,28 +220,28 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     indptr, indices, user_of = stratum_csr(strata, q, user_factors.shape[0])
     n_samples = indices.shape[0]
     chunks = _kernels.n_chunks(n_samples)
-    out_loss = np.zeros(chunks)
-    out_ordered = np.zeros(chunks, np.int64)
-    out_skipped = np.zeros(chunks, np.int64)
+    outs = epoch_outputs(chunks)
     if record:
         before = (user_factors.copy(), item_factors.copy(), item_bias.copy())
     threads = min(settings.threads, numba.config.NUMBA_NUM_THREADS)
     if n_samples:
-        dtype = user_factors.dtype.type
         bitmap = membership_bitmap(indptr, indices, item_factors.shape[0])
-        args = (user_factors, item_factors, item_bias, indptr, indices, user_of, n_samples, settings.user_run,
-                seed, stream, 0, chunks, dtype(settings.learning_rate), dtype(settings.reg_user),
-                dtype(settings.reg_positive), dtype(settings.reg_negative), dtype(settings.reg_bias),
-                settings.loss_code, settings.use_bias, settings.skip_liked, None, None, None, None,
-                out_loss, out_ordered, out_skipped, bitmap,
-                beyond_cache(user_factors, item_factors, indices))
+        epoch = epoch_settings(
+            n_samples=n_samples, user_run=settings.user_run, seed=seed, epoch=stream,
+            learning_rate=settings.learning_rate,
+            regularization=Regularization(settings.reg_user, settings.reg_positive, settings.reg_negative,
+                                          settings.reg_bias),
+            loss_code=settings.loss_code, use_bias=settings.use_bias, skip_liked=settings.skip_liked,
+            dtype=user_factors.dtype, prefetch_runs=beyond_cache(user_factors, item_factors, indices))
+        args = (Parameters(user_factors, item_factors, item_bias), TrainingData(indptr, indices, user_of, bitmap),
+                epoch, Sampling(None, None), None, None, outs, 0, chunks)
         if threads > 1:
             with numba_threads(threads), PARALLEL_LOCK:
                 _kernels._epoch_parallel(*args)
         else:
             _kernels._epoch_serial(*args)
     user_step[0] = item_step[0] = step + 1
-    stats = (float(out_loss.sum()), int(out_ordered.sum()), int(out_skipped.sum()), n_samples)
+    stats = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
     if record:  # the rows whose values changed
         changed_items = (before[1] != item_factors).any(axis=1) | (before[2] != item_bias)
         stats += (np.flatnonzero((before[0] != user_factors).any(axis=1)), item_ids[changed_items])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._kernel_args import FeatureMatrices, Parameters
 from ._validation import _check_real_dtype, check_sparse_structure, csr_from_arrays, dense_matrix
 
 __all__ = ["as_feature_matrix", "Features"]
@@ -191,10 +192,11 @@ class Features:
              else np.zeros(V.shape[0], dtype=dtype))
         return U, V, b
 
-    def kernel_args(self) -> tuple:
+    def kernel_args(self) -> tuple[Parameters, FeatureMatrices]:
+        """The embeddings and the feature matrices as the hybrid kernels take them."""
         X, Y = self.users.matrix, self.items.matrix
-        return (self.user_embeddings, self.item_embeddings, self.item_bias_embeddings,
-                X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data)
+        return (Parameters(self.user_embeddings, self.item_embeddings, self.item_bias_embeddings),
+                FeatureMatrices(X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data))
 
     # ------------------------------------------------------------------ persistence
     #: Entries a model file holds for the features, besides the plain model's.

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bpr_numpy import BPR
 from bpr_numpy._hybrid_kernels import _hybrid_apply_triplets
+from bpr_numpy._kernel_args import FeatureMatrices, Parameters, epoch_outputs, epoch_settings, training_data
 from bpr_numpy._kernels import _sample_stream
 from bpr_numpy.gradcheck import check_hybrid_gradients
 from bpr_numpy.hybrid import as_feature_matrix
@@ -113,9 +114,11 @@ def test_kernel_steps_replay_the_reference_step_by_step(problem, loss, optimizer
     got = [E.copy(), F.copy(), c.copy()]
     state = OptimizerState(optimizer, E.shape[0], F.shape[0], E.shape[1])
     Xc, Yc = X.tocsr(), Y.tocsr()
-    xs = _hybrid_apply_triplets(*got, Xc.indptr, Xc.indices, Xc.data, Yc.indptr, Yc.indices, Yc.data,
-                                users, positives, negatives, 0.05, *reg.as_tuple(), loss_code(loss), use_bias,
-                                state.kernel_args())
+    setup = epoch_settings(n_samples=0, user_run=1, seed=0, epoch=0, learning_rate=0.05, regularization=reg,
+                           loss_code=loss_code(loss), use_bias=use_bias, skip_liked=False, dtype=E.dtype)
+    xs = _hybrid_apply_triplets(Parameters(*got), FeatureMatrices(Xc.indptr, Xc.indices, Xc.data, Yc.indptr,
+                                                                  Yc.indices, Yc.data),
+                                (users, positives, negatives), setup, state.kernel_args())
     np.testing.assert_allclose(xs, xs_ref, rtol=1e-9, atol=1e-12)
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -152,17 +155,20 @@ def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoc
         user_of = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
         n = m.nnz * 3
         chunks = n_chunks(n)
-        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-        args = model._features.kernel_args()
+        out = epoch_outputs(chunks)
+        params, features = model._features.kernel_args()
+        setup = epoch_settings(n_samples=n, user_run=16, seed=7, epoch=0, learning_rate=0.05,
+                               regularization=Regularization.coerce(0.01), loss_code=0, use_bias=True,
+                               skip_liked=False, dtype=np.float64)
         previous = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
             for start, stop in ((0, 5), (5, chunks)):
-                kernel(*args, m.indptr, m.indices, user_of, n, 16, 7, 0, start, stop, 0.05, 0.01, 0.01, 0.01,
-                       0.01, 0, True, False, None, OptimizerState("sgd", 0, 0, 3).kernel_args(), *out)
+                kernel(params, features, training_data(m.indptr, m.indices, user_of=user_of), setup, None,
+                       OptimizerState("sgd", 0, 0, 3).kernel_args(), out, start, stop)
         finally:
             numba.set_num_threads(previous)
-        results.append((*(a.copy() for a in args[:3]), *out))
+        results.append((*(a.copy() for a in params), *out))
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
 
@@ -177,14 +183,18 @@ def test_an_epoch_applies_the_plain_samplers_triplets_in_order():
     model.partial_fit(R, epochs=1)
     indptr, indices = R.indptr.astype(np.int64), R.indices.astype(np.int32)
     user_of = np.repeat(np.arange(50, dtype=np.int32), np.diff(indptr))
-    u, i, j = _sample_stream(indptr, indices, user_of, 30, R.nnz, 4, model._seed, 0, False, None)
+    u, i, j = _sample_stream(training_data(indptr, indices, user_of=user_of), 30, R.nnz, 4, model._seed, 0, False,
+                             None)
     keep = j >= 0
     feats = model._features
     X, Y = feats.users.matrix, feats.items.matrix
     reg = Regularization.coerce(model.regularization)
     state = OptimizerState("sgd", 0, 0, 3)
-    _hybrid_apply_triplets(*start, X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data, u[keep], i[keep],
-                           j[keep], model.learning_rate, *reg.as_tuple(), 0, True, state.kernel_args())
+    setup = epoch_settings(n_samples=0, user_run=1, seed=0, epoch=0, learning_rate=model.learning_rate,
+                           regularization=reg, loss_code=0, use_bias=True, skip_liked=False, dtype=np.float64)
+    _hybrid_apply_triplets(Parameters(*start), FeatureMatrices(X.indptr, X.indices, X.data, Y.indptr, Y.indices,
+                                                               Y.data),
+                           (u[keep], i[keep], j[keep]), setup, state.kernel_args())
     for a, b in zip(start, (model.user_embeddings, model.item_embeddings, model.item_bias_embeddings)):
         np.testing.assert_array_equal(a, b)
     # And the model's factors are the representations of the new embeddings.

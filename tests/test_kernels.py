@@ -10,6 +10,7 @@ from scipy import stats
 from _budget import examples
 from bpr_numpy import _kernels as K
 from bpr_numpy import _rng
+from bpr_numpy._kernel_args import Parameters, Sampling, epoch_outputs, epoch_settings, training_data
 from bpr_numpy._validation import as_user_items
 from bpr_numpy.objective import LOSSES, Regularization, loss_code, pair_loss, sgd_step
 
@@ -22,13 +23,10 @@ def _csr(n_users=30, n_items=25, density=0.2, seed=0):
     return as_user_items(m)
 
 
-def _user_of(m):
-    return np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
-
 
 def _stream(m, n, user_run, seed, epoch, skip_liked=False, popularity=None):
-    return K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, user_run, seed, epoch,
-                            skip_liked, popularity)
+    return K._sample_stream(training_data(m.indptr, m.indices), m.shape[1], n, user_run, seed, epoch, skip_liked,
+                            popularity)
 
 
 def _params(m, factors, dtype, seed=1):
@@ -38,23 +36,25 @@ def _params(m, factors, dtype, seed=1):
             rng.normal(0, 0.1, m.shape[1]).astype(dtype))
 
 
-def _scalars(dtype, lr, loss, bias):
-    t = np.dtype(dtype).type
-    return (t(lr), t(REG.user), t(REG.positive), t(REG.negative), t(REG.bias), loss_code(loss), bias)
+def _settings(dtype, lr, loss, bias, n=0, user_run=1, seed=0, epoch=0, skip_liked=False, prefetch_runs=False):
+    return epoch_settings(n_samples=n, user_run=user_run, seed=seed, epoch=epoch, learning_rate=lr,
+                          regularization=REG, loss_code=loss_code(loss), use_bias=bias, skip_liked=skip_liked,
+                          dtype=dtype, prefetch_runs=prefetch_runs)
 
 
 def _apply(U, V, b, users, pos, neg, lr, loss, bias, weights=None, opt=None):
     w = np.ones(len(users)) if weights is None else weights
-    return K._apply_triplets(U, V, b, users, pos, neg, w, *_scalars(U.dtype, lr, loss, bias), opt)
+    return K._apply_triplets(Parameters(U, V, b), (users, pos, neg, w), _settings(U.dtype, lr, loss, bias), opt)
 
 
 def _epoch(kernel, U, V, b, m, n, user_run, seed, epoch, lr, loss, bias=True, skip_liked=False, popularity=None,
            adaptive=None, opt=None, trace=None):
     chunks = K.n_chunks(n)
-    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-    kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, user_run, seed, epoch, 0, chunks,
-           *_scalars(U.dtype, lr, loss, bias), skip_liked, popularity, adaptive, opt, trace, *out)
-    return out
+    outs = epoch_outputs(chunks)
+    kernel(Parameters(U, V, b), training_data(m.indptr, m.indices),
+           _settings(U.dtype, lr, loss, bias, n, user_run, seed, epoch, skip_liked), Sampling(popularity, adaptive),
+           opt, trace, outs, 0, chunks)
+    return outs
 
 
 def _replay(U, V, b, users, pos, neg, lr, loss, bias):
@@ -139,13 +139,14 @@ def test_parallel_epoch_on_one_thread_in_two_calls_equals_the_serial_epoch():
     results = []
     for kernel in (K._epoch_serial, K._epoch_parallel):
         U, V, b = _params(m, 8, np.float64)
-        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        out = epoch_outputs(chunks)
         previous = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
             for start, stop in ((0, 23), (23, chunks)):
-                kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 99, 0, start, stop,
-                       *_scalars(U.dtype, 0.05, "bpr", True), False, None, None, None, None, *out)
+                kernel(Parameters(U, V, b), training_data(m.indptr, m.indices),
+                       _settings(U.dtype, 0.05, "bpr", True, n, 16, 99, 0), Sampling(None, None), None, None, out,
+                       start, stop)
         finally:
             numba.set_num_threads(previous)
         results.append((U, V, b, *out))
@@ -268,8 +269,9 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
     popularity = sampling.alias_table(sampling.popularity_weights(m, 0.8)) if popular else None
     bits = K._membership_bitmap(m.indptr, m.indices, n_items)
     n = 3 * m.nnz + 40
-    args = (m.indptr, m.indices, _user_of(m), n_items, n, user_run, seed % 1000, 3, skip_liked, popularity)
-    for got, want in zip(K._sample_stream(*args, bits), K._sample_stream(*args)):
+    args = (n_items, n, user_run, seed % 1000, 3, skip_liked, popularity)
+    for got, want in zip(K._sample_stream(training_data(m.indptr, m.indices, bits), *args),
+                         K._sample_stream(training_data(m.indptr, m.indices), *args)):
         np.testing.assert_array_equal(got, want)
 
 
@@ -282,11 +284,12 @@ def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel)
     for bitmap, prefetch_runs in ((None, False), (bits, False), (None, True), (bits, True)):
         U, V, b = _params(m, 8, np.float64)
         chunks = K.n_chunks(n)
-        out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
+        out = epoch_outputs(chunks)
         # Zero learning rate under threads: the statistics must agree exactly; serially the factors too.
         lr = 0.05 if kernel is K._epoch_serial else 0.0
-        kernel(U, V, b, m.indptr, m.indices, _user_of(m), n, 16, 5, 2, 0, chunks, *_scalars(U.dtype, lr, "bpr", True),
-               False, None, None, None, None, *out, bitmap, prefetch_runs)
+        kernel(Parameters(U, V, b), training_data(m.indptr, m.indices, bitmap),
+               _settings(U.dtype, lr, "bpr", True, n, 16, 5, 2, prefetch_runs=prefetch_runs), Sampling(None, None),
+               None, None, out, 0, chunks)
         results.append((U, V, b, *out))
     for other in results[1:]:
         for got, want in zip(other, results[0]):

@@ -16,14 +16,12 @@ from scipy import stats
 
 from bpr_numpy import BPR, sampling
 from bpr_numpy import _kernels as K
+from bpr_numpy._kernel_args import Parameters, Sampling, epoch_outputs, epoch_settings, training_data
 from bpr_numpy._validation import as_user_items
 from bpr_numpy.objective import OPTIMIZERS, OptimizerState, Regularization, loss_code, sgd_step, warp_weight
 
 REG = Regularization(user=0.01, positive=0.02, negative=0.03, bias=0.04)
 
-
-def _user_of(m):
-    return np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
 
 
 def _matrix(n_users=6, n_items=12, density=0.3, seed=0):
@@ -69,7 +67,7 @@ def test_factor_free_samplers_draw_their_exact_law(sampler, exponent):
     if codes.candidate == sampling.CANDIDATE_POPULARITY:
         popularity = sampling.alias_table(weights)
     n = 240_000
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), m.shape[1], n, 1, 7, 0,
+    users, pos, neg = K._sample_stream(training_data(m.indptr, m.indices), m.shape[1], n, 1, 7, 0,
                                        codes.skip_liked, popularity)
     dense = m.toarray() > 0
     for u in range(m.shape[0]):
@@ -190,10 +188,11 @@ def test_every_training_path_is_the_reference_step_on_its_trace(sampler, loss, o
     n = K.CHUNK_SIZE + 300  # several chunks, their batches partial
     trace = np.full((n, 4), np.nan)
     chunks = K.n_chunks(n)
-    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 4, 21, 2, 0, chunks,
-                    0.05, REG.user, REG.positive, REG.negative, REG.bias, loss_code(loss), bias,
-                    codes.skip_liked, popularity, adaptive, opt, trace, *out)
+    out = epoch_outputs(chunks)
+    epoch = epoch_settings(n_samples=n, user_run=4, seed=21, epoch=2, learning_rate=0.05, regularization=REG,
+                              loss_code=loss_code(loss), use_bias=bias, skip_liked=codes.skip_liked, dtype=U.dtype)
+    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, Sampling(popularity, adaptive),
+                    opt, trace, out, 0, chunks)
     assert not np.isnan(trace).any()
     dense = m.toarray() > 0
     u, i, j, w = trace.T
@@ -222,10 +221,13 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
     n = 60_000
     trace = np.full((n, 4), np.nan)
     chunks = K.n_chunks(n)
-    out = (np.zeros(chunks), np.zeros(chunks, np.int64), np.zeros(chunks, np.int64))
-    K._epoch_serial(U, V, b, m.indptr, m.indices, _user_of(m), n, 1, 1, 0, 0, chunks, 0.0, 0.0, 0.0, 0.0, 0.0,
-                    loss_code("warp"), False, False, None, (0, 3, 1, 1.0, np.zeros((0, 0), np.int32), np.zeros(0)),
-                    None, trace, *out)
+    out = epoch_outputs(chunks)
+    epoch = epoch_settings(n_samples=n, user_run=1, seed=1, epoch=0, learning_rate=0.0,
+                              regularization=Regularization(), loss_code=loss_code("warp"), use_bias=False,
+                              skip_liked=False, dtype=U.dtype)
+    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch,
+                    Sampling(None, (0, 3, 1, 1.0, np.zeros((0, 0), np.int32), np.zeros(0))), None, trace, out, 0,
+                    chunks)
     scores = U[0] @ V.T
     liked = m.toarray()[0] > 0
     i, j = trace[:, 1].astype(int), trace[:, 2].astype(int)
@@ -245,14 +247,14 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_optimizer_kernels_track_the_reference_in_float32(optimizer):
     m = _matrix(n_users=10, n_items=15, density=0.3, seed=2)
-    users, pos, neg = K._sample_stream(m.indptr, m.indices, _user_of(m), 15, 400, 4, 3, 0, False, None)
+    users, pos, neg = K._sample_stream(training_data(m.indptr, m.indices), 15, 400, 4, 3, 0, False, None)
     rng = np.random.default_rng(0)
     U, V, b = rng.normal(0, 0.3, (10, 8)), rng.normal(0, 0.3, (15, 8)), rng.normal(0, 0.1, 15)
     U32, V32, b32 = U.astype(np.float32), V.astype(np.float32), b.astype(np.float32)
     opt = OptimizerState(optimizer, 10, 15, 8, np.float32).kernel_args() if optimizer != "sgd" else None
-    t = np.float32
-    K._apply_triplets(U32, V32, b32, users, pos, neg, np.ones(400), t(0.05), t(REG.user), t(REG.positive),
-                      t(REG.negative), t(REG.bias), 0, True, opt)
+    epoch = epoch_settings(n_samples=0, user_run=1, seed=0, epoch=0, learning_rate=0.05, regularization=REG,
+                              loss_code=0, use_bias=True, skip_liked=False, dtype=np.float32)
+    K._apply_triplets(Parameters(U32, V32, b32), (users, pos, neg, np.ones(400)), epoch, opt)
     _replay(U, V, b, np.column_stack([users, pos, neg, np.ones(400)]), 0.05, "bpr", True, optimizer)
     np.testing.assert_allclose(U32, U, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(V32, V, rtol=1e-3, atol=1e-4)

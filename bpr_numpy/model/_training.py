@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
+from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
 from .._validation import as_user_items
 from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
@@ -341,14 +342,11 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     """
     from .. import _kernels
 
-    dtype = model.user_factors.dtype.type
     codes = sampling.sampler_codes(model.sampler)
     warm_up = n_samples == 0
     n_samples = matrix.nnz if n_samples is None else n_samples
     chunks = _kernels.n_chunks(n_samples)
-    out_loss = np.zeros(chunks)
-    out_ordered = np.zeros(chunks, np.int64)
-    out_skipped = np.zeros(chunks, np.int64)
+    outs = epoch_outputs(chunks)
     n_items = model.item_factors.shape[0]
     aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
     # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
@@ -356,7 +354,13 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     # every n ln n samples.
     group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
         else chunks_per_call(model)
-    learning_rate = epoch_learning_rate(model, model._epochs_done)
+    data = TrainingData(matrix.indptr, matrix.indices, user_of, bitmap)
+    settings = epoch_settings(
+        n_samples=n_samples, user_run=model.user_run, seed=model._seed, epoch=model._epochs_done,
+        learning_rate=epoch_learning_rate(model, model._epochs_done), regularization=reg,
+        loss_code=loss_code(model.loss), use_bias=model.use_item_bias, skip_liked=codes.skip_liked,
+        dtype=model.user_factors.dtype, prefetch_runs=beyond_cache(model.user_factors, model.item_factors,
+                                                                   matrix.indices))
     kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
     hybrid = model._features is not None
     if hybrid:
@@ -368,15 +372,11 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     adaptive_kind = int(codes.adaptive)
     warp_max_sampled = int(model.max_sampled) if model.loss == "warp" else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
-    prefetch_runs = beyond_cache(model.user_factors, model.item_factors, matrix.indices)
 
     def run(chunk_start: int, chunk_stop: int) -> None:
         if hybrid:
-            kernel(*model._features.kernel_args(), matrix.indptr, matrix.indices, user_of, n_samples,
-                   int(model.user_run), model._seed, model._epochs_done, chunk_start, chunk_stop,
-                   dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
-                   dtype(reg.bias), loss_code(model.loss), bool(model.use_item_bias), bool(codes.skip_liked),
-                   popularity, model._optimizer_state.kernel_args(), out_loss, out_ordered, out_skipped)
+            kernel(*model._features.kernel_args(), data, settings, popularity, model._optimizer_state.kernel_args(),
+                   outs, chunk_start, chunk_stop)
             return
         adaptive = None
         if adaptive_kind or warp_max_sampled:
@@ -386,11 +386,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
                                                         model.item_bias if model.use_item_bias else None)
             adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
                         float(model.aobpr_lambda * n_items), ranks, spread)
-        kernel(model.user_factors, model.item_factors, model.item_bias, matrix.indptr, matrix.indices, user_of,
-               n_samples, int(model.user_run), model._seed, model._epochs_done, chunk_start, chunk_stop,
-               dtype(learning_rate), dtype(reg.user), dtype(reg.positive), dtype(reg.negative),
-               dtype(reg.bias), loss_code(model.loss), bool(model.use_item_bias), bool(codes.skip_liked),
-               popularity, adaptive, opt, None, out_loss, out_ordered, out_skipped, bitmap, prefetch_runs)
+        kernel(Parameters(model.user_factors, model.item_factors, model.item_bias), data, settings,
+               Sampling(popularity, adaptive), opt, None, outs, chunk_start, chunk_stop)
 
     start = time.perf_counter()
     with PARALLEL_LOCK if threads > 1 else nullcontext():
@@ -404,12 +401,12 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     if warm_up:
         return None
     model._epochs_done += 1
-    skipped = int(out_skipped.sum())
+    skipped = int(outs.skipped.sum())
     applied = n_samples - skipped
     return EpochReport(
         epoch=model._epochs_done,
-        loss=float(out_loss.sum() / applied) if applied else float("nan"),
-        ordered_fraction=float(out_ordered.sum() / applied) if applied else float("nan"),
+        loss=float(outs.loss.sum() / applied) if applied else float("nan"),
+        ordered_fraction=float(outs.ordered.sum() / applied) if applied else float("nan"),
         skipped=skipped,
         samples=n_samples,
         seconds=seconds,
