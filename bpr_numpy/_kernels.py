@@ -816,11 +816,23 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
     the others find the counter spent. Asking numba for the thread count
     inside the kernel would make it uncacheable.)
     """
+    # Unpacked out here, not per chunk through _epoch_chunk: the parallel region then captures
+    # plain arrays and scalars (with the bundles captured, MovieLens 100k fits on 2 threads took
+    # 12% longer, alternated A/B).
+    U, V, b = params
+    indptr, indices, user_of, bitmap = data
+    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
+     prefetch_runs) = settings
+    popularity, adaptive = sampling
+    out_loss, out_ordered, out_skipped = outs
     next_chunk = np.full(1, chunk_start, np.int64)
     for _ in prange(max(1, chunk_stop - chunk_start)):
         c = _fetch_add(next_chunk, 0)
         while c < chunk_stop:
-            _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c)
+            out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
+                U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
+                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
+                bitmap, prefetch_runs)
             c = _fetch_add(next_chunk, 0)
 
 
