@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _draw_run_starts, \
     _fetch_add, _pair_loss_and_slope, _stream_seed, _FASTMATH
+from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 
 @njit(cache=True, inline="always")
@@ -45,12 +46,12 @@ def _represent_bias(c, ptr, idx, val, row):
 def _step(theta, row, k, g, code, lr, first, second, c1, c2):
     """Move ``theta[row, k]`` by one optimiser step of gradient ``g`` (float64)."""
     old = np.float64(theta[row, k])
-    if code == 0:
+    if code == OPTIMIZER_SGD:
         theta[row, k] = old - lr * g
         return
-    m = first[row, k] if code == 2 else 0.0
+    m = first[row, k] if code == OPTIMIZER_ADAM else 0.0
     theta[row, k], m, second[row, k] = _adaptive_rule(old, g, m, second[row, k], code, lr, c1, c2)
-    if code == 2:
+    if code == OPTIMIZER_ADAM:
         first[row, k] = m
 
 
@@ -58,12 +59,12 @@ def _step(theta, row, k, g, code, lr, first, second, c1, c2):
 def _step_bias(theta, row, g, code, lr, first, second, c1, c2):
     """:func:`_step` for a 1-D parameter (the item-feature biases)."""
     old = np.float64(theta[row])
-    if code == 0:
+    if code == OPTIMIZER_SGD:
         theta[row] = old - lr * g
         return
-    m = first[row] if code == 2 else 0.0
+    m = first[row] if code == OPTIMIZER_ADAM else 0.0
     theta[row], m, second[row] = _adaptive_rule(old, g, m, second[row], code, lr, c1, c2)
-    if code == 2:
+    if code == OPTIMIZER_ADAM:
         first[row] = m
 
 
@@ -93,7 +94,7 @@ def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, re
     for p in range(xptr[u], xptr[u + 1]):
         f = xidx[p]
         coef = np.float64(xval[p]) * slope
-        if code == 2:
+        if code == OPTIMIZER_ADAM:
             c1, c2 = _adam_corrections(tU, f)
         for k in range(w.shape[0]):
             _step(E, f, k, coef * (hi[k] - hj[k]) + reg_u * np.float64(E[f, k]), code, lr, mU, vU, c1, c2)
@@ -118,7 +119,7 @@ def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, re
             regc += reg_j
             touches += 1.0
             pb += 1
-        if code == 2:
+        if code == OPTIMIZER_ADAM:
             c1, c2 = _adam_corrections(tV, g)
         coef *= slope
         for k in range(w.shape[0]):

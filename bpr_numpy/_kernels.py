@@ -42,7 +42,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._rng import GOLDEN, below, mix64, next_bits, unit_open
-from .objective import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
+from .objective import (ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_WARP, OPTIMIZER_ADAGRAD,
+                        OPTIMIZER_ADAM)
 from .sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
 
 #: Most samples per chunk. The layout depends on the epoch's size only, so that the sampled
@@ -464,7 +465,7 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
     for WARP, whose loss has no logarithmic part.
     """
     x64 = np.float64(x)
-    if loss_code == 2:
+    if loss_code == LOSS_WARP:
         if x64 < 1.0:
             return weight * (1.0 - x64), 1.0, -weight
         return 0.0, 1.0, 0.0
@@ -476,7 +477,7 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
     else:
         g = inv
         sx = e * inv
-    if loss_code == 0:
+    if loss_code == LOSS_BPR:
         # softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
         return max(-x64, 0.0), 1.0 + np.float64(e), -np.float64(g)
     return np.float64(g), 1.0, -np.float64(g * sx)
@@ -484,13 +485,13 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
 
 @njit(cache=True, inline="always")
 def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
-    """One element of an AdaGrad (code 1) or Adam (code 2) step, in float64; returns ``(theta, m, v)``.
+    """One element of an AdaGrad or Adam step (``code``), in float64; returns ``(theta, m, v)``.
 
     The rules of :func:`bpr_numpy.objective._optimizer_rows`: AdaGrad's
     accumulator is ``v``; Adam's bias corrections arrive as ``c1 = 1 / (1 -
     beta1^t)`` and ``c2 = 1 / (1 - beta2^t)`` for the row's step count ``t``.
     """
-    if code == 1:
+    if code == OPTIMIZER_ADAGRAD:
         v = v + g * g
         return theta - lr * g / math.sqrt(v), m, v
     m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
@@ -580,7 +581,7 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
     if opt is not None:
         # Unpacked once per batch: inside the sample loop each array would be reference-counted per sample.
         code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
-        adam = code == 2
+        adam = code == OPTIMIZER_ADAM
     loss_sum = 0.0
     product = 1.0
     ordered = 0

@@ -41,17 +41,20 @@ from typing import Callable
 import numpy as np
 
 from . import _strata, sampling
-from ._validation import as_user_items
 from ._runtime import available_threads, resolve_seed
+from ._validation import as_user_items
 from .model import BPR, EpochReport, TrainingDivergedError
 from .model._training import _check_epochs
-from .objective import Regularization, loss_code
+from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, Regularization, loss_code
+from .sampling import REGISTRY as SAMPLER_REGISTRY
 
 #: Seconds to wait for at least one worker (at the start, and after a lost one).
 WORKER_TIMEOUT = 300
 
 #: Hyperparameter values the stratified trainer supports (others raise ValueError).
-SUPPORTED = {"loss": ("bpr", "sigmoid"), "sampler": ("uniform", "uniform-skip"), "optimizer": ("sgd",)}
+SUPPORTED = {kind: tuple(spec.name for spec in registry.values() if spec.distributed)
+             for kind, registry in (("loss", LOSS_REGISTRY), ("sampler", SAMPLER_REGISTRY),
+                                    ("optimizer", OPTIMIZER_REGISTRY))}
 
 
 def tasks_per_epoch(n_blocks: int) -> int:

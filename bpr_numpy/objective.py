@@ -77,6 +77,10 @@ from ._parameters import as_finite_float
 
 __all__ = [
     "LOSSES",
+    "LOSS_REGISTRY",
+    "OPTIMIZER_REGISTRY",
+    "Loss",
+    "Optimizer",
     "Regularization",
     "Gradients",
     "pair_loss",
@@ -96,11 +100,55 @@ __all__ = [
     "OptimizerState",
 ]
 
+#: The losses' integer codes, as the kernels and the reference compare them.
+LOSS_BPR, LOSS_SIGMOID, LOSS_WARP = 0, 1, 2
+#: The optimisers' integer codes.
+OPTIMIZER_SGD, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM = 0, 1, 2
+
+
+class Loss(NamedTuple):
+    """A pair loss, defined once (its math is :func:`pair_loss` and :func:`pair_loss_derivative`).
+
+    ``draws_negatives``: the loss draws its own negatives at update time (WARP), from a sampler
+    whose ``warp`` capability is set; ``hybrid``/``distributed``: supported with side features /
+    by stratified training.
+    """
+
+    name: str
+    code: int
+    parameters: tuple[str, ...]
+    draws_negatives: bool
+    hybrid: bool
+    distributed: bool
+
+
+class Optimizer(NamedTuple):
+    """An update rule, defined once (its math is :func:`_optimizer_rows`, its state :class:`OptimizerState`)."""
+
+    name: str
+    code: int
+    hybrid: bool
+    distributed: bool
+
+
+#: Every loss, in code order (a name's code is its index in LOSSES; tests/test_registry.py checks it).
+LOSS_REGISTRY: dict[str, Loss] = {spec.name: spec for spec in (
+    Loss("bpr", LOSS_BPR, (), False, True, True),
+    Loss("sigmoid", LOSS_SIGMOID, (), False, True, True),
+    Loss("warp", LOSS_WARP, ("max_sampled",), True, False, False),
+)}
+#: Every optimiser, in code order.
+OPTIMIZER_REGISTRY: dict[str, Optimizer] = {spec.name: spec for spec in (
+    Optimizer("sgd", OPTIMIZER_SGD, True, True),
+    Optimizer("adagrad", OPTIMIZER_ADAGRAD, True, False),
+    Optimizer("adam", OPTIMIZER_ADAM, True, False),
+)}
+
 #: Names of the pair losses, in the order of their integer codes in the kernels.
-LOSSES: tuple[str, ...] = ("bpr", "sigmoid", "warp")
+LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
 
 #: Names of the optimisers, in the order of their integer codes in the kernels.
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "adam")
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_REGISTRY)
 
 #: Initial value of AdaGrad's accumulators (LightFM's choice).
 ADAGRAD_INITIAL = 1.0
@@ -264,9 +312,9 @@ def pair_loss(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     code = loss_code(loss)
-    if code == 0:
+    if code == LOSS_BPR:
         return _softplus(-x)
-    if code == 1:
+    if code == LOSS_SIGMOID:
         return _sigmoid(-x)
     return np.maximum(1.0 - x, 0.0)
 
@@ -289,10 +337,10 @@ def pair_loss_derivative(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     code = loss_code(loss)
-    if code == 2:
+    if code == LOSS_WARP:
         return np.where(x < 1.0, -1.0, 0.0)
     g = _sigmoid(-x)
-    if code == 0:
+    if code == LOSS_BPR:
         return -g
     return -g * _sigmoid(x)
 
@@ -481,7 +529,7 @@ class OptimizerState:
     def __init__(self, optimizer: str, n_users: int, n_items: int, factors: int, dtype=np.float64) -> None:
         self.optimizer = optimizer
         self.code = optimizer_code(optimizer)
-        start = ADAGRAD_INITIAL if self.code == 1 else 0.0
+        start = ADAGRAD_INITIAL if self.code == OPTIMIZER_ADAGRAD else 0.0
         shapes = self._shapes(self.code, n_users, n_items, factors)
         (self.user_first, self.item_first, self.bias_first, self.user_second, self.item_second,
          self.bias_second) = (np.full(shape, start if k >= 3 else 0.0, dtype) for k, shape in enumerate(shapes[:6]))
@@ -490,7 +538,7 @@ class OptimizerState:
     @staticmethod
     def _shapes(code: int, n_users: int, n_items: int, factors: int) -> list[tuple[int, ...]]:
         """Shapes of the arrays of :meth:`kernel_args` (after the code), in that order."""
-        adam = code == 2
+        adam = code == OPTIMIZER_ADAM
         rows_u, rows_i = (n_users, n_items) if code else (0, 0)
         adam_u, adam_i = (rows_u, rows_i) if adam else (0, 0)
         return [(adam_u, factors), (adam_i, factors), (adam_i,), (rows_u, factors), (rows_i, factors), (rows_i,),
@@ -516,10 +564,10 @@ class OptimizerState:
 def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
     """Apply one optimiser step to ``theta[rows]`` given their gradients ``grad[rows]``."""
     g = grad[rows]
-    if code == 0:
+    if code == OPTIMIZER_SGD:
         theta[rows] -= learning_rate * g
         return
-    if code == 1:
+    if code == OPTIMIZER_ADAGRAD:
         second[rows] += g * g
         theta[rows] -= learning_rate * g / np.sqrt(second[rows])
         return
@@ -590,7 +638,7 @@ def sgd_step(
                               loss=loss, regularization=regularization, weights=np.array([weight]))
     x = triplet_scores(user_factors, item_factors, item_bias, u, i, j)[0]
     items = np.array([positive, negative])
-    if code == 2:
+    if code == OPTIMIZER_ADAM:
         state.user_steps[user] += 1
         state.item_steps[items] += 1
     st = state if code else OptimizerState("sgd", 0, 0, user_factors.shape[1])
@@ -898,7 +946,7 @@ def hybrid_sgd_step(
     X, Y, x = terms[3], terms[4], float(terms[10][0])
     user_rows = np.flatnonzero(X[user])
     item_rows = np.flatnonzero((Y[positive] != 0) | (Y[negative] != 0))
-    if code == 2:
+    if code == OPTIMIZER_ADAM:
         state.user_steps[user_rows] += 1
         state.item_steps[item_rows] += 1
     st = state if code else OptimizerState("sgd", 0, 0, user_embeddings.shape[1])

@@ -55,6 +55,8 @@ import numpy as np
 
 __all__ = [
     "SAMPLERS",
+    "REGISTRY",
+    "Sampler",
     "alias_table",
     "popularity_weights",
     "geometric_rank_probabilities",
@@ -62,9 +64,6 @@ __all__ = [
     "aobpr_refresh_chunks",
     "negative_distribution",
 ]
-
-#: The sampler names ``BPR(sampler=...)`` accepts.
-SAMPLERS: tuple[str, ...] = ("uniform", "uniform-skip", "popularity", "popularity-skip", "dns", "aobpr")
 
 # Codes shared with the kernels: how the first candidate is drawn, and which
 # factor-dependent choice (if any) replaces or refines it.
@@ -80,21 +79,55 @@ class SamplerCodes(NamedTuple):
     adaptive: int
 
 
-_CODES = {
-    "uniform": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE),
-    "uniform-skip": SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE),
-    "popularity": SamplerCodes(CANDIDATE_POPULARITY, False, ADAPTIVE_NONE),
-    "popularity-skip": SamplerCodes(CANDIDATE_POPULARITY, True, ADAPTIVE_NONE),
-    "dns": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS),
-    "aobpr": SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR),
-}
+class Sampler(NamedTuple):
+    """A negative sampler, defined once: everything else (checks, CLI, distributed, docs) reads this.
+
+    Attributes
+    ----------
+    name : str
+        The value of ``BPR(sampler=...)``.
+    codes : SamplerCodes
+        The kernels' switches.
+    parameters : tuple of str
+        The ``BPR`` hyperparameters it reads besides ``sampler``.
+    warp : bool
+        WARP (``loss="warp"``) can draw its candidates from it.
+    hybrid : bool
+        Supported with side features (the hybrid kernels draw factor-free negatives only).
+    distributed : bool
+        Supported by stratified training (:mod:`bpr_numpy.distributed`).
+    """
+
+    name: str
+    codes: SamplerCodes
+    parameters: tuple[str, ...]
+    warp: bool
+    hybrid: bool
+    distributed: bool
+
+
+#: Every sampler, in the order of ``SAMPLERS``; the exact law of each is :func:`negative_distribution`.
+REGISTRY: dict[str, Sampler] = {spec.name: spec for spec in (
+    Sampler("uniform", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), True, True, True),
+    Sampler("uniform-skip", SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE), (), False, True, True),
+    Sampler("popularity", SamplerCodes(CANDIDATE_POPULARITY, False, ADAPTIVE_NONE), ("popularity_exponent",),
+            True, True, False),
+    Sampler("popularity-skip", SamplerCodes(CANDIDATE_POPULARITY, True, ADAPTIVE_NONE), ("popularity_exponent",),
+            False, True, False),
+    Sampler("dns", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS), ("dns_candidates",), False, False, False),
+    Sampler("aobpr", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR), ("aobpr_lambda",), False, False,
+            False),
+)}
+
+#: The sampler names ``BPR(sampler=...)`` accepts.
+SAMPLERS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def sampler_codes(sampler: str) -> SamplerCodes:
     """The kernel switches of a sampler name; ``ValueError`` for an unknown name."""
-    if not isinstance(sampler, str) or sampler not in _CODES:
+    if not isinstance(sampler, str) or sampler not in REGISTRY:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    return _CODES[sampler]
+    return REGISTRY[sampler].codes
 
 
 def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

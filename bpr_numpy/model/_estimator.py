@@ -17,7 +17,7 @@ from .._parameters import check_parameters
 from .._runtime import available_threads, resolve_seed
 from .._validation import as_user_items, check_index_array, read_npz
 from ..hybrid import Features
-from ..objective import OptimizerState, Regularization
+from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization
 from . import _persistence, _training
 from ._persistence import from_arrays
 from ._retrieval import top_k
@@ -256,9 +256,10 @@ class BPR:
     def _check_params(self) -> None:
         """Check every hyperparameter against :data:`bpr_numpy._parameters.CONSTRAINTS`, then the joint rules."""
         check_parameters(self.get_params())
-        if self.loss == "warp" and self.sampler not in ("uniform", "popularity"):
-            raise ValueError(f"loss='warp' draws its own negatives until one violates the margin: "
-                             f"use sampler='uniform' or 'popularity', not {self.sampler!r}")
+        if LOSS_REGISTRY[self.loss].draws_negatives and not sampling.REGISTRY[self.sampler].warp:
+            usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
+            raise ValueError(f"loss={self.loss!r} draws its own negatives until one violates the margin: "
+                             f"use sampler={usable}, not {self.sampler!r}")
 
     # ------------------------------------------------------------------ state
     @property
@@ -492,10 +493,15 @@ class BPR:
         return self._train(matrix, epochs, callback, show_progress)
 
     def _check_feature_settings(self) -> None:
-        if self.loss not in ("bpr", "sigmoid"):
-            raise ValueError(f"side features support loss 'bpr' or 'sigmoid', not {self.loss!r}")
-        if sampling.sampler_codes(self.sampler).adaptive:
-            raise ValueError(f"side features support the uniform and popularity samplers, not {self.sampler!r}")
+        if not LOSS_REGISTRY[self.loss].hybrid:
+            usable = " or ".join(repr(loss.name) for loss in LOSS_REGISTRY.values() if loss.hybrid)
+            raise ValueError(f"side features support loss {usable}, not {self.loss!r}")
+        if not sampling.REGISTRY[self.sampler].hybrid:
+            usable = ", ".join(s.name for s in sampling.REGISTRY.values() if s.hybrid)
+            raise ValueError(f"side features support the uniform and popularity samplers ({usable}), not "
+                             f"{self.sampler!r}")
+        if not OPTIMIZER_REGISTRY[self.optimizer].hybrid:  # every optimiser today
+            raise ValueError(f"side features do not support optimizer {self.optimizer!r}")
 
     def _build_features(self, shape, user_features, item_features) -> Features | None:
         if user_features is None and item_features is None:

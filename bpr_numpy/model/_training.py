@@ -23,7 +23,7 @@ from .._parameters import INT64_MAX, check_allocation
 from .._validation import as_user_items
 from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
                         membership_bitmap, normal_rows, numba_threads)
-from ..objective import OptimizerState, Regularization, loss_code
+from ..objective import LOSS_REGISTRY, OptimizerState, Regularization, loss_code
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
@@ -250,7 +250,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     alias = alias_table(model, matrix)
     # Only samplers that draw negatives ahead of the updates test them against the bitmap.
     draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
-        model.loss != "warp"
+        not LOSS_REGISTRY[model.loss].draws_negatives
     bitmap = None
     if model._features is None and epochs and draws_ahead:
         bitmap = membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
@@ -370,7 +370,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     popularity = alias if alias[0].size else None
     opt = model._optimizer_state.kernel_args() if model._optimizer_state.code else None
     adaptive_kind = int(codes.adaptive)
-    warp_max_sampled = int(model.max_sampled) if model.loss == "warp" else 0
+    warp_max_sampled = int(model.max_sampled) if LOSS_REGISTRY[model.loss].draws_negatives else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
 
     def run(chunk_start: int, chunk_stop: int) -> None:
@@ -438,7 +438,10 @@ def chunks_per_call(model: BPR) -> int:
     samples cost more (many candidates, wide factors, an adaptive optimiser, dense feature
     rows) runs fewer chunks per call. The chunks and their streams are the same either way.
     """
-    candidates = model.dns_candidates if model.sampler == "dns" else model.max_sampled if model.loss == "warp" else 0
+    # The candidates one draw may score: DNS's, or WARP's draws (the registries name the parameter).
+    candidates = sum(int(getattr(model, name)) for name in (*sampling.REGISTRY[model.sampler].parameters,
+                                                            *LOSS_REGISTRY[model.loss].parameters)
+                     if name in ("dns_candidates", "max_sampled"))
     # Python ints: a numpy int8 parameter would overflow in this product.
     work = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
     if model._features is not None:  # a sample touches every feature row of its user and items
