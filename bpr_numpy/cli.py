@@ -241,30 +241,6 @@ class _Data:
         self.name, self.train, self.test, self.seeded = name, train, test, seeded
 
 
-def _release_of(src) -> str | None:
-    """The kind of data a folder/zip holds, from its files."""
-    if src.has("u.data") or src.has("ua.base"):
-        return "ml-100k"
-    if src.has("ratings.dat"):
-        return "ml-1m" if src.has("users.dat") else "ml-10m"
-    if src.has("ratings.csv"):
-        return "ml-csv"
-    if src.has("train.txt") and src.has("test.txt"):
-        return "lightgcn"
-    return None
-
-
-_RELEASE_WORDS = {"ml-100k": "MovieLens 100k (u.data)", "ml-1m": "MovieLens 1M (ratings.dat + users.dat)",
-                  "ml-10m": "MovieLens 10M (ratings.dat, no users.dat)",
-                  "ml-csv": "a CSV MovieLens release (ratings.csv: 20M, 25M or latest)",
-                  "lightgcn": "a LightGCN split (train.txt + test.txt)"}
-
-
-def _expected_files(name: str) -> str:
-    return {"ml-100k": "u.data", "ml-1m": "ratings.dat and users.dat", "ml-10m": "ratings.dat",
-            "ml-20m": "ratings.csv", "ml-25m": "ratings.csv"}[name]
-
-
 def _cached_dataset(name: str, download: bool) -> str:
     """Path of ``--dataset NAME`` in the cache (a .zip or an unpacked folder); downloads only with --download."""
     from . import datasets
@@ -306,7 +282,6 @@ def _load_data(args, seed: int) -> _Data:
     ``train`` and ``evaluate`` both call this, so ``evaluate`` rebuilds exactly the split ``train`` used.
     """
     from . import datasets
-    from .datasets._sources import _Source
 
     path = getattr(args, "data", None)
     split = args.split
@@ -333,15 +308,13 @@ def _load_data(args, seed: int) -> _Data:
     is_container = os.path.isdir(path) or zipfile.is_zipfile(path)
     release = None
     if is_container:
-        with _Source(path) as src:
-            release = _release_of(src)
-            listing = src.listing()
+        release, listing = datasets.detect_release(path)
     if expected is not None:
         found = release if release != "ml-csv" or expected not in ("ml-20m", "ml-25m") else expected
         if found != expected:
-            what = _RELEASE_WORDS.get(release, f"no MovieLens or LightGCN files (it holds: {listing})"
+            what = datasets.RELEASES.get(release, f"no MovieLens or LightGCN files (it holds: {listing})"
                                       if is_container else "a single file, not a folder or .zip")
-            raise CLIError(f"{path} is not {expected}: expected {_expected_files(expected)} in the folder or zip "
+            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder or zip "
                            f"(top level or one folder down), found {what}")
     if is_container and release is None:
         if zipfile.is_zipfile(path) and not os.path.isdir(path) and delimited_opts:
@@ -352,7 +325,7 @@ def _load_data(args, seed: int) -> _Data:
                            f"it holds: {listing}")
     if release in ("lightgcn", "ml-100k", "ml-1m", "ml-10m", "ml-csv") and delimited_opts:
         raise CLIError(f"--format/--columns describe a delimited file, but {path} holds "
-                       f"{_RELEASE_WORDS[release]}: drop them")
+                       f"{datasets.RELEASES[release]}: drop them")
     min_rating = args.min_rating
 
     if release == "lightgcn":

@@ -1029,3 +1029,24 @@ def test_csr_check_in_slices_finds_unsorted_rows(monkeypatch):
             bad.indices[a], bad.indices[a + 1] = bad.indices[a + 1], bad.indices[a]
             with pytest.raises(ValueError, match="sorted and unique"):
                 Interactions(matrix=bad, user_ids=np.arange(n), item_ids=np.arange(m))
+
+
+@pytest.mark.parametrize("files, release", [
+    (["u.data"], "ml-100k"), (["ml-100k/ua.base"], "ml-100k"), (["ratings.dat", "users.dat"], "ml-1m"),
+    (["ml-10M100K/ratings.dat"], "ml-10m"), (["ratings.csv"], "ml-csv"), (["train.txt", "test.txt"], "lightgcn"),
+    (["train.txt"], None), (["notes.md"], None),
+])
+def test_detect_release_names_what_a_folder_or_zip_holds(tmp_path, files, release):
+    from bpr_numpy import datasets
+
+    folder = tmp_path / "data"
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("1\t2\t5\t0\n")
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
+        for name in files:
+            archive.write(folder / name, name)
+    for path in (folder, tmp_path / "data.zip"):
+        found, listing = datasets.detect_release(path)
+        assert found == release and files[0].split("/")[-1] in listing
+        assert release is None or release in datasets.RELEASES

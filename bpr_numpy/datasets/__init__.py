@@ -13,7 +13,8 @@ Loaders
     integer ids), :func:`load_lightgcn` / :func:`load_adjacency_list` (the
     ``user item item ...`` format of the LightGCN/NGCF benchmarks) and
     :func:`fetch_movielens` (verified download into a cache). Directories
-    and zip archives both work; nothing is extracted.
+    and zip archives both work; nothing is extracted. :func:`detect_release`
+    says which kind of data a folder or archive holds.
 Id spaces
     Train and test must share ``user_ids``/``item_ids`` to be comparable:
     splits and paired loaders guarantee it; :func:`align` and
@@ -28,6 +29,7 @@ numba parsers compiled (cached on disk), only when first used.
 """
 
 from ._delimited import load_adjacency_list, load_delimited, load_lightgcn
+from ._detect import RELEASES, detect_release, release_files
 from ._download import MOVIELENS_ARCHIVES, DatasetDownloadError, data_home, fetch_movielens
 from ._interactions import Interactions, LoadSummary, align
 from ._movielens import ML100K_GENRES, ML100K_SPLITS, load_movielens, load_movielens_100k
@@ -44,6 +46,9 @@ __all__ = [
     "load_lightgcn",
     "load_adjacency_list",
     "fetch_movielens",
+    "detect_release",
+    "release_files",
+    "RELEASES",
     "data_home",
     "DatasetDownloadError",
     "MOVIELENS_ARCHIVES",
