@@ -276,12 +276,12 @@ class BPR:
 
     @property
     def n_users(self) -> int:
-        self._check_fitted()
+        self._check_trained()
         return self.user_factors.shape[0]
 
     @property
     def n_items(self) -> int:
-        self._check_fitted()
+        self._check_trained()
         return self.item_factors.shape[0]
 
     @property
@@ -298,11 +298,15 @@ class BPR:
         """True once factors exist (after fit, partial_fit or load)."""
         return self.user_factors is not None
 
-    def _check_fitted(self) -> None:
+    def _check_trained(self) -> None:
         if self.user_factors is None:
             raise RuntimeError("this BPR model is not fitted yet: call fit(user_items) first")
         if self._diverged:
             raise TrainingDivergedError(self._diverged)
+
+    def _check_fitted(self) -> None:
+        """The door of every public method: trained, and the arrays fit together (once per call)."""
+        self._check_trained()
         self._check_parameter_arrays()
 
     def _check_parameter_arrays(self) -> None:
