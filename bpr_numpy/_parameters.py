@@ -19,7 +19,7 @@ import numpy as np
 
 __all__: list[str] = []
 
-#: Largest integer the numba kernels take (int64) and largest seed of the triplet streams + 1.
+#: Largest integer the numba kernels take (int64), and the largest seed of the triplet streams.
 INT64_MAX = 2**63 - 1
 
 #: Most candidates one draw may score (``dns_candidates``, ``max_sampled``). The kernels work
@@ -103,7 +103,6 @@ class Choice:
     """One of the names of a registry (read at check time, so the registry is the one list)."""
 
     options: Callable[[], tuple]
-    what: str = ""
 
     def check(self, name: str, value: Any, dtype: np.dtype) -> None:
         options = self.options()

@@ -5,7 +5,7 @@ them: a bomb declares gigabytes inflated from a few MB, a lying header
 declares another size than its data inflates to, two members share a name,
 a name holds a NUL character (zipfile cuts it there) or a ``..`` part. Every
 data loader takes zip members through ``datasets._sources._Source`` and the
-model reader through ``_validation.read_npz``; both refuse each of these
+model reader through ``_archives.read_npz``; both refuse each of these
 with a ValueError naming the archive and the member, and never hold more
 than a member's declared size (checked against memory first) while reading.
 

@@ -108,7 +108,7 @@ def _check_archive(path: Path, url: str, key: str, folder: Path) -> None:
     (duplicated or NUL-cut names, a zip bomb) is refused before it is kept and
     its digest recorded, not only later when it is read.
     """
-    from .._validation import check_zip_directory
+    from .._archives import check_zip_directory
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -166,7 +166,7 @@ def fetch_movielens(
         the message says how to pass a local copy instead.
     ValueError
         Checksum mismatch, or the download is not a zip archive (or one that
-        :func:`bpr_numpy._validation.check_zip_directory` refuses).
+        :func:`bpr_numpy._archives.check_zip_directory` refuses).
     """
     key = _canonical_name(name)
     url, pinned = MOVIELENS_ARCHIVES[key]

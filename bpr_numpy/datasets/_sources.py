@@ -6,6 +6,8 @@ import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .._archives import check_zip_directory, read_zip_member
+
 __all__: list[str] = []
 
 
@@ -14,7 +16,7 @@ class _Source:
 
     A zip archive is the one door through which every dataset reader takes a
     member, so its checks live here: its directory must pass
-    :func:`bpr_numpy._validation.check_zip_directory` (no duplicated,
+    :func:`bpr_numpy._archives.check_zip_directory` (no duplicated,
     NUL-cut, absolute or ``..`` names, no impossible sizes) when it is
     opened, and members are read by :meth:`read` (held to their declared
     size).
@@ -43,8 +45,6 @@ class _Source:
                 self._zip = zipfile.ZipFile(self.path)
             except (zipfile.BadZipFile, OSError) as exc:
                 raise ValueError(f"{self.path} is not a readable zip archive ({exc})") from None
-            from .._validation import check_zip_directory  # lazy: it imports scipy
-
             try:
                 # Before any member is looked up: a duplicated or NUL-cut name would be misread.
                 check_zip_directory(self._zip, self.label)
@@ -119,11 +119,10 @@ class _Source:
         (a bytearray, never copied), refused with a ValueError naming it when
         that size is implausible (beyond deflate's ratio or this machine's
         memory) or is not the size it inflates to; see
-        :func:`bpr_numpy._validation.read_zip_member`. A plain file is read
+        :func:`bpr_numpy._archives.read_zip_member`. A plain file is read
         whole: its size on disk is real.
         """
         if self._zip is not None:
-            from .._validation import read_zip_member
 
             return read_zip_member(self._zip, self._zip.getinfo(where), self.label)
         return Path(where).read_bytes()

@@ -15,7 +15,8 @@ import scipy.sparse as sp
 from .. import sampling
 from .._parameters import check_parameters
 from .._runtime import available_threads, resolve_seed
-from .._validation import as_user_items, check_index_array, read_npz
+from .._archives import read_npz
+from .._validation import as_user_items, check_index_array
 from ..hybrid import Features
 from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization
 from . import _persistence, _training

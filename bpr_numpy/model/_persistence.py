@@ -1,6 +1,6 @@
 """Model files: ``BPR.save`` and ``BPR.load`` (one ``.npz``, written atomically, read without pickles).
 
-The reader checks every entry before the model takes any (:func:`bpr_numpy._validation.read_npz`
+The reader checks every entry before the model takes any (:func:`bpr_numpy._archives.read_npz`
 reads the archive itself); the format is versioned by :data:`FORMAT_VERSION`.
 """
 
