@@ -150,7 +150,7 @@ def model_scores(model: BPR) -> Scores:
     """The block scorer of a fitted model (``U[users] V' + b``, float64)."""
     u = model.user_factors.astype(np.float64)
     v = model.item_factors.astype(np.float64)
-    b = model.item_bias.astype(np.float64)
+    b = model.item_biases.astype(np.float64)
     return lambda users: u[users] @ v.T + b
 
 

@@ -259,17 +259,17 @@ def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch)
         model._epochs_done = e
         settings = distributed.stratum_settings(model, 1)
         V_sum = np.zeros_like(model.item_factors)
-        b_sum = np.zeros_like(model.item_bias)
+        b_sum = np.zeros_like(model.item_biases)
         for p in range(P):
             users = _strata.new_block(model.user_factors[bounds[p]:bounds[p + 1]].copy(), step=0)
-            items = _strata.new_block(model.item_factors.copy(), model.item_bias.copy(), np.arange(train.shape[1]),
+            items = _strata.new_block(model.item_factors.copy(), model.item_biases.copy(), np.arange(train.shape[1]),
                                       step=0)
             _strata.train_stratum(users, items, shards[p], 0, settings, model._seed, e * P + p, 0)
             model.user_factors[bounds[p]:bounds[p + 1]] = users[0]
             V_sum += items[0]
             b_sum += items[1]
         model.item_factors[...] = V_sum / P
-        model.item_bias[...] = b_sum / P
+        model.item_biases[...] = b_sum / P
         model._item_norms = None
         if e + 1 in checkpoints:
             on_epoch(e + 1, model)

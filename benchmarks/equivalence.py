@@ -301,7 +301,10 @@ def train(c: Combo, perturb: bool = False) -> dict[str, np.ndarray]:
     names = ["user_factors", "item_factors", "item_bias"]
     if c.features:
         names += ["user_embeddings", "item_embeddings", "item_bias_embeddings"]
-    arrays = {name: np.asarray(getattr(model, name)) for name in names}
+    # The learned biases are ``item_biases`` since the redesign (``item_bias`` is the flag);
+    # the older code being compared names the array ``item_bias``.
+    renamed = {"item_bias": "item_biases"} if hasattr(model, "item_biases") else {}
+    arrays = {name: np.asarray(getattr(model, renamed.get(name, name))) for name in names}
     arrays["history_loss"] = np.array([r.loss for r in model.history_])
     arrays["history_ordered_fraction"] = np.array([r.ordered_fraction for r in model.history_])
     arrays["history_skipped"] = np.array([r.skipped for r in model.history_], np.int64)

@@ -264,7 +264,7 @@ class BprNumpyAdapter(Adapter):
         model.fit(data, show_progress=False)
 
     def factors(self, model: Any, shape: tuple[int, int], settings: FitSettings) -> Factors:
-        return Factors(model.user_factors, model.item_factors, model.item_bias)
+        return Factors(model.user_factors, model.item_factors, model.item_biases)
 
     def threads_used(self, model: Any, settings: FitSettings) -> int:
         import numba
@@ -1391,7 +1391,7 @@ def recommend_factors(csr: sp.csr_matrix, init: str, factors: int, epochs: int, 
     model = BPR(factors=factors, epochs=epochs, threads=0, random_state=seed).fit(csr, show_progress=False)
     print(f"trained bpr_numpy for {epochs} epochs in {time.perf_counter() - t0:.1f} s (not timed)",
           file=log, flush=True)
-    return Factors(model.user_factors, model.item_factors, model.item_bias)
+    return Factors(model.user_factors, model.item_factors, model.item_biases)
 
 
 class RecommendRunner:
@@ -1412,7 +1412,7 @@ class RecommendRunner:
         self.csr = csr
         self.users = np.arange(csr.shape[0])
         self.ours = BPR(factors=f.user_factors.shape[1], threads=1)
-        self.ours.user_factors, self.ours.item_factors, self.ours.item_bias = (
+        self.ours.user_factors, self.ours.item_factors, self.ours.item_biases = (
             f.user_factors, f.item_factors, f.item_bias)
         self.theirs = None
         if with_implicit:

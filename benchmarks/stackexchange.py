@@ -281,7 +281,7 @@ def minibatch_loop(name: str, data: Data, *, loss: str, negatives: str, identity
             F[icols] -= learning_rate * g.item_embeddings
             c[icols] -= learning_rate * g.item_bias_embeddings
         run.seconds += time.perf_counter() - start
-        view.user_factors, view.item_factors, view.item_bias = feats.representations(True)
+        view.user_factors, view.item_factors, view.item_biases = feats.representations(True)
         run.losses.append(total / n)
         run.aucs.append(p2_auc(view, train, data.test))
         print(f"  {name}: epoch {epoch + 1}/{epochs} loss {run.losses[-1]:.4f} P2 AUC {run.aucs[-1]:.4f}",
@@ -351,7 +351,7 @@ def model_figures(run: Run, data: Data, hard: np.ndarray, rng: np.random.Generat
     users, items = pair_arrays(data.train)
     pick = rng.integers(0, len(users), n)
     u, i, j = users[pick], items[pick], hard[pick]
-    U, V, b = run.model.user_factors, run.model.item_factors, run.model.item_bias
+    U, V, b = run.model.user_factors, run.model.item_factors, run.model.item_biases
     x = np.sum(U[u] * (V[i] - V[j]), axis=1) + b[i] - b[j]
     # Dropout acts on the tower outputs, so on the factor part of x (the bias is not a tower output).
     dot = np.sum(U[u] * (V[i] - V[j]), axis=1)

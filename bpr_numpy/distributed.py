@@ -68,7 +68,7 @@ def stratum_settings(model: BPR, threads: int) -> _strata.StratumSettings:
     reg = Regularization.coerce(model.regularization)
     return _strata.StratumSettings(
         int(model.user_run), float(model._learning_rate(model._epochs_done)),
-        reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.use_item_bias),
+        reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.item_bias),
         bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
 
 
@@ -385,7 +385,7 @@ class _Trainer:
         self.layout_epoch = model._epochs_done
         layout = self.layout(self.layout_epoch)
         # Sub-epoch 0 pairs user block q with item block q.
-        self.items = [ex.put(_strata.new_block(model.item_factors[layout.block(q)], model.item_bias[layout.block(q)],
+        self.items = [ex.put(_strata.new_block(model.item_factors[layout.block(q)], model.item_biases[layout.block(q)],
                                                layout.block(q), step=self.step(0)), self.worker_of[q])
                       for q in range(P)]
         self.item_worker = list(self.worker_of)
@@ -464,13 +464,13 @@ class _Trainer:
             users = [r[1] for r in ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True,
                                                         worker=self.worker_of[p]) for p in range(P)])]
         items = ex.gather(self.items)
-        fresh = [aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_bias)]
+        fresh = [aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_biases)]
         for p in range(P):
             fresh[0][self.bounds[p]:self.bounds[p + 1]] = users[p]
         for rows, bias, ids, _ in items:
             fresh[1][ids] = rows
             fresh[2][ids] = bias
-        model.user_factors, model.item_factors, model.item_bias = fresh
+        model.user_factors, model.item_factors, model.item_biases = fresh
         model._item_norms = None
         self.saved = model._epochs_done
         bad = next((k for k, a in enumerate(fresh) if not np.isfinite(a).all()), -1)

@@ -155,7 +155,7 @@ def model_members(model, tmp_path_factory) -> dict[str, bytes]:
 
 
 def assert_same_model(a: BPR, b: BPR):
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
 
 

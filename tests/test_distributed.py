@@ -39,7 +39,7 @@ def in_process(ua):
 
 
 def _assert_same_factors(a, b):
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
 
 

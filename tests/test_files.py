@@ -62,7 +62,7 @@ def saved(model, tmp_path_factory):
 
 def assert_same_model(a: BPR, b: BPR):
     assert a.get_params() == b.get_params()
-    for name in ("user_factors", "item_factors", "item_bias", "user_ids", "item_ids", "item_titles"):
+    for name in ("user_factors", "item_factors", "item_biases", "user_ids", "item_ids", "item_titles"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and np.array_equal(x, y), name
     assert (a.user_items != b.user_items).nnz == 0

@@ -66,10 +66,10 @@ def test_fold_in_minimises_the_users_objective(loss):
     W = model.fold_in(dense)
     for u in range(len(dense)):
         P, N = np.flatnonzero(dense[u]), np.flatnonzero(dense[u] == 0)
-        value, grad = fold_in_objective(W[u].astype(np.float64), model.item_factors, model.item_bias, P, N, loss, lam)
+        value, grad = fold_in_objective(W[u].astype(np.float64), model.item_factors, model.item_biases, P, N, loss, lam)
         # A minimum: no better than the trained vector, and (BPR, convex) stationary.
         trained, _ = fold_in_objective(model.user_factors[u].astype(np.float64), model.item_factors,
-                                       model.item_bias, P, N, loss, lam)
+                                       model.item_biases, P, N, loss, lam)
         assert value <= trained + 1e-6
         if loss == "bpr":
             # float32 factors, float64 arithmetic: the gradient vanishes to L-BFGS's tolerance.
@@ -78,10 +78,10 @@ def test_fold_in_minimises_the_users_objective(loss):
 
 def test_fold_in_leaves_the_model_untouched_and_is_deterministic():
     model, dense = _small_model()
-    before = [a.copy() for a in (model.user_factors, model.item_factors, model.item_bias)]
+    before = [a.copy() for a in (model.user_factors, model.item_factors, model.item_biases)]
     W1 = model.fold_in(sp.csr_matrix(dense[:5]))
     W2 = model.fold_in(dense[:5])
-    for a, b in zip(before, (model.user_factors, model.item_factors, model.item_bias)):
+    for a, b in zip(before, (model.user_factors, model.item_factors, model.item_biases)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(W1, W2)
     assert W1.shape == (5, 4) and W1.dtype == model.item_factors.dtype
@@ -95,7 +95,7 @@ def test_rows_with_nothing_to_rank_fold_in_to_zero():
     rows[1] = 1  # every item liked: no negative
     np.testing.assert_array_equal(model.fold_in(rows), 0)
     items, _ = model.recommend(user_factors=np.zeros(4), filter_liked=False, n=3)
-    np.testing.assert_array_equal(items, np.argsort(-model.item_bias, kind="stable")[:3])
+    np.testing.assert_array_equal(items, np.argsort(-model.item_biases, kind="stable")[:3])
 
 
 def test_subsampled_pairs_are_seeded_and_close_to_the_exact_solution():
@@ -158,7 +158,7 @@ def test_recommend_for_vectors_against_brute_force():
     model, dense = _small_model()
     W = model.fold_in(dense[:6])
     items, scores = model.recommend(user_factors=W, user_items=dense[:6], n=4)
-    full = W @ model.item_factors.T + model.item_bias
+    full = W @ model.item_factors.T + model.item_biases
     for r in range(6):
         s = np.where(dense[r] > 0, -np.inf, full[r])
         order = np.lexsort((np.arange(len(s)), -s))[:4]
@@ -202,7 +202,7 @@ def test_folding_in_training_users_reproduces_their_quality_on_movielens():
     W = model.fold_in(rows)
     report = {}
     for name, vectors in (("folded", W), ("trained", model.user_factors[:150])):
-        scorer = SimpleNamespace(user_factors=vectors, item_factors=model.item_factors, item_bias=model.item_bias)
+        scorer = SimpleNamespace(user_factors=vectors, item_factors=model.item_factors, item_bias=model.item_biases)
         report[name] = metrics.evaluate(scorer, rows, test[:150], metrics=["full_auc", "ndcg"], k=10)
     assert abs(report["folded"]["full_auc"] - report["trained"]["full_auc"]) < 0.005
     assert report["folded"]["ndcg@10"] > report["trained"]["ndcg@10"] - 0.02

@@ -220,7 +220,7 @@ def test_fit_on_fuzzed_matrices_matches_the_clean_input(case, method):
     ref = getattr(BPR(factors=2, epochs=1, threads=1, random_state=3), method)(clean(pos))
     np.testing.assert_array_equal(model.user_factors, ref.user_factors)
     np.testing.assert_array_equal(model.item_factors, ref.item_factors)
-    np.testing.assert_array_equal(model.item_bias, ref.item_bias)
+    np.testing.assert_array_equal(model.item_biases, ref.item_biases)
     (report,) = model.history_
     assert report.samples == pos.sum() and 0 <= report.skipped <= report.samples
     holders = pos.any(axis=1)
@@ -356,7 +356,7 @@ N_USERS, N_ITEMS, FACTORS = 5, 4, 3
 def trained():
     dense = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0]], np.float32)
     model = BPR(factors=FACTORS, epochs=3, threads=1, random_state=0).fit(dense)
-    model.item_bias[:] = np.array([0.1, -0.2, 0.0, 0.3], np.float32)
+    model.item_biases[:] = np.array([0.1, -0.2, 0.0, 0.3], np.float32)
     return model
 
 
@@ -368,7 +368,7 @@ def with_layout(model: BPR, layout: str) -> BPR:
     m = copy.copy(model)
     m._item_norms = None
     m.history_ = list(model.history_)
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         a = getattr(model, name)
         if layout == "F":
             a = np.asfortranarray(a)
@@ -445,7 +445,7 @@ def test_score_on_fuzzed_indices(trained, users, items, layout):
         return
     got = model.score(users, items)
     U, V, b = (trained.user_factors.astype(np.float64), trained.item_factors.astype(np.float64),
-               trained.item_bias.astype(np.float64))
+               trained.item_biases.astype(np.float64))
     want = (U[ub] * V[ib]).sum(axis=-1) + b[ib]
     assert got.shape == ub.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -498,7 +498,7 @@ def test_recommend_on_fuzzed_arguments(trained, users, n, filter_liked, layout, 
     else:
         items, scores = model.recommend(users, n=n, filter_liked=filter_liked, user_items=arg)
     full = (trained.user_factors.astype(np.float64) @ trained.item_factors.T.astype(np.float64)
-            + trained.item_bias)
+            + trained.item_biases)
     if u.ndim == 0:
         assert items.ndim == 1 and len(items) <= n
         rows, items, scores = [int(u)], items[None, :], scores[None, :]
@@ -627,7 +627,7 @@ def test_fold_in_on_fuzzed_matrices_matches_the_clean_input(trained, layout, dat
     assert got.shape == (n_rows, FACTORS) and np.isfinite(got).all()
     # Vectors from a fuzzed batch recommend like any other: against the brute force of their scores.
     items, scores = model.recommend(user_factors=got, user_items=case.obj, n=N_ITEMS)
-    full = got.astype(np.float64) @ np.asarray(trained.item_factors, np.float64).T + trained.item_bias
+    full = got.astype(np.float64) @ np.asarray(trained.item_factors, np.float64).T + trained.item_biases
     for r in range(n_rows):
         check_top(items[r], scores[r], full[r], ~case.positives[r], N_ITEMS)
 
@@ -672,7 +672,7 @@ def ref_full_auc(S, train, test):
 @given(interaction_cases(shape=(N_USERS, N_ITEMS), nonfinite=False),
        interaction_cases(shape=(N_USERS, N_ITEMS), nonfinite=False))
 def test_full_auc_on_fuzzed_matrices_matches_its_definition(trained, train, test):
-    S = trained.user_factors @ trained.item_factors.T + trained.item_bias
+    S = trained.user_factors @ trained.item_factors.T + trained.item_biases
     got = metrics.full_auc(trained, train.obj, test.obj)
     want = ref_full_auc(S.astype(np.float64), train.positives, test.positives)
     if math.isnan(want):

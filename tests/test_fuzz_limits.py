@@ -74,7 +74,7 @@ def test_a_replaced_short_bias_is_a_named_error_not_a_segfault():
         from bpr_numpy import BPR
         X = sp.random(300, 2000, density=0.02, random_state=0, format="csr"); X.data[:] = 1
         model = BPR(epochs=1, threads=1, random_state=0).fit(X)
-        model.item_bias = np.zeros(1, np.float32)
+        model.item_biases = np.zeros(1, np.float32)
         for call in (lambda: model.recommend(0), lambda: model.partial_fit(X)):
             try:
                 call()
@@ -84,7 +84,7 @@ def test_a_replaced_short_bias_is_a_named_error_not_a_segfault():
     """)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == 2 and all("model.item_bias has shape (1,)" in line for line in lines), result.stdout
+    assert len(lines) == 2 and all("model.item_biases has shape (1,)" in line for line in lines), result.stdout
 
 
 def _replacement(draw, reference: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ CALLS = {
 
 
 @fuzz(300)
-@given(st.sampled_from(["user_factors", "item_factors", "item_bias"]), st.sampled_from(sorted(CALLS)), st.data())
+@given(st.sampled_from(["user_factors", "item_factors", "item_biases"]), st.sampled_from(sorted(CALLS)), st.data())
 def test_fuzzed_replaced_arrays_reach_no_kernel_unchecked(trained, name, call, data):
     model = BPR(**trained.get_params()).set_params(threads=1)
     model.fit(small_matrix(), epochs=1)
@@ -237,7 +237,7 @@ def test_initial_factors_infinite_in_float32_are_refused():
     BPR(epochs=0, init_std=3e38, dtype=np.float64, threads=1).fit(small_matrix())  # fine in float64
 
 
-@pytest.mark.parametrize("name", ["user_factors", "item_factors", "item_bias"])
+@pytest.mark.parametrize("name", ["user_factors", "item_factors", "item_biases"])
 def test_nan_written_by_a_user_is_refused_by_save_and_named_by_recommend(trained, tmp_path, name):
     model = BPR(**trained.get_params()).fit(small_matrix(), epochs=1)
     getattr(model, name)[...] = np.nan
@@ -253,8 +253,8 @@ def test_nan_written_by_a_user_is_refused_by_save_and_named_by_recommend(trained
 
 def test_a_single_nan_item_still_recommends_the_others_when_enough_remain(trained):
     model = BPR(**trained.get_params()).fit(small_matrix(), epochs=1)
-    model.item_bias[0] = np.nan  # one item unrankable: recommend must not pass over it in silence
-    with pytest.raises(ValueError, match="item_bias"):
+    model.item_biases[0] = np.nan  # one item unrankable: recommend must not pass over it in silence
+    with pytest.raises(ValueError, match="item_biases"):
         model.recommend(np.arange(N_USERS), n=N_ITEMS, filter_liked=False)
 
 

@@ -201,7 +201,7 @@ def test_an_epoch_applies_the_plain_samplers_triplets_in_order():
     U, V, b = hybrid_representations(*start, X, Y)
     np.testing.assert_allclose(model.user_factors, U, rtol=1e-12)
     np.testing.assert_allclose(model.item_factors, V, rtol=1e-12)
-    np.testing.assert_allclose(model.item_bias, b, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(model.item_biases, b, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -212,7 +212,7 @@ def test_identity_features_only_train_the_plain_model(optimizer, sampler):
               sampler=sampler, learning_rate=0.05)
     plain = BPR(**kw).fit(R)
     hybrid = BPR(**kw).fit(R, user_features=np.zeros((50, 0)), item_features=np.zeros((30, 0)))
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         np.testing.assert_allclose(getattr(hybrid, name), getattr(plain, name), rtol=1e-12, atol=1e-14)
     assert [r.skipped for r in hybrid.history_] == [r.skipped for r in plain.history_]
 
@@ -256,7 +256,7 @@ def test_metadata_only_items_score_their_own_training_rows_alike():
     assert one_sided.user_embeddings.shape == (52, 4) and one_sided.item_embeddings.shape == (6, 4)
     V, b = model.item_representations(Ym)
     np.testing.assert_allclose(V, model.item_factors, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(b, model.item_bias, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(b, model.item_biases, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="without user_features"):
         model.user_representations(np.ones((1, 2)))
 
@@ -271,7 +271,7 @@ def test_validation_keeps_the_best_epochs_embeddings_with_its_factors():
                                      model._features.users.matrix, model._features.items.matrix)
     np.testing.assert_allclose(model.user_factors, U, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.item_factors, V, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.item_bias, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.item_biases, b, rtol=1e-5, atol=1e-6)
 
 
 def test_partial_fit_continues_like_one_fit_and_keeps_its_features():

@@ -68,7 +68,7 @@ def test_keyboard_interrupt_keeps_the_last_completed_epoch(tmp_path):
     again = BPR(factors=16, epochs=completed, threads=1, random_state=7).fit(synthetic(**DATA).matrix)
     np.testing.assert_array_equal(saved.user_factors, again.user_factors)
     np.testing.assert_array_equal(saved.item_factors, again.item_factors)
-    np.testing.assert_array_equal(saved.item_bias, again.item_bias)
+    np.testing.assert_array_equal(saved.item_biases, again.item_biases)
 
 
 def test_cli_interrupted_training_saves_the_last_epoch_and_exits_130(tmp_path):

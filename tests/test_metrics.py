@@ -281,10 +281,10 @@ def test_factor_model_matches_callable(n_users, n_items, f, seed, with_bias, dty
         item_factors=rng.integers(-1, 2, size=(n_items, f)).astype(dtype),
     )
     if with_bias:
-        model.item_bias = rng.integers(0, 2, size=n_items).astype(dtype)
+        model.item_biases = rng.integers(0, 2, size=n_items).astype(dtype)
     S = model.user_factors.astype(float) @ model.item_factors.astype(float).T
     if with_bias:
-        S = S + model.item_bias
+        S = S + model.item_biases
     train = (rng.random((n_users, n_items)) < 0.3).astype(float)
     test = (rng.random((n_users, n_items)) < 0.3).astype(float)
     got = M.evaluate(model, sp.csr_array(train), sp.csr_array(test), k=[1, 3], block_size=2)

@@ -37,7 +37,7 @@ def fitted(data):
 def test_fit_learns_the_planted_ranking(data, fitted):
     X, truth = data
     assert fitted.user_factors.shape == (X.shape[0], 8) and fitted.item_factors.shape == (X.shape[1], 8)
-    assert fitted.item_bias.shape == (X.shape[1],)
+    assert fitted.item_biases.shape == (X.shape[1],)
     assert fitted.user_factors.dtype == np.float32
     h = fitted.history_
     assert [r.epoch for r in h] == list(range(1, 31))
@@ -58,7 +58,7 @@ def test_single_thread_is_bitwise_reproducible_and_resumable(data):
     for m in (b, c):
         np.testing.assert_array_equal(a.user_factors, m.user_factors)
         np.testing.assert_array_equal(a.item_factors, m.item_factors)
-        np.testing.assert_array_equal(a.item_bias, m.item_bias)
+        np.testing.assert_array_equal(a.item_biases, m.item_biases)
     assert [r.loss for r in a.history_] == [r.loss for r in c.history_]
     d = BPR(factors=8, epochs=6, threads=1, random_state=43).fit(X)
     assert not np.array_equal(a.item_factors, d.item_factors)
@@ -90,7 +90,7 @@ def test_float64_and_options(data):
     m = BPR(factors=4, epochs=3, dtype=np.float64, item_bias=False, loss="sigmoid", threads=1,
             regularization={"user": 0.01, "positive": 0.01, "negative": 0.001}, random_state=0).fit(X)
     assert m.user_factors.dtype == np.float64
-    assert not m.item_bias.any()
+    assert not m.item_biases.any()
     assert m.get_params()["item_bias"] is False
     assert "loss='sigmoid'" in repr(m)
 
@@ -130,7 +130,7 @@ def test_divergence_in_an_array_a_callback_swapped_in_is_caught(data):
 
 def test_trained_arrays_start_on_a_cache_line(data):
     m = BPR(factors=5, epochs=1, threads=1, random_state=0).fit(data[0])
-    assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in (m.user_factors, m.item_factors, m.item_bias))
+    assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in (m.user_factors, m.item_factors, m.item_biases))
     # Arrays set by hand (unaligned, another dtype, read-only) are copied in at the next fit, values kept.
     odd = np.empty(m.item_factors.size + 1, np.float64)[1:].reshape(m.item_factors.shape)
     odd[...] = m.item_factors
@@ -234,7 +234,7 @@ def test_not_fitted_and_partial_fit_shape(data):
 
 def test_score_matches_factors(fitted):
     users, items = np.array([0, 3, 5]), np.array([1, 1, 7])
-    expected = np.einsum("nf,nf->n", fitted.user_factors[users], fitted.item_factors[items]) + fitted.item_bias[items]
+    expected = np.einsum("nf,nf->n", fitted.user_factors[users], fitted.item_factors[items]) + fitted.item_biases[items]
     np.testing.assert_allclose(fitted.score(users, items), expected, rtol=1e-6)
     assert fitted.score(2, np.arange(5)).shape == (5,)
     with pytest.raises(ValueError, match="user index 120 is out of range"):
@@ -273,7 +273,7 @@ def test_recommend_pads_when_candidates_run_out(fitted, data):
 def test_recommend_breaks_ties_by_lower_item_index():
     m = BPR(factors=2, epochs=1, threads=1, random_state=0).fit(np.eye(3, 6))
     m.user_factors[:] = 0
-    m.item_bias[:] = np.array([0, 1, 1, 1, 0, 1], dtype=np.float32)
+    m.item_biases[:] = np.array([0, 1, 1, 1, 0, 1], dtype=np.float32)
     items, _ = m.recommend(0, n=3)
     np.testing.assert_array_equal(items, [1, 2, 3])
 
@@ -293,7 +293,7 @@ def test_save_load_round_trip(tmp_path, fitted, data):
     path = tmp_path / "model.npz"
     fitted.save(path)
     loaded = BPR.load(path)
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(fitted, name))
     assert loaded.get_params() == fitted.get_params()
     assert loaded.history_ == fitted.history_

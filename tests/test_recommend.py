@@ -44,7 +44,7 @@ def ref_top_k(query, items, bias, k, rows, exclude):
 def model_with(user_factors, item_factors, item_bias, threads=1):
     """A BPR holding the given factors (no training)."""
     m = BPR(factors=user_factors.shape[1], threads=threads, dtype=user_factors.dtype)
-    m.user_factors, m.item_factors, m.item_bias = user_factors, item_factors, item_bias
+    m.user_factors, m.item_factors, m.item_biases = user_factors, item_factors, item_bias
     return m
 
 

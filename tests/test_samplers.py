@@ -280,7 +280,7 @@ def test_optimizers_continue_across_partial_fit(optimizer):
     split = BPR(factors=4, epochs=2, optimizer=optimizer, threads=1, random_state=1).fit(m)
     split.partial_fit(m, epochs=2)
     np.testing.assert_array_equal(whole.user_factors, split.user_factors)
-    np.testing.assert_array_equal(whole.item_bias, split.item_bias)
+    np.testing.assert_array_equal(whole.item_biases, split.item_biases)
 
 
 def test_learning_rate_decay_shrinks_steps_per_epoch():

@@ -144,7 +144,7 @@ def test_one_block_is_the_single_machine_model_bitwise():
     kwargs = dict(factors=8, epochs=4, threads=1, random_state=11, user_run=4)
     single = BPR(**kwargs).fit(m)
     strat = distributed.fit(None, m, n_blocks=1, **kwargs)
-    for name in ("user_factors", "item_factors", "item_bias"):
+    for name in ("user_factors", "item_factors", "item_biases"):
         assert np.array_equal(getattr(single, name), getattr(strat, name)), name
     assert [r.loss for r in single.history_] == [r.loss for r in strat.history_]
 

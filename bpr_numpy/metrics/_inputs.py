@@ -78,7 +78,8 @@ def _check_k(k: int | Sequence[int]) -> list[int]:
 def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
     """Turn a factor model or a ``score_block`` callable into ``(scorer, n_users, n_items)``.
 
-    A model with ``user_factors`` and ``item_factors`` (and optionally ``item_bias``)
+    A model with ``user_factors`` and ``item_factors`` (and optionally ``item_biases``, or an
+    ``item_bias`` array as older bpr_numpy models and other libraries name it)
     wins over being callable, so an estimator that also defines ``__call__`` is
     scored from its factors. ``n_users``/``n_items`` are None for a callable.
     """
@@ -105,7 +106,9 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
             itf = itf.astype(np.float64)
         if not (np.all(np.isfinite(uf)) and np.all(np.isfinite(itf))):
             raise ValueError("model factors contain NaN or infinite values")
-        bias = getattr(model, "item_bias", None)
+        bias = getattr(model, "item_biases", None)
+        if bias is None and not isinstance(getattr(model, "item_bias", None), (bool, np.bool_)):
+            bias = getattr(model, "item_bias", None)  # BPR.item_bias is the flag, not the array
         if bias is not None:
             bias = np.asarray(bias)
             if bias.shape != (itf.shape[0],):

@@ -6,6 +6,7 @@ retrieval :mod:`bpr_numpy.model._retrieval`; see ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable, Mapping
 
@@ -133,9 +134,11 @@ class BPR:
         id (int64 or str); saved and loaded with the model. None when unknown.
     item_titles : ndarray of str or None
         Optional item titles, aligned with the item columns.
-    item_bias : ndarray, shape (n_items,)
-        The learned item biases; zeros when constructed with
-        ``item_bias=False`` (the flag itself is kept as ``use_item_bias``).
+    item_biases : ndarray, shape (n_items,)
+        The learned item biases ``b_i``; zeros when constructed with
+        ``item_bias=False``. (``item_bias`` is that flag, stored under its own
+        name as scikit-learn's ``clone`` expects; bpr_numpy 0.1.0 named the array
+        ``item_bias`` and the flag ``use_item_bias``.)
 
         These arrays may be replaced or edited; every method checks their
         shapes and dtypes (float32 or float64) before any kernel reads them
@@ -145,7 +148,7 @@ class BPR:
         One report per epoch trained, across fit and partial_fit.
     user_embeddings, item_embeddings, item_bias_embeddings : ndarray or None
         With side features, the trained feature embeddings; ``user_factors``,
-        ``item_factors`` and ``item_bias`` are then their sums over each row's
+        ``item_factors`` and ``item_biases`` are then their sums over each row's
         features (kept up to date after every epoch). None without features.
 
     Notes
@@ -192,7 +195,7 @@ class BPR:
         self.max_sampled = max_sampled
         self.optimizer = optimizer
         self.learning_rate_decay = learning_rate_decay
-        self.use_item_bias = item_bias
+        self.item_bias = item_bias
         self.init_std = init_std
         self.dtype = dtype
         self.threads = threads
@@ -202,7 +205,7 @@ class BPR:
         self._check_params()
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
-        self.item_bias: np.ndarray | None = None
+        self.item_biases: np.ndarray | None = None
         self.history_: list[EpochReport] = []
         self._user_items: sp.csr_matrix | None = None
         self._epochs_done = 0
@@ -222,40 +225,39 @@ class BPR:
         self.item_titles: np.ndarray | None = None
 
     # ------------------------------------------------------------------ parameters
-    # Constructor argument -> attribute. ``item_bias`` the argument is stored as
-    # ``use_item_bias`` because ``item_bias`` the attribute is the learned array.
-    _PARAMS = {"factors": "factors", "learning_rate": "learning_rate", "regularization": "regularization",
-               "epochs": "epochs", "loss": "loss", "sampler": "sampler", "user_run": "user_run",
-               "popularity_exponent": "popularity_exponent", "dns_candidates": "dns_candidates",
-               "aobpr_lambda": "aobpr_lambda", "max_sampled": "max_sampled", "optimizer": "optimizer",
-               "learning_rate_decay": "learning_rate_decay", "item_bias": "use_item_bias",
-               "init_std": "init_std", "dtype": "dtype", "threads": "threads", "random_state": "random_state",
-               "identity": "identity", "normalize_features": "normalize_features"}
+    # scikit-learn's convention: every __init__ argument is stored unchanged under its own
+    # name, so the parameters are read from the signature (``sklearn.base.clone`` works).
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
 
     def get_params(self, deep: bool = True) -> dict:
         """Hyperparameters as a dict of constructor arguments (scikit-learn convention)."""
-        return {name: getattr(self, attr) for name, attr in self._PARAMS.items()}
+        return {name: getattr(self, name) for name in self._get_param_names()}
 
     def set_params(self, **params) -> "BPR":
         """Set hyperparameters by constructor argument name; validated at once."""
+        names = self._get_param_names()
         for name, value in params.items():
-            if name not in self._PARAMS:
-                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(self._PARAMS)}")
-            setattr(self, self._PARAMS[name], value)
+            if name not in names:
+                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(names)}")
+            setattr(self, name, value)
         self._check_params()
         return self
 
     def __repr__(self) -> str:
-        defaults = BPR.__init__.__defaults__
         shown = []
-        for (name, attr), default in zip(self._PARAMS.items(), defaults):
-            value = getattr(self, attr)
-            if value is not default and value != default:
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            value = getattr(self, name, parameter.default)
+            if name != "self" and value is not parameter.default and value != parameter.default:
                 shown.append(f"{name}={value.__name__ if isinstance(value, type) else repr(value)}")
-        return f"BPR({', '.join(shown)})"
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def _check_params(self) -> None:
         """Check every hyperparameter against :data:`bpr_numpy._parameters.CONSTRAINTS`, then the joint rules."""
+        if isinstance(self.item_bias, np.ndarray):
+            raise TypeError("item_bias is the flag (learn an item bias or not); the learned biases are "
+                            "model.item_biases")
         check_parameters(self.get_params())
         if LOSS_REGISTRY[self.loss].draws_negatives and not sampling.REGISTRY[self.sampler].warp:
             usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
@@ -314,7 +316,7 @@ class BPR:
         """Check that the learned arrays fit together before any kernel indexes them.
 
         Every public path reaches the arrays through :meth:`_check_fitted`, and a user may have
-        replaced one (``model.item_bias = ...``) or reshaped it in place: a kernel trusts the
+        replaced one (``model.item_biases = ...``) or reshaped it in place: a kernel trusts the
         shapes it is given, so a bias shorter than the catalogue would be read and written past
         its end. A few comparisons, so it runs on every call.
         """
@@ -324,14 +326,14 @@ class BPR:
                 raise TypeError(f"model.{name} must be a numpy array, got {type(a).__name__}")
             if a.dtype not in (np.float32, np.float64):
                 raise TypeError(f"model.{name} has dtype {a.dtype}; the model's arrays hold float32 or float64")
-        U, V, b = self.user_factors, self.item_factors, self.item_bias
+        U, V, b = self.user_factors, self.item_factors, self.item_biases
         f = self.factors
         if U.ndim != 2 or U.shape[1] != f or U.shape[0] < 1:
             raise ValueError(f"model.user_factors has shape {U.shape}; expected (n_users, {f}) (factors={f})")
         if V.ndim != 2 or V.shape[1] != f or V.shape[0] < 1:
             raise ValueError(f"model.item_factors has shape {V.shape}; expected (n_items, {f}) (factors={f})")
         if b.shape != (V.shape[0],):
-            raise ValueError(f"model.item_bias has shape {b.shape}; expected ({V.shape[0]},), "
+            raise ValueError(f"model.item_biases has shape {b.shape}; expected ({V.shape[0]},), "
                              "one bias per row of item_factors")
         shape = (U.shape[0], V.shape[0])
         if self._user_items is not None and self._user_items.shape != shape:
@@ -490,8 +492,8 @@ class BPR:
                 features.set_embeddings(self._features.embeddings())
                 self._features = features
                 # The factors follow the new features at once, whether or not an epoch runs.
-                self.user_factors, self.item_factors, self.item_bias = features.representations(
-                    bool(self.use_item_bias))
+                self.user_factors, self.item_factors, self.item_biases = features.representations(
+                    bool(self.item_bias))
                 self._item_norms = None
             if self._seed is None:  # a loaded model without its seed continues on a fresh stream
                 self._seed = resolve_seed(self.random_state)
@@ -520,11 +522,11 @@ class BPR:
 
     def _parameters(self) -> list[np.ndarray]:
         """Every trained array: the factors and biases, then (side features) the embeddings."""
-        arrays = [self.user_factors, self.item_factors, self.item_bias]
+        arrays = [self.user_factors, self.item_factors, self.item_biases]
         return arrays if self._features is None else arrays + self._features.embeddings()
 
     def _set_parameters(self, arrays) -> None:
-        self.user_factors, self.item_factors, self.item_bias = arrays[:3]
+        self.user_factors, self.item_factors, self.item_biases = arrays[:3]
         if self._features is not None:
             self._features.set_embeddings(arrays[3:])
         self._item_norms = None
@@ -568,7 +570,7 @@ class BPR:
         u, i = np.broadcast_arrays(u, i)
         flat_u, flat_i = u.reshape(-1), i.reshape(-1)
         out = np.einsum("nf,nf->n", self.user_factors[flat_u], self.item_factors[flat_i])
-        out += self.item_bias[flat_i]
+        out += self.item_biases[flat_i]
         return out.reshape(u.shape)
 
     def _user_items_for(self, user_items) -> sp.csr_matrix | None:
@@ -639,7 +641,7 @@ class BPR:
         # Capped at the catalogue: a huge n must not allocate a huge padded array.
         k = min(int(n), self.n_items)
         threads = min(self.threads or available_threads(), available_threads())
-        items, scores = top_k(query, self.item_factors, self.item_bias, k, rows=batch,
+        items, scores = top_k(query, self.item_factors, self.item_biases, k, rows=batch,
                                exclude=liked, threads=threads)
         candidates = self.n_items - (np.diff(liked.indptr)[batch] if liked is not None else 0)
         self._check_ranking(items, scores, np.minimum(candidates, k), query[batch])
@@ -652,7 +654,7 @@ class BPR:
         """The name of the first parameter array (or the query vectors) holding NaN or inf, else None."""
         named = [("user_factors", query)] if query is not None else []
         named += [("user_factors", self.user_factors), ("item_factors", self.item_factors),
-                  ("item_bias", self.item_bias)]
+                  ("item_biases", self.item_biases)]
         for name, a in named:
             if a is not None and not np.isfinite(a).all():
                 return name
@@ -712,7 +714,7 @@ class BPR:
         features = self._fitted_features()
         Y = features.items.new_rows(item_features, "item_features")
         dtype = self.item_factors.dtype
-        bias = Y @ features.item_bias_embeddings if self.use_item_bias else np.zeros(Y.shape[0])
+        bias = Y @ features.item_bias_embeddings if self.item_bias else np.zeros(Y.shape[0])
         return np.ascontiguousarray(Y @ features.item_embeddings, dtype=dtype), np.asarray(bias, dtype=dtype)
 
     def score_new_items(self, users, item_features) -> np.ndarray:
@@ -781,7 +783,7 @@ class BPR:
             regularization = Regularization.coerce(self.regularization).user
         else:
             regularization = Regularization.coerce(regularization).user
-        return fold_in_users(self.item_factors, self.item_bias if self.use_item_bias else None, user_items,
+        return fold_in_users(self.item_factors, self.item_biases if self.item_bias else None, user_items,
                              loss=self.loss, user_regularization=regularization, max_iter=max_iter, tol=tol,
                              max_pairs=max_pairs, random_state=random_state)
 

@@ -60,7 +60,7 @@ def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = 
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
         "user_factors": model.user_factors,
         "item_factors": model.item_factors,
-        "item_bias": model.item_bias,
+        "item_bias": model.item_biases,
     }
     if model._features is not None:
         feature_arrays, meta["features"] = model._features.to_arrays()
@@ -177,14 +177,14 @@ def from_arrays(cls: type[BPR], arrays: dict, path: str) -> "BPR":
                     side.n_metadata and side.identity != (model.identity in (True, label))):
                 raise bad(f"its {label[:-1]} features do not follow its identity/normalize_features settings")
         # The factors are the embeddings' sums: a file whose two disagree is damaged.
-        rebuilt = features.representations(bool(model.use_item_bias))
+        rebuilt = features.representations(bool(model.item_bias))
         tolerance = 1e-4 if dtype == np.float32 else 1e-10
         for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt):
             if not np.allclose(stored, fresh, rtol=tolerance, atol=tolerance):
                 raise bad(f"its {name} are not the sums of its feature embeddings")
         U, V, b = rebuilt
     # Every part is read and checked: only now does the model take them.
-    model.user_factors, model.item_factors, model.item_bias = U, V, b
+    model.user_factors, model.item_factors, model.item_biases = U, V, b
     model._features = features
     model._user_items = user_items
     for key, value in ids.items():

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["EpochReport", "TrainingDivergedError"]
 
 #: The trained arrays, in the order of ``BPR._parameters()`` (the embeddings only with side features).
-_PARAMETER_NAMES = ("user_factors", "item_factors", "item_bias", "user_embeddings", "item_embeddings",
+_PARAMETER_NAMES = ("user_factors", "item_factors", "item_biases", "user_embeddings", "item_embeddings",
                     "item_bias_embeddings")
 
 #: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
@@ -203,13 +203,13 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
 
     if model._features is not None:
         model._features.init_embeddings(normal)
-        model.user_factors, model.item_factors, model.item_bias = model._features.representations(
-            bool(model.use_item_bias))
+        model.user_factors, model.item_factors, model.item_biases = model._features.representations(
+            bool(model.item_bias))
     else:
         model.user_factors = normal(n_users)
         model.item_factors = normal(n_items)
-        model.item_bias = aligned_empty(n_items, dtype)
-        model.item_bias[:] = 0
+        model.item_biases = aligned_empty(n_items, dtype)
+        model.item_biases[:] = 0
     for name, a in zip(("user_factors", "item_factors"), model._parameters()):
         if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
             raise ValueError(f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; "
@@ -358,7 +358,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     settings = epoch_settings(
         n_samples=n_samples, user_run=model.user_run, seed=model._seed, epoch=model._epochs_done,
         learning_rate=epoch_learning_rate(model, model._epochs_done), regularization=reg,
-        loss_code=loss_code(model.loss), use_bias=model.use_item_bias, skip_liked=codes.skip_liked,
+        loss_code=loss_code(model.loss), use_bias=model.item_bias, skip_liked=codes.skip_liked,
         dtype=model.user_factors.dtype, prefetch_runs=beyond_cache(model.user_factors, model.item_factors,
                                                                    matrix.indices))
     kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
@@ -383,10 +383,10 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
             ranks, spread = no_ranks
             if aobpr and chunk_stop > chunk_start:
                 ranks, spread = sampling.aobpr_rankings(model.item_factors,
-                                                        model.item_bias if model.use_item_bias else None)
+                                                        model.item_biases if model.item_bias else None)
             adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
                         float(model.aobpr_lambda * n_items), ranks, spread)
-        kernel(Parameters(model.user_factors, model.item_factors, model.item_bias), data, settings,
+        kernel(Parameters(model.user_factors, model.item_factors, model.item_biases), data, settings,
                Sampling(popularity, adaptive), opt, None, outs, chunk_start, chunk_stop)
 
     start = time.perf_counter()
@@ -395,7 +395,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
             run(c, min(c + group, chunks))
     if hybrid:
         # In place: the epoch snapshot holds these very arrays.
-        for live, fresh in zip(model._parameters(), model._features.representations(bool(model.use_item_bias))):
+        for live, fresh in zip(model._parameters(), model._features.representations(bool(model.item_bias))):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     if warm_up:
