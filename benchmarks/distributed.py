@@ -58,7 +58,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 from _common import cpu_model  # noqa: E402
 
 from bpr_numpy import BPR, _strata, distributed, metrics  # noqa: E402
-from bpr_numpy._runtime import resolve_seed  # noqa: E402
+from bpr_numpy.model._training import TrainingState  # noqa: E402
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
@@ -245,8 +245,8 @@ def cmd_project(args) -> None:
 def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch) -> None:
     """Per-epoch parameter averaging of item factors over P user shards, with the stratum kernel."""
     model = BPR(threads=1, random_state=seed)
-    model._seed = resolve_seed(seed)
-    model._init_factors(*train.shape)
+    state = TrainingState(model)  # the model's seed and epoch count, as distributed.fit keeps them
+    state.start(train)
     bounds = _strata.user_block_bounds(train.indptr, P)
     identity = (np.zeros(train.shape[1], np.int32), np.arange(train.shape[1], dtype=np.int32))
     shards = []
@@ -256,7 +256,6 @@ def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch)
         indices = train.indices[train.indptr[a]:train.indptr[b]]
         shards.append(_strata.split_strata(indptr, indices, *identity, 1))  # one stratum, global item ids
     for e in range(epochs):
-        model._epochs_done = e
         settings = distributed.stratum_settings(model, 1)
         V_sum = np.zeros_like(model.item_factors)
         b_sum = np.zeros_like(model.item_biases)
@@ -264,13 +263,13 @@ def _averaging_fit(train, P: int, epochs: int, seed: int, checkpoints, on_epoch)
             users = _strata.new_block(model.user_factors[bounds[p]:bounds[p + 1]].copy(), step=0)
             items = _strata.new_block(model.item_factors.copy(), model.item_biases.copy(), np.arange(train.shape[1]),
                                       step=0)
-            _strata.train_stratum(users, items, shards[p], 0, settings, model._seed, e * P + p, 0)
+            _strata.train_stratum(users, items, shards[p], 0, settings, state.seed, e * P + p, 0)
             model.user_factors[bounds[p]:bounds[p + 1]] = users[0]
             V_sum += items[0]
             b_sum += items[1]
         model.item_factors[...] = V_sum / P
         model.item_biases[...] = b_sum / P
-        model._item_norms = None
+        state.install([model.user_factors, model.item_factors, model.item_biases], e + 1)
         if e + 1 in checkpoints:
             on_epoch(e + 1, model)
 

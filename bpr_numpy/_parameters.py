@@ -9,6 +9,7 @@ stay with the estimator.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -255,3 +256,41 @@ def check_allocation(nbytes: int, what: str) -> None:
     if memory is not None and nbytes > memory:
         raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB, more than the "
                          f"{memory / 2**30:.3g} GiB of memory this process can have")
+
+
+class ParameterMixin:
+    """scikit-learn's estimator convention, read from the constructor's signature.
+
+    Every ``__init__`` argument is stored unchanged under its own name, so ``get_params``,
+    ``set_params``, ``__repr__`` and ``sklearn.base.clone`` need no table of their own. A
+    subclass checks its parameters in ``_check_params`` (which ``set_params`` calls).
+    """
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    def _check_params(self) -> None:
+        check_parameters(self.get_params())
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters as a dict of constructor arguments (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "ParameterMixin":
+        """Set hyperparameters by constructor argument name; validated at once."""
+        names = self._get_param_names()
+        for name, value in params.items():
+            if name not in names:
+                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(names)}")
+            setattr(self, name, value)
+        self._check_params()
+        return self
+
+    def __repr__(self) -> str:
+        shown = []
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            value = getattr(self, name, parameter.default)
+            if name != "self" and value is not parameter.default and value != parameter.default:
+                shown.append(f"{name}={value.__name__ if isinstance(value, type) else repr(value)}")
+        return f"{type(self).__name__}({', '.join(shown)})"

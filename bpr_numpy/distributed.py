@@ -41,10 +41,11 @@ from typing import Callable
 import numpy as np
 
 from . import _strata, sampling
-from ._runtime import available_threads, resolve_seed
+from ._runtime import available_threads
 from ._validation import as_user_items
 from .model import BPR, EpochReport, TrainingDivergedError
-from .model._training import _check_epochs
+from .model._reporting import epoch_report
+from .model._training import TrainingState, _check_epochs
 from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, Regularization, loss_code
 from .sampling import REGISTRY as SAMPLER_REGISTRY
 
@@ -67,7 +68,7 @@ def stratum_settings(model: BPR, threads: int) -> _strata.StratumSettings:
     """What a stratum task of ``model``'s current epoch needs: its hyperparameters, the epoch's learning rate."""
     reg = Regularization.coerce(model.regularization)
     return _strata.StratumSettings(
-        int(model.user_run), float(model._learning_rate(model._epochs_done)),
+        int(model.user_run), float(TrainingState(model).learning_rate()),
         reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.item_bias),
         bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
 
@@ -166,7 +167,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         model = BPR(**hyperparameters)
     elif hyperparameters:
         raise TypeError(f"give hyperparameters or model, not both (got {sorted(hyperparameters)})")
-    model._check_params()
+    TrainingState(model).check_parameters()
     for name, allowed in SUPPORTED.items():
         if getattr(model, name) not in allowed:
             raise ValueError(f"distributed training supports {name} in {allowed}, got {getattr(model, name)!r}")
@@ -187,10 +188,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         if n_blocks > min(matrix.shape):
             raise ValueError(f"n_blocks={n_blocks} is more than the {matrix.shape[0]} users or "
                              f"{matrix.shape[1]} items: every block needs at least one of each")
-        model._seed = resolve_seed(model.random_state)
-        model._features = None
-        model._init_factors(*matrix.shape)
-        model._user_items = matrix
+        TrainingState(model).start(matrix)
         model.distributed_log_ = TrainingLog(n_blocks, len(workers))
         trainer = _Trainer(model, matrix, executor, n_blocks, int(checkpoint_every), int(max_restarts), _record)
         try:
@@ -352,6 +350,7 @@ class _Trainer:
     def __init__(self, model: BPR, matrix, executor, n_blocks: int, checkpoint_every: int, max_restarts: int,
                  record: list | None) -> None:
         self.model = model
+        self.state = TrainingState(model)  # the model's epoch count, seed and history
         self.matrix = matrix
         self.executor = executor
         self.n_blocks = n_blocks
@@ -382,7 +381,7 @@ class _Trainer:
             data, factors = ex.put((indptr, indices), w), ex.put(model.user_factors[a:b].copy(), w)
             self.after.append(ex.submit(_strata.host_block, self.fit_id, p, data, factors, int(a), self.step(0),
                                         worker=w))
-        self.layout_epoch = model._epochs_done
+        self.layout_epoch = self.state.epochs_done
         layout = self.layout(self.layout_epoch)
         # Sub-epoch 0 pairs user block q with item block q.
         self.items = [ex.put(_strata.new_block(model.item_factors[layout.block(q)], model.item_biases[layout.block(q)],
@@ -401,10 +400,10 @@ class _Trainer:
 
     def step(self, sub_epoch: int) -> int:
         """The count of sub-epochs the blocks have been through at ``sub_epoch`` of the current epoch."""
-        return self.model._epochs_done * self.n_blocks + sub_epoch
+        return self.state.epochs_done * self.n_blocks + sub_epoch
 
     def layout(self, epoch: int) -> _strata.ItemBlocks:
-        return _strata.item_blocks(self.matrix.shape[1], self.n_blocks, self.model._seed, epoch)
+        return _strata.item_blocks(self.matrix.shape[1], self.n_blocks, self.state.seed, epoch)
 
     def block_bytes(self, layout: _strata.ItemBlocks, q: int) -> int:
         return int(layout.bounds[q + 1] - layout.bounds[q]) * self.row_bytes
@@ -415,7 +414,7 @@ class _Trainer:
         P, ex, hub = self.n_blocks, self.executor, self.worker_of[0]
         old, new = self.layout(epoch - 1), self.layout(epoch)
         moved = sum(self.block_bytes(old, r) for r in range(P) if self.item_worker[r] != hub)
-        blocks = ex.submit(_strata.shuffle_items, self.matrix.shape[1], P, self.model._seed, epoch, *self.items,
+        blocks = ex.submit(_strata.shuffle_items, self.matrix.shape[1], P, self.state.seed, epoch, *self.items,
                            worker=hub)
         self.items = [ex.submit(operator.getitem, blocks, q, worker=hub) for q in range(P)]
         moved += sum(self.block_bytes(new, q) for q in range(P) if self.worker_of[q] != hub)
@@ -425,13 +424,13 @@ class _Trainer:
     def epoch(self, with_factors: bool) -> tuple[list, list, int, float]:
         """Run one epoch; returns ``(per-stratum stats, user factor blocks or Nones, item bytes moved, seconds)``."""
         model, P, ex = self.model, self.n_blocks, self.executor
-        epoch = model._epochs_done
+        epoch = self.state.epochs_done
         start = time.perf_counter()
         moved = self.shuffle(epoch) if self.layout_epoch != epoch else 0
         self.layout_epoch = epoch
         layout = self.layout(epoch)
         threads = 1 if isinstance(self.executor, _Threads) else (model.threads or 1)
-        settings, n_items, seed = stratum_settings(model, threads), self.matrix.shape[1], model._seed
+        settings, n_items, seed = stratum_settings(model, threads), self.matrix.shape[1], self.state.seed
         for s, pairs in enumerate(_strata.schedule(P)):
             for p, q in pairs:
                 w = self.worker_of[p]
@@ -451,8 +450,8 @@ class _Trainer:
                     self.record.append((epoch, s, p, (p + s) % P, r[4], r[5]))
         return stats, [r[1] for r in reports], moved, seconds
 
-    def checkpoint(self, users: list) -> int:
-        """Put the factors into the model (``users``: each block's user factors, or Nones to fetch them).
+    def checkpoint(self, users: list, epoch: int) -> int:
+        """Put ``epoch``'s factors into the model (``users``: each block's user factors, or Nones to fetch them).
 
         New arrays are filled, then swapped in with the checkpoint's epoch (``saved``), so that an
         interrupt never leaves the model half one epoch and half another.
@@ -470,58 +469,47 @@ class _Trainer:
         for rows, bias, ids, _ in items:
             fresh[1][ids] = rows
             fresh[2][ids] = bias
-        model.user_factors, model.item_factors, model.item_biases = fresh
-        model._item_norms = None
-        self.saved = model._epochs_done
-        bad = next((k for k, a in enumerate(fresh) if not np.isfinite(a).all()), -1)
-        model._check_finite(bad)
+        self.saved = epoch
+        self.state.install(fresh, epoch)  # raises TrainingDivergedError on NaN or inf
         return sum(u.nbytes for u in users) + sum(i[0].nbytes + i[1].nbytes for i in items)
 
     # ---------------------------------------------------------------- the loop
     def run(self, epochs: int, callback, show_progress: bool) -> None:
-        model, log = self.model, self.log
-        target = model._epochs_done + epochs
-        self.saved = model._epochs_done  # the epoch the model's arrays (the checkpoint) hold
+        state, log = self.state, self.log
+        target = state.epochs_done + epochs
+        self.saved = state.epochs_done  # the epoch the model's arrays (the checkpoint) hold
         placed = False
         try:
-            while model._epochs_done < target:
+            while state.epochs_done < target:
                 try:
                     if not placed:
                         self.distribute()
                         placed = True
-                    due = (model._epochs_done + 1 - self.saved >= self.checkpoint_every
-                           or model._epochs_done + 1 == target)
+                    epoch = state.epochs_done + 1
+                    due = epoch - self.saved >= self.checkpoint_every or epoch == target
                     results, users, moved, seconds = self.epoch(with_factors=due)
                     loss_sum = sum(r[0] for r in results)
-                    model._epochs_done += 1
-                    gathered = self.checkpoint(users) if due or not np.isfinite(loss_sum) else 0
+                    gathered = self.checkpoint(users, epoch) if due or not np.isfinite(loss_sum) else 0
                 except self.executor.lost as error:
                     log.restarts += 1
                     if log.restarts > self.max_restarts:
                         raise RuntimeError(f"distributed training lost workers {log.restarts} times (max_restarts="
                                            f"{self.max_restarts}); the model holds epoch {self.saved}") from error
-                    print(f"a worker was lost in epoch {model._epochs_done + 1} ({type(error).__name__}): "
+                    print(f"a worker was lost in epoch {state.epochs_done + 1} ({type(error).__name__}): "
                           f"restarting from epoch {self.saved}, the last checkpoint", file=sys.stderr, flush=True)
                     self.rewind(self.saved)
                     placed = False
                     continue
-                samples = sum(r[3] for r in results)
-                skipped = sum(r[2] for r in results)
-                applied = samples - skipped
-                report = EpochReport(
-                    epoch=model._epochs_done,
-                    loss=loss_sum / applied if applied else float("nan"),
-                    ordered_fraction=sum(r[1] for r in results) / applied if applied else float("nan"),
-                    skipped=skipped, samples=samples, seconds=seconds,
-                    samples_per_second=samples / seconds if seconds > 0 else float("inf"))
-                model.history_.append(report)
+                report = epoch_report(epoch, loss_sum, sum(r[1] for r in results), sum(r[2] for r in results),
+                                      sum(r[3] for r in results), seconds)
+                state.finish_epoch(report)
                 log.item_bytes.append(moved)
                 log.checkpoint_bytes.append(gathered)
                 if show_progress:
                     print(f"{report}  [{report.epoch}/{target}]", file=sys.stderr, flush=True)
                 if callback is not None and callback(report) is False:
-                    if self.saved != model._epochs_done:
-                        log.checkpoint_bytes[-1] += self.checkpoint([None] * self.n_blocks)
+                    if self.saved != state.epochs_done:
+                        log.checkpoint_bytes[-1] += self.checkpoint([None] * self.n_blocks, state.epochs_done)
                     break
         except TrainingDivergedError:
             raise  # the model holds the diverged epoch and says so, as a single-machine fit does
@@ -530,16 +518,13 @@ class _Trainer:
             # holds the last checkpoint's factors; its epoch count and history follow them.
             self.rewind(self.saved)
             if isinstance(error, KeyboardInterrupt):
-                model.interrupted_ = True
+                self.model.interrupted_ = True
                 print(f"interrupted: the model keeps the factors of epoch {self.saved} (the last checkpoint)",
                       file=sys.stderr, flush=True)
             raise
 
     def rewind(self, epoch: int) -> None:
         """Forget the epochs after the checkpoint of ``epoch`` (the model's arrays hold it)."""
-        model = self.model
-        model._epochs_done = epoch
-        keep = [k for k, r in enumerate(model.history_) if r.epoch <= epoch]
-        del model.history_[len(keep):]
-        del self.log.item_bytes[len(keep):]
-        del self.log.checkpoint_bytes[len(keep):]
+        keep = self.state.rewind(epoch)
+        del self.log.item_bytes[keep:]
+        del self.log.checkpoint_bytes[keep:]

@@ -5,7 +5,8 @@
 """
 
 from ._estimator import BPR
+from ._factor_model import FactorModel
 from ._persistence import FORMAT_NAME, FORMAT_VERSION
-from ._training import EpochReport, TrainingDivergedError
+from ._reporting import EpochReport, TrainingDivergedError
 
-__all__ = ["BPR", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["BPR", "FactorModel", "EpochReport", "TrainingDivergedError", "FORMAT_NAME", "FORMAT_VERSION"]

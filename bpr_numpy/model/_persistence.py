@@ -18,7 +18,8 @@ from .._files import give_ordinary_mode
 from .._parameters import INT64_MAX
 from .._validation import as_user_items, csr_from_arrays
 from ..hybrid import Features
-from ._training import _PARAMETER_NAMES, EpochReport
+from ._factor_model import PARAMETER_NAMES
+from ._reporting import EpochReport
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
@@ -36,7 +37,7 @@ _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias",
 def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
     """:meth:`bpr_numpy.BPR.save`: the metadata and arrays, checked finite, written by :func:`_atomic_savez`."""
     model._check_fitted()
-    for name, a in zip(_PARAMETER_NAMES, model._parameters()):
+    for name, a in zip(PARAMETER_NAMES, model._parameters()):
         if not np.isfinite(a).all():  # load would refuse the file: refuse to write it
             raise ValueError(f"cannot save: model.{name} holds NaN or infinite values")
     params = model.get_params()

@@ -11,136 +11,28 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
+from .._runtime import resolve_seed
+from ..hybrid import Features
 from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
-from .._validation import as_user_items
 from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
                         membership_bitmap, normal_rows, numba_threads)
-from ..objective import LOSS_REGISTRY, OptimizerState, Regularization, loss_code
+from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization, loss_code
+from ._factor_model import PARAMETER_NAMES
+from ._reporting import EpochReport, TrainingDivergedError, epoch_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
 
-__all__ = ["EpochReport", "TrainingDivergedError"]
-
-#: The trained arrays, in the order of ``BPR._parameters()`` (the embeddings only with side features).
-_PARAMETER_NAMES = ("user_factors", "item_factors", "item_biases", "user_embeddings", "item_embeddings",
-                    "item_bias_embeddings")
 
 #: Chunks per kernel call: about 0.1 s of work on one thread, so Ctrl-C is answered quickly.
 _CHUNKS_PER_CALL = 64
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Training produced NaN or infinite parameters."""
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What one epoch did; passed to ``fit``'s callback and kept in ``history_``.
-
-    Attributes
-    ----------
-    epoch : int
-        1-based count of epochs this model has trained, over all calls.
-    loss : float
-        Mean pair loss ``ell(x_uij)`` over the epoch's applied samples, each
-        taken just before its update (the data term; regularisation excluded).
-    ordered_fraction : float
-        Fraction of applied samples with ``x_uij > 0``: a running estimate of
-        the *training* AUC, not a test metric.
-    skipped : int
-        Samples drawn but not applied because no negative could be found
-        (a user who holds every item, or ``MAX_NEGATIVE_TRIES`` misses).
-    samples : int
-        Samples drawn (applied + skipped).
-    seconds : float
-        Wall-clock time of the epoch's kernel.
-    samples_per_second : float
-    metric : str or None
-        Name of the validation metric, when ``fit`` was given ``validation``.
-    validation : float or None
-        Its value after this epoch (None on epochs that were not evaluated).
-    """
-
-    epoch: int
-    loss: float
-    ordered_fraction: float
-    skipped: int
-    samples: int
-    seconds: float
-    samples_per_second: float
-    metric: str | None = None
-    validation: float | None = None
-
-    def __str__(self) -> str:
-        text = (f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
-                f"skipped {self.skipped}  {self.seconds:.3f} s  {self.samples_per_second / 1e6:.2f} M samples/s")
-        if self.validation is not None:
-            text += f"  {self.metric} {self.validation:.4f}"
-        return text
-
-
-class _Validation:
-    """Per-epoch validation for ``fit``: scores, keeps the best factors, decides when to stop."""
-
-    def __init__(self, validation, metric: str, patience: int | None, every: int, shape: tuple[int, int]):
-        from .. import metrics
-
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError("validation must be a pair (train_positives, validation_positives)")
-        self.train = as_user_items(validation[0], "validation[0] (train positives)", require_positive=False)
-        self.valid = as_user_items(validation[1], "validation[1] (validation positives)")
-        for name, m in (("validation[0]", self.train), ("validation[1]", self.valid)):
-            if m.shape != shape:
-                raise ValueError(f"{name} has shape {m.shape} but user_items has shape {shape}")
-        if not isinstance(metric, str):
-            raise TypeError(f"metric must be a string such as 'ndcg@10', got {type(metric).__name__}")
-        name, at, k = metric.partition("@")
-        top_k = name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
-        if (name not in metrics.METRIC_NAMES or (at and not top_k)
-                or (at and (not k.isdigit() or int(k) < 1))):
-            raise ValueError(f"unknown validation metric {metric!r}; use one of {', '.join(metrics.METRIC_NAMES)}, "
-                             "with @k for the top-k ones (e.g. 'ndcg@10')")
-        self.name, self.k = name, int(k) if at else 10
-        self.key = f"{name}@{self.k}" if top_k else name
-        for label, value, low in (("patience", patience, 1), ("validate_every", every, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < low):
-                raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
-        self.patience, self.every = patience, every
-        self.best_score = -np.inf
-        self.best_epoch: int | None = None
-        self.best_params: tuple[np.ndarray, ...] | None = None
-        self.seen = 0
-
-    def after_epoch(self, model: "BPR", report: EpochReport) -> tuple[EpochReport, bool]:
-        from .. import metrics
-
-        self.seen += 1
-        if self.seen % self.every:
-            return report, False
-        value = float(metrics.evaluate(model, self.train, self.valid, k=self.k, metrics=[self.name])[self.key])
-        report = replace(report, metric=self.key, validation=value)
-        if value > self.best_score:  # NaN (no evaluable user) never counts as an improvement
-            self.best_score, self.best_epoch = value, report.epoch
-            self.best_params = [a.copy() for a in model._parameters()]
-        stop = self.patience is not None and report.epoch - (self.best_epoch or 0) >= self.patience \
-            and self.best_epoch is not None
-        return report, stop
-
-    def restore_best(self, model: "BPR") -> None:
-        if self.best_params is not None:
-            model._set_parameters(self.best_params)
-        model.best_epoch_ = self.best_epoch
-        model.best_score_ = None if self.best_epoch is None else self.best_score
 
 
 class _Snapshot:
@@ -187,6 +79,67 @@ def _check_epochs(epochs) -> None:
         raise ValueError(f"epochs must be a non-negative integer below 2**63, got {epochs!r}")
 
 
+def check_feature_settings(model: BPR) -> None:
+    """Side features take the losses, samplers and optimisers the registries mark ``hybrid``."""
+    if not LOSS_REGISTRY[model.loss].hybrid:
+        usable = " or ".join(repr(loss.name) for loss in LOSS_REGISTRY.values() if loss.hybrid)
+        raise ValueError(f"side features support loss {usable}, not {model.loss!r}")
+    if not sampling.REGISTRY[model.sampler].hybrid:
+        usable = ", ".join(s.name for s in sampling.REGISTRY.values() if s.hybrid)
+        raise ValueError(f"side features support the uniform and popularity samplers ({usable}), not "
+                         f"{model.sampler!r}")
+    if not OPTIMIZER_REGISTRY[model.optimizer].hybrid:  # every optimiser today
+        raise ValueError(f"side features do not support optimizer {model.optimizer!r}")
+
+
+def build_features(model: BPR, shape: tuple[int, int], user_features, item_features) -> Features | None:
+    """The side features of a fit (None without any), checked against the model's settings."""
+    if user_features is None and item_features is None:
+        return None
+    check_feature_settings(model)
+    return Features.build(shape, user_features, item_features, identity=model.identity,
+                          normalize=bool(model.normalize_features))
+
+
+def start(model: BPR, matrix: sp.csr_matrix, features: Features | None) -> None:
+    """Begin a fit from scratch: a seed from ``random_state``, fresh factors, the interactions kept."""
+    model._seed = resolve_seed(model.random_state)
+    model._features = features
+    init_factors(model, *matrix.shape)
+    model._user_items = matrix
+
+
+def resume(model: BPR, matrix: sp.csr_matrix, features: Features | None, user_features, item_features) -> None:
+    """Continue a fitted model (``partial_fit``): same shape; new side features replace the old ones.
+
+    A side not given keeps the features it was fitted with; new ones must lay out the same
+    columns, and the factors follow them at once, whether or not an epoch runs.
+    """
+    model._check_fitted()
+    if matrix.shape != (model.n_users, model.n_items):
+        raise ValueError(f"user_items has shape {matrix.shape} but the model was fitted on "
+                         f"{(model.n_users, model.n_items)}")
+    if features is not None:
+        old = model._features
+        if old is None:
+            raise ValueError("this model was fitted without side features: partial_fit takes none")
+        if user_features is None:
+            features.users = old.users
+        if item_features is None:
+            features.items = old.items
+        for label, new, was in (("user_features", features.users, old.users),
+                                ("item_features", features.items, old.items)):
+            if new.n_features != was.n_features:
+                raise ValueError(f"partial_fit's {label} lay out {new.n_features} feature columns "
+                                 f"(identities included); the model was fitted with {was.n_features}")
+        features.set_embeddings(old.embeddings())
+        model._features = features
+        model.user_factors, model.item_factors, model.item_biases = features.representations(bool(model.item_bias))
+        model._item_norms = None
+    if model._seed is None:  # a loaded model without its seed continues on a fresh stream
+        model._seed = resolve_seed(model.random_state)
+
+
 def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     dtype = np.dtype(model.dtype)
     rows = (n_users + n_items) if model._features is None else \
@@ -227,7 +180,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     if model._epochs_done + epochs > INT64_MAX:  # the kernels seed each epoch's streams with its int64 number
         raise ValueError(f"epochs={epochs} after the {model._epochs_done} already trained would count past 2**63")
     if model._features is not None:  # loss or sampler may have been changed since the features were set
-        model._check_feature_settings()
+        check_feature_settings(model)
     if show_progress is None:
         show_progress = sys.stderr.isatty()
     model._user_items = matrix
@@ -401,17 +354,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     if warm_up:
         return None
     model._epochs_done += 1
-    skipped = int(outs.skipped.sum())
-    applied = n_samples - skipped
-    return EpochReport(
-        epoch=model._epochs_done,
-        loss=float(outs.loss.sum() / applied) if applied else float("nan"),
-        ordered_fraction=float(outs.ordered.sum() / applied) if applied else float("nan"),
-        skipped=skipped,
-        samples=n_samples,
-        seconds=seconds,
-        samples_per_second=n_samples / seconds if seconds > 0 else float("inf"),
-    )
+    return epoch_report(model._epochs_done, outs.loss.sum(), outs.ordered.sum(), int(outs.skipped.sum()),
+                        n_samples, seconds)
 
 
 def epoch_learning_rate(model: BPR, epoch: int) -> float:
@@ -455,9 +399,67 @@ def check_finite(model: BPR, bad: int) -> None:
     """Raise when the epoch just completed left NaN/inf in parameter array ``bad`` (-1: none did)."""
     if bad < 0:
         return
-    name = _PARAMETER_NAMES[bad]
+    name = PARAMETER_NAMES[bad]
     model._diverged = (
         f"training diverged in epoch {model._epochs_done}: {name} holds NaN or infinite values. "
         f"Lower the learning rate (now {model.learning_rate}) or raise the regularization, then fit again."
     )
     raise TrainingDivergedError(model._diverged)
+
+
+class TrainingState:
+    """The estimator's training bookkeeping, for a trainer outside this package.
+
+    :mod:`bpr_numpy.distributed` trains a :class:`~bpr_numpy.model.BPR` its own way (strata
+    of blocks on Dask workers) but keeps the model's epoch count, seed, history and arrays as
+    a single-machine fit does; it reaches them only through this handle, so the model's
+    private attributes are read and written in this package alone.
+    """
+
+    def __init__(self, model: BPR) -> None:
+        self.model = model
+
+    def check_parameters(self) -> None:
+        """Check the hyperparameters (as ``fit`` does first)."""
+        self.model._check_params()
+
+    def start(self, matrix: sp.csr_matrix) -> None:
+        """Begin a fit from scratch (no side features): seed, initial factors, the interactions."""
+        start(self.model, matrix, None)
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs trained so far (over every call); epoch ``e`` (from 0) seeds its streams with ``e``."""
+        return self.model._epochs_done
+
+    @property
+    def seed(self) -> int:
+        """The seed of this fit's streams, resolved from ``random_state`` when it began."""
+        return self.model._seed
+
+    def learning_rate(self) -> float:
+        """The step size of the next epoch."""
+        return epoch_learning_rate(self.model, self.model._epochs_done)
+
+    def finish_epoch(self, report: EpochReport) -> None:
+        """Count the epoch ``report`` describes and keep the report in ``history_``."""
+        self.model._epochs_done = report.epoch
+        self.model.history_.append(report)
+
+    def install(self, arrays: list[np.ndarray], epoch: int) -> None:
+        """Make ``arrays`` (user factors, item factors, biases) the model's, as of ``epoch``.
+
+        Raises :class:`TrainingDivergedError` (and marks the model diverged) when they hold NaN or inf.
+        """
+        model = self.model
+        model._set_parameters(arrays)
+        model._epochs_done = epoch
+        check_finite(model, next((k for k, a in enumerate(arrays) if not np.isfinite(a).all()), -1))
+
+    def rewind(self, epoch: int) -> int:
+        """Forget the epochs after ``epoch`` (whose arrays the model holds); returns the reports kept."""
+        model = self.model
+        model._epochs_done = epoch
+        keep = sum(1 for r in model.history_ if r.epoch <= epoch)
+        del model.history_[keep:]
+        return keep
