@@ -487,7 +487,7 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
 def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
     """One element of an AdaGrad or Adam step (``code``), in float64; returns ``(theta, m, v)``.
 
-    The rules of :func:`bpr_numpy.objective._optimizer_rows`: AdaGrad's
+    The rules of :func:`bpr_numpy.objective._optimizers._optimizer_rows`: AdaGrad's
     accumulator is ``v``; Adam's bias corrections arrive as ``c1 = 1 / (1 -
     beta1^t)`` and ``c2 = 1 / (1 - beta2^t)`` for the row's step count ``t``.
     """
@@ -647,7 +647,7 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
                 b[i] = b_i - lr * (slope + reg_b * b_i)
                 b[j] = b_j - lr * (reg_b * b_j - slope)
         else:
-            # AdaGrad or Adam (objective._optimizer_rows): the SGD step's gradients, in float64, another
+            # AdaGrad or Adam (objective/_optimizers.py, _optimizer_rows): the SGD step's gradients, in float64, another
             # rule per element. Written out here for the reason the SGD step is.
             linear, factor, slope64 = _pair_loss_and_slope(x, loss_code, weight, 1.0)
             scratch[0] = slope64

@@ -30,8 +30,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ._parameters import Integer, check_allocation, check_random_state
-from .objective import (Gradients, Regularization, _check_hybrid, hybrid_triplet_gradients, hybrid_triplet_loss,
+from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss,
                         triplet_gradients, triplet_loss)
+from .objective._hybrid import _check_hybrid
 
 __all__ = ["GradcheckResult", "check_gradients", "check_hybrid_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
 
