@@ -1014,9 +1014,9 @@ def test_utf8_validation_in_slices_reports_the_right_line(tmp_path, monkeypatch)
 
 
 def test_csr_check_in_slices_finds_unsorted_rows(monkeypatch):
-    import bpr_numpy.datasets._interactions as core
+    import bpr_numpy.datasets._csr as csr
 
-    monkeypatch.setattr(core, "_CHECK_CHUNK", 3)
+    monkeypatch.setattr(csr, "_CHECK_CHUNK", 3)
     rng = np.random.default_rng(0)
     for _ in range(100):
         n, m = int(rng.integers(1, 6)), int(rng.integers(2, 7))

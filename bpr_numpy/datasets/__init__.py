@@ -31,7 +31,8 @@ numba parsers compiled (cached on disk), only when first used.
 from ._delimited import load_adjacency_list, load_delimited, load_lightgcn
 from ._detect import RELEASES, detect_release, release_files
 from ._download import MOVIELENS_ARCHIVES, DatasetDownloadError, data_home, fetch_movielens
-from ._interactions import Interactions, LoadSummary, align
+from ._id_space import align
+from ._interactions import Interactions, LoadSummary
 from ._movielens import ML100K_GENRES, ML100K_SPLITS, load_movielens, load_movielens_100k
 from ._splits import split_leave_k_out, split_random
 from ._synthetic import SYNTHETIC_PRESETS, PlantedTruth, synthetic, synthetic_benchmark, synthetic_small

@@ -8,8 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._assemble import _assemble, _check_options, _map_ids
 from ._ids import _union_ids
-from ._interactions import Interactions, _assemble, _check_options, _map_ids
+from ._interactions import Interactions
 from ._parsing import (
     _first_line,
     _is_ascii_compatible,

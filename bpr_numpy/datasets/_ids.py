@@ -264,3 +264,44 @@ def _describe_ids(ids: np.ndarray) -> str:
     head = ", ".join(repr(x) for x in ids[:3].tolist())
     more = ", ..." if ids.size > 3 else ""
     return f"{ids.size} ids, {kind} ({head}{more})"
+
+
+def _lookup_one(raw: Any, index: _IdIndex, what: str) -> int:
+    """Code of one raw id in ``index`` (``Interactions.user_index``/``item_index``); KeyError when absent."""
+    if isinstance(raw, (list, tuple, np.ndarray)):
+        raise TypeError(f"{what}_index takes one id; use {what}_indices for many")
+    code = index.codes(_query_array(raw, what))[0]
+    if code < 0:
+        raise KeyError(_missing_message(what, [raw], index.ids))
+    return int(code)
+
+
+def _lookup_many(raws: Any, index: _IdIndex, what: str, missing: str | int) -> np.ndarray:
+    """Codes of many raw ids in ``index``; unknown ones raise (``missing="raise"``) or become ``missing``."""
+    q = _query_array(raws, what)
+    codes = index.codes(q)
+    bad = codes < 0
+    if bad.any():
+        if isinstance(missing, str):
+            if missing != "raise":
+                raise ValueError(f"missing must be 'raise' or an integer, got {missing!r}")
+            raise KeyError(_missing_message(what, q[bad][:5].tolist(), index.ids, int(bad.sum())))
+        if isinstance(missing, bool) or not isinstance(missing, numbers.Integral):
+            raise TypeError(f"missing must be 'raise' or an integer, got {type(missing).__name__}")
+        codes[bad] = int(missing)
+    return codes
+
+
+def _missing_message(what: str, raws: list, ids: np.ndarray, n_missing: int | None = None) -> str:
+    """The KeyError message for ids not found, with a hint when their kind differs from the data's."""
+    shown = ", ".join(repr(x) for x in raws[:5])
+    head = f"{n_missing} {what} ids not found (first: {shown})" if n_missing and n_missing > 1 else f"{what} id {shown} not found"
+    hint = ""
+    kinds = {type(x) for x in raws}
+    if ids.dtype.kind == "i" and str in kinds:
+        hint = "; this data set's ids are integers: pass int, not str"
+    elif ids.dtype.kind == "U" and any(issubclass(k, numbers.Integral) for k in kinds):
+        hint = "; this data set's ids are strings: pass str, not int"
+    elif any(issubclass(k, numbers.Real) and not issubclass(k, numbers.Integral) for k in kinds):
+        hint = "; ids are integers or strings, not floats"
+    return f"{head} among {_describe_ids(ids)}{hint}"

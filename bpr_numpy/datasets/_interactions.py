@@ -1,33 +1,29 @@
-"""The :class:`Interactions` container, its load summary and id-space helpers."""
+"""The :class:`Interactions` container and its :class:`LoadSummary`.
+
+An Interactions is a checked users x items CSR matrix plus the raw ids of its
+rows and columns, optional per-pair ratings and timestamps, and side tables;
+this module holds the class (its checks at construction, id lookups, pair
+selection) and the summary of what loading did. Building one from raw id
+columns is :mod:`._assemble`'s job, moving one to another id space
+:mod:`._id_space`'s, and the canonical CSR it holds :mod:`._csr`'s.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from ._ids import (
-    _as_id_array,
-    _check_unique,
-    _describe_ids,
-    _factorize,
-    _IdIndex,
-    _query_array,
-    _union_ids,
-)
+from ._csr import _check_csr, _csr_module, _make_csr
+from ._ids import _as_id_array, _check_unique, _IdIndex, _lookup_many, _lookup_one
 
 if TYPE_CHECKING:  # scipy is imported lazily: `import bpr_numpy.datasets` stays cheap
     import scipy.sparse as sp
 
-__all__ = ["Interactions", "LoadSummary", "align"]
-
-DEDUPE_RULES = ("max", "sum", "last", "first", "error")
-_CHECK_CHUNK = 1 << 20
+__all__ = ["Interactions", "LoadSummary"]
 
 
 @dataclass(frozen=True)
@@ -122,200 +118,6 @@ class LoadSummary:
         )
         parts.extend(self.notes)
         return "\n".join(parts)
-
-
-def _csr_module():
-    import scipy.sparse as sp
-
-    return sp
-
-
-def _index_dtype(n: int) -> type:
-    return np.int32 if n < 2**31 - 1 else np.int64
-
-
-def _make_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
-    """A csr_matrix over our arrays, flagged canonical (we guarantee it)."""
-    sp = _csr_module()
-    idt = _index_dtype(max(shape[1], indices.size, 1))
-    m = sp.csr_matrix(
-        (data, indices.astype(idt, copy=False), indptr.astype(_index_dtype(max(indptr[-1], 1)), copy=False)),
-        shape=shape,
-        copy=False,
-    )
-    m.has_sorted_indices = True
-    m.has_canonical_format = True
-    return m
-
-
-def _check_csr(matrix: Any) -> None:
-    """Raise unless ``matrix`` is a CSR matrix with sorted unique indices and finite float data."""
-    sp = _csr_module()
-    if not sp.issparse(matrix) or matrix.format != "csr":
-        raise TypeError(f"matrix must be a scipy.sparse CSR matrix, got {type(matrix).__name__}")
-    if matrix.dtype not in (np.float32, np.float64):
-        raise TypeError(f"matrix data must be float32 or float64, got {matrix.dtype}")
-    n_rows, n_cols = matrix.shape
-    indptr, indices = matrix.indptr, matrix.indices
-    nnz = indices.size
-    if indptr.size != n_rows + 1 or indptr[0] != 0 or indptr[-1] != nnz or matrix.data.size != nnz:
-        raise ValueError("matrix has an inconsistent indptr/indices/data")
-    if nnz:
-        if np.any(np.diff(indptr) < 0):
-            raise ValueError("matrix indptr is not non-decreasing")
-        if indices.min() < 0 or indices.max() >= n_cols:
-            raise ValueError(f"matrix has a column index outside [0, {n_cols})")
-        row_starts = indptr[1:-1]
-        row_starts = np.unique(row_starts[(row_starts > 0) & (row_starts < nnz)])
-        # In slices, so that checking a 100M-pair matrix needs megabytes, not a
-        # second copy of it.
-        for s0 in range(0, nnz, _CHECK_CHUNK):
-            s1 = min(nnz - 1, s0 + _CHECK_CHUNK)  # steps k -> k+1 for k in [s0, s1)
-            if s1 > s0:
-                step_ok = indices[s0 + 1 : s1 + 1] > indices[s0:s1]
-                lo, hi = np.searchsorted(row_starts, [s0 + 1, s1 + 1])
-                step_ok[row_starts[lo:hi] - 1 - s0] = True  # a new row may start anywhere
-                if not step_ok.all():
-                    raise ValueError("matrix column indices must be sorted and unique within each row")
-            if not np.isfinite(matrix.data[s0 : s0 + _CHECK_CHUNK]).all():
-                raise ValueError("matrix holds NaN or infinite values")
-
-
-def _as_ratings(ratings: Any, n: int, where: Callable[[int], str]) -> np.ndarray | None:
-    if ratings is None:
-        return None
-    r = np.asarray(ratings)
-    if r.ndim != 1 or r.size != n:
-        raise ValueError(f"ratings must be 1-D with one value per pair ({n}), got shape {r.shape}")
-    if r.dtype.kind not in "iuf" or r.dtype.kind == "b":
-        raise TypeError(f"ratings must be numbers, got dtype {r.dtype}")
-    r = r.astype(np.float64, copy=False)
-    bad = ~np.isfinite(r)
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(f"rating {r[k]} at {where(k)} is not a finite number")
-    big = np.abs(r) > np.finfo(np.float32).max  # ratings are kept in float32: it would become inf
-    if big.any():
-        k = int(np.argmax(big))
-        raise ValueError(f"rating {r[k]} at {where(k)} is out of range (beyond float32, about 3.4e38)")
-    return r
-
-
-def _as_timestamps(timestamps: Any, n: int, where: Callable[[int], str]) -> np.ndarray | None:
-    if timestamps is None:
-        return None
-    t = np.asarray(timestamps)
-    if t.ndim != 1 or t.size != n:
-        raise ValueError(f"timestamps must be 1-D with one value per pair ({n}), got shape {t.shape}")
-    if t.dtype.kind == "M":
-        return t.astype("datetime64[ns]").astype(np.int64)
-    if t.dtype.kind in "iu":
-        return t.astype(np.int64, copy=False)
-    if t.dtype.kind != "f":
-        raise TypeError(f"timestamps must be numbers or datetime64, got dtype {t.dtype}")
-    bad = ~np.isfinite(t)
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(f"timestamp {t[k]} at {where(k)} is not a finite number")
-    # Whole-number floats (a column that went through float parsing) become
-    # int64 again; 2**53 is where float64 stops holding every integer.
-    if t.size and np.all(t == np.round(t)) and np.abs(t).max() < 2.0**53:
-        return t.astype(np.int64)
-    return t.astype(np.float64, copy=False)
-
-
-def _position(k: int) -> str:
-    return f"position {k}"
-
-
-def _check_choice(value: Any, name: str, options: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
-    return value
-
-
-def _check_min_rating(min_rating: Any) -> float | None:
-    if min_rating is None:
-        return None
-    if isinstance(min_rating, bool) or not isinstance(min_rating, numbers.Real):
-        raise TypeError(f"min_rating must be a number or None, got {type(min_rating).__name__}")
-    if not math.isfinite(float(min_rating)):
-        raise ValueError(f"min_rating must be finite, got {min_rating}")
-    return float(min_rating)
-
-
-def _coo_to_csr(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    n_rows: int,
-    ratings: np.ndarray | None,
-    timestamps: np.ndarray | None,
-    dedupe: str,
-    describe_pair: Callable[[int, int], str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
-    """Sort COO entries by (row, col) and merge duplicates.
-
-    Returns
-    -------
-    r, c : row and column of each distinct pair, sorted.
-    rat : merged rating per pair (None without ratings).
-    ts : timestamp per pair (None without timestamps).
-    counts : occurrences per pair when ``dedupe == "sum"`` and there are no
-        ratings (the implicit rating of each occurrence is 1), else None.
-    n_dups : rows merged away.
-    """
-    from ._csr_kernels import _order_by_row_col
-
-    n = rows.size
-    order = _order_by_row_col(rows, cols, n_rows)
-    r = rows[order]
-    c = cols[order]
-    rat = ratings[order] if ratings is not None else None
-    ts = timestamps[order] if timestamps is not None else None
-    if n == 0:
-        return r, c, rat, ts, None, 0
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(r[1:], r[:-1], out=new[1:])
-    new[1:] |= c[1:] != c[:-1]
-    starts = np.flatnonzero(new)
-    n_dups = n - starts.size
-    if n_dups == 0:
-        return r, c, rat, ts, None, 0
-    if dedupe == "error":
-        k = int(np.argmax(~new))
-        raise ValueError(
-            f"duplicate (user, item) pair {describe_pair(int(order[k - 1]), int(order[k]))}; "
-            "pass dedupe='max', 'sum', 'last' or 'first' to merge repeated pairs"
-        )
-    sizes = np.diff(np.append(starts, n))
-    counts = None
-    if dedupe in ("max", "sum"):
-        if rat is not None:
-            rat = (np.maximum if dedupe == "max" else np.add).reduceat(rat, starts)
-        elif dedupe == "sum":
-            counts = sizes.astype(np.float64)
-        if ts is not None:
-            ts = np.maximum.reduceat(ts, starts)  # the pair's latest interaction
-    else:
-        pick = starts.copy()
-        if ts is None:
-            if dedupe == "last":
-                pick += sizes - 1  # stable order: the last occurrence in input order
-        else:
-            # Only rows inside duplicate groups need the (timestamp, input
-            # order) sort; usually a small share of the data.
-            dup_groups = np.flatnonzero(sizes > 1)
-            members = np.flatnonzero(np.repeat(sizes > 1, sizes))
-            g = np.repeat(dup_groups, sizes[dup_groups])
-            o2 = members[np.lexsort((members, ts[members], g))]
-            gsizes = sizes[dup_groups]
-            gstarts = np.concatenate(([0], np.cumsum(gsizes)[:-1]))
-            pick[dup_groups] = o2[gstarts + gsizes - 1] if dedupe == "last" else o2[gstarts]
-        if rat is not None:
-            rat = rat[pick]
-        ts = ts[pick] if ts is not None else None
-    return r[starts], c[starts], rat, ts, counts, n_dups
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -463,11 +265,11 @@ class Interactions:
         KeyError
             The id is not in this id space (the message says what ids look like).
         """
-        return int(self._lookup_one(user, self._user_index, "user"))
+        return int(_lookup_one(user, self._user_index, "user"))
 
     def item_index(self, item: Any) -> int:
         """Column index of one raw item id (see :meth:`user_index`)."""
-        return int(self._lookup_one(item, self._item_index, "item"))
+        return int(_lookup_one(item, self._item_index, "item"))
 
     def user_indices(self, users: Iterable[Any], missing: str | int = "raise") -> np.ndarray:
         """Row indices of many raw user ids, vectorised.
@@ -484,35 +286,11 @@ class Interactions:
         -------
         numpy.ndarray of int64
         """
-        return self._lookup_many(users, self._user_index, "user", missing)
+        return _lookup_many(users, self._user_index, "user", missing)
 
     def item_indices(self, items: Iterable[Any], missing: str | int = "raise") -> np.ndarray:
         """Column indices of many raw item ids (see :meth:`user_indices`)."""
-        return self._lookup_many(items, self._item_index, "item", missing)
-
-    @staticmethod
-    def _lookup_one(raw: Any, index: _IdIndex, what: str) -> int:
-        if isinstance(raw, (list, tuple, np.ndarray)):
-            raise TypeError(f"{what}_index takes one id; use {what}_indices for many")
-        code = index.codes(_query_array(raw, what))[0]
-        if code < 0:
-            raise KeyError(_missing_message(what, [raw], index.ids))
-        return int(code)
-
-    @staticmethod
-    def _lookup_many(raws: Any, index: _IdIndex, what: str, missing: str | int) -> np.ndarray:
-        q = _query_array(raws, what)
-        codes = index.codes(q)
-        bad = codes < 0
-        if bad.any():
-            if isinstance(missing, str):
-                if missing != "raise":
-                    raise ValueError(f"missing must be 'raise' or an integer, got {missing!r}")
-                raise KeyError(_missing_message(what, q[bad][:5].tolist(), index.ids, int(bad.sum())))
-            if isinstance(missing, bool) or not isinstance(missing, numbers.Integral):
-                raise TypeError(f"missing must be 'raise' or an integer, got {type(missing).__name__}")
-            codes[bad] = int(missing)
-        return codes
+        return _lookup_many(items, self._item_index, "item", missing)
 
     # ------------------------------------------------------------------ pairs
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -637,6 +415,8 @@ class Interactions:
             duplicates with ``dedupe="error"``, unknown ids with
             ``unknown="raise"``, ``min_rating`` without ratings.
         """
+        from ._assemble import _build  # here, not at the top: _assemble imports this module
+
         return _build(
             users,
             items,
@@ -723,57 +503,9 @@ class Interactions:
             Side tables (titles, features) are re-mapped; rows/columns new to
             the target space get empty values ("" / -1 / 0).
         """
-        _check_choice(unknown, "unknown", ("raise", "drop"))
-        new_u = self.user_ids if user_ids is None else _as_id_array(user_ids, "user_ids")
-        new_i = self.item_ids if item_ids is None else _as_id_array(item_ids, "item_ids")
-        _check_unique(new_u, "user_ids")
-        _check_unique(new_i, "item_ids")
-        same_u = new_u is self.user_ids or (new_u.shape == self.user_ids.shape and np.array_equal(new_u, self.user_ids))
-        same_i = new_i is self.item_ids or (new_i.shape == self.item_ids.shape and np.array_equal(new_i, self.item_ids))
-        if same_u and same_i:
-            return self
-        umap = _IdIndex(new_u).codes(self.user_ids)  # old row -> new row (-1: absent)
-        imap = _IdIndex(new_i).codes(self.item_ids)
-        rows, cols = self.pairs()
-        r, c = umap[rows], imap[cols]
-        bad = (r < 0) | (c < 0)
-        n_bad = int(bad.sum())
-        if n_bad and unknown == "raise":
-            k = int(np.argmax(bad))
-            who = (
-                f"user {self.user_ids[rows[k]]!r}" if r[k] < 0 else f"item {self.item_ids[cols[k]]!r}"
-            )
-            raise ValueError(f"{who} has stored pairs but is not in the target id space ({n_bad} pairs affected)")
-        keep = ~bad
-        r, c = r[keep], c[keep]
-        rat = self.ratings[keep] if self.ratings is not None else None
-        ts = self.timestamps[keep] if self.timestamps is not None else None
-        data = self.matrix.data[keep]
-        from ._csr_kernels import _order_by_row_col
+        from ._id_space import _reindex  # here, not at the top: _id_space imports this module
 
-        order = _order_by_row_col(r, c, new_u.size)
-        r, c, data = r[order], c[order], data[order]
-        indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=new_u.size), dtype=np.int64)))
-        summary = dataclasses.replace(
-            self.summary,
-            stored=int(r.size),
-            unknown_ids_dropped=self.summary.unknown_ids_dropped + n_bad,
-            n_users=int(new_u.size),
-            n_items=int(new_i.size),
-        )
-        return Interactions(
-            matrix=_make_csr(data, c, indptr, (new_u.size, new_i.size)),
-            user_ids=new_u,
-            item_ids=new_i,
-            ratings=rat[order] if rat is not None else None,
-            timestamps=ts[order] if ts is not None else None,
-            item_titles=_remap_side(self.item_titles, imap, new_i.size),
-            item_features=_remap_side(self.item_features, imap, new_i.size),
-            item_feature_names=self.item_feature_names if self.item_features is not None else (),
-            item_info={k: _remap_side(v, imap, new_i.size) for k, v in self.item_info.items()},
-            user_features={k: _remap_side(v, umap, new_u.size) for k, v in self.user_features.items()},
-            summary=summary,
-        )
+        return _reindex(self, user_ids, item_ids, unknown=unknown)
 
     def with_id_space_of(self, other: "Interactions", *, unknown: str = "raise") -> "Interactions":
         """:meth:`reindex` onto ``other``'s ``user_ids`` and ``item_ids``."""
@@ -789,242 +521,3 @@ class Interactions:
             and np.array_equal(self.user_ids, other.user_ids)
             and np.array_equal(self.item_ids, other.item_ids)
         )
-
-
-def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -> np.ndarray | None:
-    """Move a per-row side table to a new id space; rows new to it are empty."""
-    if values is None:
-        return None
-    values = np.asarray(values)
-    if values.dtype.kind in "US":
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
-    elif values.dtype.kind == "O":
-        out = np.full((n_new,) + values.shape[1:], "", dtype=object)
-    elif values.dtype.kind in "iu" and values.ndim == 1:
-        out = np.full(n_new, -1, dtype=values.dtype) if values.dtype.kind == "i" else np.zeros(n_new, values.dtype)
-    else:
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
-    ok = old_to_new >= 0
-    out[old_to_new[ok]] = values[ok]
-    return out
-
-
-def _missing_message(what: str, raws: list, ids: np.ndarray, n_missing: int | None = None) -> str:
-    shown = ", ".join(repr(x) for x in raws[:5])
-    head = f"{n_missing} {what} ids not found (first: {shown})" if n_missing and n_missing > 1 else f"{what} id {shown} not found"
-    hint = ""
-    kinds = {type(x) for x in raws}
-    if ids.dtype.kind == "i" and str in kinds:
-        hint = "; this data set's ids are integers: pass int, not str"
-    elif ids.dtype.kind == "U" and any(issubclass(k, numbers.Integral) for k in kinds):
-        hint = "; this data set's ids are strings: pass str, not int"
-    elif any(issubclass(k, numbers.Real) and not issubclass(k, numbers.Integral) for k in kinds):
-        hint = "; ids are integers or strings, not floats"
-    return f"{head} among {_describe_ids(ids)}{hint}"
-
-
-def _build(
-    users: Any,
-    items: Any,
-    ratings: Any,
-    timestamps: Any,
-    *,
-    min_rating: float | None,
-    binarize: bool,
-    dedupe: str,
-    user_ids: Any,
-    item_ids: Any,
-    unknown: str,
-    source: str,
-) -> Interactions:
-    """Map raw ids to rows/columns, then :func:`_assemble` (behind :meth:`Interactions.from_arrays`)."""
-    _check_options(binarize, dedupe, unknown)
-    u = _as_id_array(users, "users")
-    i = _as_id_array(items, "items")
-    n = u.size
-    if i.size != n:
-        raise ValueError(f"users and items must have the same length, got {n} and {i.size}")
-    uids, rows = _map_ids(u, user_ids, "user_ids")
-    iids, cols = _map_ids(i, item_ids, "item_ids")
-    return _assemble(
-        rows,
-        cols,
-        uids,
-        iids,
-        ratings,
-        timestamps,
-        user_of=lambda k: u[k].item(),
-        item_of=lambda k: i[k].item(),
-        fixed_space=user_ids is not None or item_ids is not None,
-        min_rating=min_rating,
-        binarize=binarize,
-        dedupe=dedupe,
-        unknown=unknown,
-        source=source,
-    )
-
-
-def _check_options(binarize: Any, dedupe: Any, unknown: Any) -> None:
-    if not isinstance(binarize, (bool, np.bool_)):
-        raise TypeError(f"binarize must be True or False, got {binarize!r}")
-    _check_choice(dedupe, "dedupe", DEDUPE_RULES)
-    _check_choice(unknown, "unknown", ("raise", "drop"))
-
-
-def _map_ids(values: np.ndarray, given: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(id space, code of each value): the sorted distinct values, or ``given`` (-1 = absent)."""
-    if given is None:
-        return _factorize(values)
-    ids = _as_id_array(given, what)
-    _check_unique(ids, what)
-    return ids, _IdIndex(ids).codes(values)
-
-
-def _assemble(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    uids: np.ndarray,
-    iids: np.ndarray,
-    ratings: Any,
-    timestamps: Any,
-    *,
-    user_of: Callable[[int], Any],
-    item_of: Callable[[int], Any],
-    fixed_space: bool,
-    min_rating: float | None,
-    binarize: bool,
-    dedupe: str,
-    unknown: str,
-    source: str,
-    where: Callable[[int], str] = _position,
-    summary_fields: Mapping[str, Any] | None = None,
-    side: Mapping[str, Any] | None = None,
-) -> Interactions:
-    """Build an :class:`Interactions` from row/column codes (-1: id not in the space).
-
-    Order: drop or refuse unknown ids, merge duplicates, threshold, binarise.
-    ``where(k)`` names input row ``k`` in messages (loaders pass "file, line
-    N"); ``summary_fields`` adds parse counts; ``side`` carries side tables
-    aligned with ``uids``/``iids``.
-    """
-    _check_options(binarize, dedupe, unknown)
-    min_rating = _check_min_rating(min_rating)
-    n = rows.size
-    rat = _as_ratings(ratings, n, where)
-    ts = _as_timestamps(timestamps, n, where)
-    if min_rating is not None and rat is None:
-        raise ValueError("min_rating needs ratings: pass ratings=... or min_rating=None")
-
-    n_unknown = 0
-    kept_pos = None
-    if fixed_space:
-        bad = (rows < 0) | (cols < 0)
-        n_unknown = int(bad.sum())
-    if n_unknown:
-        k = int(np.argmax(bad))
-        if unknown == "raise":
-            what, raw, space = ("user", user_of(k), uids) if rows[k] < 0 else ("item", item_of(k), iids)
-            raise ValueError(
-                f"{what} id {raw!r} at {where(k)} is not in the given {what}_ids "
-                f"({_describe_ids(space)}); {n_unknown} rows affected. Pass unknown='drop' to drop them."
-            )
-        keep = ~bad
-        kept_pos = np.flatnonzero(keep)
-        rows, cols = rows[keep], cols[keep]
-        rat = rat[keep] if rat is not None else None
-        ts = ts[keep] if ts is not None else None
-
-    def describe_pair(k1: int, k2: int) -> str:
-        a = int(kept_pos[k1]) if kept_pos is not None else k1
-        b = int(kept_pos[k2]) if kept_pos is not None else k2
-        return f"(user {user_of(b)!r}, item {item_of(b)!r}) at {where(a)} and {where(b)}"
-
-    r, c, rat, ts, counts, n_dups = _coo_to_csr(rows, cols, uids.size, rat, ts, dedupe, describe_pair)
-
-    n_below = 0
-    if min_rating is not None:
-        keep = rat >= min_rating
-        n_below = int(keep.size - np.count_nonzero(keep))
-        if n_below:
-            r, c, rat = r[keep], c[keep], rat[keep]
-            ts = ts[keep] if ts is not None else None
-
-    if rat is not None and rat.size and np.abs(rat).max() > np.finfo(np.float32).max:
-        raise ValueError(f"{source}: ratings merged by dedupe={dedupe!r} exceed the float32 range (about 3.4e38)")
-    if binarize:
-        data = np.ones(r.size, dtype=np.float32)
-    elif rat is not None:
-        data = rat.astype(np.float32)
-    elif counts is not None:
-        data = counts.astype(np.float32)
-    else:
-        data = np.ones(r.size, dtype=np.float32)
-    indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=uids.size), dtype=np.int64)))
-    matrix = _make_csr(data, c, indptr, (uids.size, iids.size))
-    summary = LoadSummary(
-        source=source,
-        rows_in=n,
-        unknown_ids_dropped=n_unknown,
-        duplicates_merged=n_dups,
-        below_min_rating=n_below,
-        stored=int(r.size),
-        n_users=int(uids.size),
-        n_items=int(iids.size),
-        dedupe=dedupe,
-        min_rating=min_rating,
-        binarize=bool(binarize),
-    )
-    if summary_fields:
-        summary = dataclasses.replace(summary, **summary_fields)
-    return Interactions(
-        matrix=matrix,
-        user_ids=uids,
-        item_ids=iids,
-        ratings=rat.astype(np.float32) if rat is not None else None,
-        timestamps=ts,
-        summary=summary,
-        **(side or {}),
-    )
-
-
-def align(*parts: Interactions, unknown: str = "raise") -> tuple[Interactions, ...]:
-    """Put several Interactions into one shared id space (the sorted union of their ids).
-
-    Use it for files loaded separately (train and test of some benchmark)
-    so that their matrices line up.
-
-    Parameters
-    ----------
-    *parts : Interactions
-        Two or more (one is allowed and returned unchanged). Ids must be of
-        one kind (all integers or all strings).
-    unknown : {"raise", "drop"}
-        Passed to :meth:`Interactions.reindex` (the union holds every id, so
-        this only matters for inconsistent inputs).
-
-    Returns
-    -------
-    tuple of Interactions
-        Same order as ``parts``; all with identical ``user_ids``/``item_ids``.
-    """
-    if not parts:
-        raise ValueError("align needs at least one Interactions")
-    for p in parts:
-        if not isinstance(p, Interactions):
-            raise TypeError(f"align takes Interactions, got {type(p).__name__}")
-    for attr in ("user_ids", "item_ids"):
-        kinds = {getattr(p, attr).dtype.kind for p in parts if getattr(p, attr).size}
-        if len(kinds) > 1:
-            raise TypeError(f"cannot align: some {attr} are integers and some are strings")
-    if all(p.same_id_space(parts[0]) for p in parts[1:]):
-        return tuple(parts)
-    uids = _union([p.user_ids for p in parts])
-    iids = _union([p.item_ids for p in parts])
-    return tuple(p.reindex(uids, iids, unknown=unknown) for p in parts)
-
-
-def _union(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    nonempty = [a for a in arrays if a.size]
-    if not nonempty:
-        return arrays[0]
-    return _union_ids(nonempty)

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from ._assemble import _assemble, _check_options
 from ._download import _canonical_name, data_home, fetch_movielens
 from ._ids import _IdIndex, _union_ids
-from ._interactions import Interactions, _assemble, _check_options
+from ._interactions import Interactions
 from ._parsing import _read_table
 from ._sources import _Source
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._parameters import Integer, Real, check_allocation, check_random_state
-from ._interactions import Interactions, LoadSummary, _make_csr
+from ._csr import _make_csr
+from ._interactions import Interactions, LoadSummary
 
 __all__ = ["synthetic", "synthetic_small", "synthetic_benchmark", "PlantedTruth", "SYNTHETIC_PRESETS"]
 

@@ -1,0 +1,195 @@
+"""The argument parser of ``bpr-numpy``: every sub-command's options, defaults, help and argparse types.
+
+Building it imports only NumPy-level modules (the registries' names), so that
+``--help`` and usage errors stay fast; the sub-commands themselves are in
+:mod:`._commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# NumPy-only modules (no scipy, no numba): the parser stays cheap to build.
+from ..objective import LOSSES, OPTIMIZERS
+from ..sampling import SAMPLERS
+from ._data import _DATASETS, _DELIMITERS, _SPLITS
+
+
+def _int_at_least(low: int, description: str):
+    """An argparse type: an integer >= ``low``, with a message naming what was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+        if not low <= value < 2**63:  # the library's sizes and counts are int64
+            raise argparse.ArgumentTypeError(f"expected {description} below 2**63, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "an integer >= 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bpr-numpy``."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bpr-numpy",
+        description="Bayesian Personalized Ranking: train, evaluate, recommend, benchmark, check gradients.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpr_numpy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model and print per-epoch reports and held-out metrics")
+    _add_data_options(train)
+    hp = train.add_argument_group("model (BPR hyperparameters; defaults: BPR's)")
+    hp.add_argument("--factors", type=_positive_int, default=None)
+    hp.add_argument("--epochs", type=_nonneg_int, default=None)
+    hp.add_argument("--learning-rate", "--lr", type=float, default=None)
+    hp.add_argument("--regularization", "--reg", type=float, default=None,
+                    help="L2 strength of every role (default 0.02); the --reg-* options override one role each")
+    hp.add_argument("--reg-user", type=float, default=None, help="lambda_u, on the user factors")
+    hp.add_argument("--reg-positive", type=float, default=None, help="lambda_i, on the positive item's factors")
+    hp.add_argument("--reg-negative", type=float, default=None, help="lambda_j, on the negative item's factors")
+    hp.add_argument("--reg-bias", type=float, default=None, help="lambda_b, on the item biases")
+    hp.add_argument("--loss", choices=LOSSES, default=None)
+    hp.add_argument("--sampler", choices=SAMPLERS,
+                    default=None, help="negative sampler (default uniform; see bpr_numpy.sampling)")
+    hp.add_argument("--popularity-exponent", type=float, default=None, metavar="ALPHA",
+                    help="exponent of the popularity samplers (default 1)")
+    hp.add_argument("--dns-candidates", type=_positive_int, default=None, metavar="K",
+                    help="candidates per draw of the dns sampler (default 5)")
+    hp.add_argument("--aobpr-lambda", type=float, default=None, metavar="FRACTION",
+                    help="aobpr's geometric rank scale, as a fraction of the items (default 0.05)")
+    hp.add_argument("--max-sampled", type=_positive_int, default=None, metavar="N",
+                    help="WARP's draws per positive (default 10)")
+    hp.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    hp.add_argument("--lr-decay", type=float, default=None, metavar="GAMMA",
+                    help="learning rate multiplied by GAMMA after each epoch (default 1)")
+    hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",
+                    help="consecutive samples drawn for one user (default 16)")
+    hp.add_argument("--item-bias", dest="item_bias", action=argparse.BooleanOptionalAction, default=True,
+                    help="learn an item bias (default on)")
+    hp.add_argument("--init-std", type=float, default=None, help="std of the initial factors (default 1/sqrt(factors))")
+    hp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    hp.add_argument("--threads", type=_nonneg_int, default=0, help="0: all cores (default); 1: reproducible")
+    hp.add_argument("--seed", type=_nonneg_int, default=0, help="seeds the model and the data split (default 0)")
+    train.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
+    train.add_argument("--validate-every", type=_positive_int, default=None, metavar="N",
+                       help="carve 10%% of the training positives out as a validation set and evaluate --metric "
+                            "every N epochs; the best epoch's factors are kept")
+    train.add_argument("--patience", type=_positive_int, default=None, metavar="P",
+                       help="with validation: stop P epochs after the best one (implies --validate-every 1)")
+    train.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10)")
+    train.add_argument("--save", metavar="PATH", help="write the trained model to this .npz file")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    evaluate = sub.add_parser("evaluate", help="held-out metrics of a saved model on the split it was trained against")
+    evaluate.add_argument("model", help="a .npz file written by train --save or BPR.save")
+    _add_data_options(evaluate, evaluate=True)
+    evaluate.add_argument("--seed", type=_nonneg_int, default=None,
+                          help="seed of the split (and of the synthetic data) (default: the model's random_state, as train --seed sets it, else 0)")
+    evaluate.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+    formats = ["text", "csv", "json"]
+    rec = sub.add_parser("recommend", help="top items for users, in the data's raw ids, liked items filtered")
+    rec.add_argument("model", help="a .npz model file")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="a raw user id (as in the data, e.g. MovieLens user 196)")
+    who.add_argument("--users-file", metavar="FILE", help="a file of raw user ids, one per line")
+    rec.add_argument("-n", type=_positive_int, default=10, help="items per user (default 10)")
+    rec.add_argument("--format", choices=formats, default="text")
+    rec.add_argument("--include-liked", action="store_true", help="do not filter the user's training items")
+
+    sim = sub.add_parser("similar", help="items most similar to an item (cosine of item factors)")
+    sim.add_argument("model", help="a .npz model file")
+    sim.add_argument("--item", metavar="ID", required=True, help="a raw item id")
+    sim.add_argument("-n", type=_positive_int, default=10, help="neighbours (default 10)")
+    sim.add_argument("--format", choices=formats, default="text")
+
+    bench = sub.add_parser("bench", help="local training throughput at 1 and --threads threads")
+    bench.add_argument("--nnz", type=_positive_int, default=None, metavar="N",
+                       help="train on N synthetic power-law pairs (datasets.synthetic) instead of the built-in set")
+    bench.add_argument("--epochs", type=_positive_int, default=3)
+    bench.add_argument("--factors", type=_positive_int, default=64)
+    bench.add_argument("--threads", type=_nonneg_int, default=0, help="the parallel run's threads (0: all cores)")
+    bench.add_argument("--seed", type=_nonneg_int, default=0)
+
+    grad = sub.add_parser("gradcheck", help="check the analytic gradients against finite differences")
+    grad.add_argument("--users", type=_positive_int, default=7)
+    grad.add_argument("--items", type=_positive_int, default=11)
+    grad.add_argument("--factors", type=_positive_int, default=16)
+    grad.add_argument("--batch", type=_positive_int, default=64)
+    grad.add_argument("--loss", choices=LOSSES, default="bpr")
+    grad.add_argument("--no-item-bias", action="store_true")
+    grad.add_argument("--scale", type=float, default=1.0, help="std of the random factors (|x_uij| grows with it)")
+    grad.add_argument("--seed", type=_nonneg_int, default=0)
+    grad.add_argument("--tolerance", type=float, default=None)
+    return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+def _columns(text: str) -> list:
+    roles = [c.strip().lower() for c in text.split(",")]
+    out = []
+    for role in roles:
+        if role in ("", "-", "_", "skip", "none"):
+            out.append(None)
+        elif role in ("user", "item", "rating", "timestamp"):
+            out.append(role)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown column role {role!r}; use user, item, rating, timestamp or - (skip), e.g. user,item,rating")
+    if "user" not in out or "item" not in out:
+        raise argparse.ArgumentTypeError(f"--columns needs a user and an item column, got {text!r}")
+    return out
+
+
+def _add_data_options(p: argparse.ArgumentParser, *, evaluate: bool = False) -> None:
+    """Options choosing the data and its train/test split: shared by train and evaluate (same split)."""
+    g = p.add_argument_group("data (the same options rebuild the same split in evaluate)")
+    source = g.add_mutually_exclusive_group(required=evaluate)
+    source.add_argument("--data", metavar="PATH",
+                        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt/test.txt, "
+                             "or a delimited file of user,item[,rating[,timestamp]] rows")
+    source.add_argument("--dataset", choices=_DATASETS,
+                        help="a MovieLens release from the local cache ($BPR_NUMPY_DATA, else ~/.cache/bpr_numpy); "
+                             "--download fetches it")
+    source.add_argument("--movielens", metavar="PATH",
+                        help="a MovieLens 100k folder or zip: the same as --data PATH --split ua")
+    if evaluate:
+        source.add_argument("--synthetic", action="store_true",
+                            help="the built-in synthetic data set and the seeded split train uses")
+    g.add_argument("--download", action="store_true", help="with --dataset: download it when not cached")
+    g.add_argument("--format", dest="data_format", choices=list(_DELIMITERS), default=None,
+                   help="delimited file format (default auto: detected from the first line)")
+    g.add_argument("--columns", type=_columns, default=None, metavar="ROLES",
+                   help="roles of the fields of a delimited file, e.g. user,item,rating,timestamp (- skips one); "
+                        "default: from the header, else user,item[,rating[,timestamp]]")
+    g.add_argument("--min-rating", type=float, default=None, metavar="R",
+                   help="ratings >= R are positives (default: 4 for MovieLens, every row for other files)")
+    g.add_argument("--split", choices=_SPLITS, default=None,
+                   help="ua/ub/u1..u5: the official MovieLens 100k splits (default for ML-100k); random (default "
+                        "otherwise); leave-k-out; LightGCN folders use their own test.txt")
+    g.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
+                   help="--split random: fraction of pairs held out (default 0.2)")
+    g.add_argument("--leave-k", type=_positive_int, default=1, metavar="K",
+                   help="--split leave-k-out: pairs held out per user (default 1)")
+    g.add_argument("--leave-strategy", choices=["random", "latest"], default="random",
+                   help="--split leave-k-out: which pairs (latest needs timestamps)")
