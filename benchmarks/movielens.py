@@ -60,23 +60,23 @@ section is replaced (or appended) and the rest of the file is kept.
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-# One core only (another process may be timing kernels on the other): the evaluation's matrix
-# products would otherwise use every core through BLAS. Must precede the numpy import.
-if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import cpu_model, one_thread  # noqa: E402 - standard library only
+
+one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Mapping, Sequence, TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -84,10 +84,6 @@ import scipy.sparse as sp  # noqa: E402
 
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from _common import cpu_model  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 SECTION_TITLE = "## MovieLens 100k reproduction"

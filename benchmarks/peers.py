@@ -62,9 +62,8 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 import scipy.sparse as sp
 
-# The scripts share helpers in this folder; the smoke test loads this file by path.
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 
 INSTALL_HINT = "pip install -e .[bench]"

@@ -52,19 +52,20 @@ Everything runs on one thread (``threads=1``, BLAS limited to one thread).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-# One core only, as benchmarks/movielens.py (must precede the numpy import).
-if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import one_thread  # noqa: E402 - standard library only
+
+one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Sequence, TextIO  # noqa: E402
 
@@ -76,8 +77,6 @@ from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 from bpr_numpy.hybrid import Features  # noqa: E402
 from bpr_numpy.objective import hybrid_triplet_gradients, pair_loss, pair_loss_derivative  # noqa: E402
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
 import movielens  # noqa: E402
 from movielens import code_version, machine_line  # noqa: E402
 
