@@ -341,7 +341,7 @@ def run(args: argparse.Namespace, out: TextIO, log: TextIO) -> list[Summary]:
         print(f"- {n}", file=out)
     print(f"whole run {total:.0f} s", file=out)
     if args.markdown:
-        from movielens import write_markdown
+        from _report import write_markdown
 
         command = "python benchmarks/ab_speed.py " + " ".join(shlex.quote(a) for a in args.argv)
         section = "\n".join([SECTION_TITLE, "", f"- Command: `{command}` (whole run {total / 60:.1f} min)",

@@ -60,7 +60,9 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-from movielens import DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, machine_line, write_markdown  # noqa: E402
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import machine_line, write_markdown  # noqa: E402
+from _scoring import TARGET_P1, TARGET_PRECISION  # noqa: E402
 from quality import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
 
 SECTION_TITLE = "## How far from the ceiling"

@@ -54,13 +54,14 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-from movielens import (DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, Row, Trial, _cell, machine_line,  # noqa: E402
-                       measure, quality, run_trial, write_markdown)
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import machine_line, write_markdown  # noqa: E402
+from _scoring import TARGET_P1, TARGET_PRECISION, Row, Trial, _cell, measure, quality, run_trial  # noqa: E402
 
 SECTION_TITLE = "## Samplers, losses and optimisers"
 FACTORS = 64
 BASE_REG = {"user": 0.02, "positive": 0.01, "negative": 0.04, "bias": 0.02}
-# The best peer's published figures (docs/design.md, 'What the peers do'); the targets are movielens.py's.
+# The best peer's published figures (docs/design.md, 'What the peers do'); the targets are _scoring.py's.
 LIGHTFM_WARP_PUBLISHED = (0.921, 0.151)
 
 
@@ -144,7 +145,7 @@ WIDER_SEARCH_NOTE = (
 
 @dataclass(frozen=True)
 class Plan:
-    """Training budget of one search candidate (the attributes ``movielens.run_trial`` reads)."""
+    """Training budget of one search candidate (the attributes ``_scoring.run_trial`` reads)."""
 
     max_epochs: int
     validate_every: int

@@ -77,10 +77,10 @@ from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 from bpr_numpy.hybrid import Features  # noqa: E402
 from bpr_numpy.objective import hybrid_triplet_gradients, pair_loss, pair_loss_derivative  # noqa: E402
 
-import movielens  # noqa: E402
-from movielens import code_version, machine_line  # noqa: E402
+import _report  # noqa: E402
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import code_version, machine_line  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 SECTION_TITLE = "## The StackExchange model, reproduced and fixed"
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)          # buckets <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+
@@ -638,8 +638,8 @@ def plot(path: Path, a: Run, b: Run, c: Run, log: TextIO, floor: float | None = 
 
 
 def write_markdown(path: str | os.PathLike, section: str) -> None:
-    """Replace (or append) only this script's section of ``path`` (:func:`movielens.write_markdown`)."""
-    movielens.write_markdown(path, section, title=SECTION_TITLE)
+    """Replace (or append) only this script's section of ``path`` (:func:`_report.write_markdown`)."""
+    _report.write_markdown(path, section, title=SECTION_TITLE)
 
 
 # --------------------------------------------------------------------------- main
