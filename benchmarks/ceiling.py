@@ -60,10 +60,10 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
+from _combinations import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
 from _data import DEFAULT_DATA  # noqa: E402
 from _report import machine_line, write_markdown  # noqa: E402
 from _scoring import TARGET_P1, TARGET_PRECISION  # noqa: E402
-from quality import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
 
 SECTION_TITLE = "## How far from the ceiling"
 # The pure-BPR-loss row of benchmarks/quality.py with the best precision@10 on ua.test.
