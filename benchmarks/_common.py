@@ -2,8 +2,8 @@
 
 Standard library only: a script imports it before numpy (see :func:`one_thread`).
 
-Every script opens with the same two lines, which make this folder's private modules
-importable however the script was started, followed by its imports from them::
+Every script that uses this folder's private modules (``_*.py``) opens with the same two
+lines, which make them importable however the script was started, then imports from them::
 
     if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
         sys.path.append(str(Path(__file__).resolve().parent))
