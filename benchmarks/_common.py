@@ -1,4 +1,19 @@
-"""Helpers shared by the benchmark scripts (they are scripts, not a package)."""
+"""The benchmark scripts' shared preamble and checkout helpers (the scripts are not a package).
+
+Standard library only: a script imports it before numpy (see :func:`one_thread`).
+
+Every script that uses this folder's private modules (``_*.py``) opens with the same two
+lines, which make them importable however the script was started, then imports from them::
+
+    if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+        sys.path.append(str(Path(__file__).resolve().parent))
+
+Run as ``python benchmarks/x.py``, Python has put this folder first on ``sys.path`` already
+and the lines do nothing. Loaded by path (the smoke tests use ``importlib``), they *append*
+the folder, never prepend it: ``benchmarks/distributed.py`` must not shadow Dask's
+``distributed`` package in a process that imports a script. (``distributed.py`` itself, run
+as a script, moves the folder to the end of the path.)
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,29 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+# What BLAS and OpenMP read for their thread counts (once, when numpy loads them).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_thread(name: str, *, numba: bool = True) -> None:
+    """As a script: BLAS, OpenMP and (with ``numba``) numba on one thread, unless the environment says otherwise.
+
+    For the scripts that measure on one core: another process may be timing kernels on the
+    other, and the evaluation's matrix products would otherwise use every core through BLAS.
+    Must run before numpy is imported. Nothing happens unless ``name`` is ``"__main__"``: a
+    test importing the script keeps its process's thread settings.
+
+    Parameters
+    ----------
+    name : str
+        The calling script's ``__name__``.
+    numba : bool
+        Also set ``NUMBA_NUM_THREADS`` (False where the script sets numba's count itself).
+    """
+    if name == "__main__":
+        for var in BLAS_THREAD_VARIABLES + (("NUMBA_NUM_THREADS",) if numba else ()):
+            os.environ.setdefault(var, "1")
 
 
 def cpu_model() -> str:

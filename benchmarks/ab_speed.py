@@ -33,33 +33,31 @@ new code is faster. "within spread" says whether 1 lies inside the ratios' min-m
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import checkout_commit, checkout_root, one_thread, use_code  # noqa: E402 - standard library only
 
 # BLAS on one thread in this process and (inherited) in the workers; numba's thread count is
 # set per worker below. Not NUMBA_NUM_THREADS here: this process only builds the data, which
-# may use every core. Must precede the numpy import; as a script only.
-if __name__ == "__main__":
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+# may use every core.
+one_thread(__name__, numba=False)
 
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, Sequence, TextIO  # noqa: E402
 
 import scipy.sparse as sp  # noqa: E402
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from _common import checkout_commit, checkout_root, use_code  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION_TITLE = "## A/B fit speed (ab_speed.py)"
@@ -343,7 +341,7 @@ def run(args: argparse.Namespace, out: TextIO, log: TextIO) -> list[Summary]:
         print(f"- {n}", file=out)
     print(f"whole run {total:.0f} s", file=out)
     if args.markdown:
-        from movielens import write_markdown
+        from _report import write_markdown
 
         command = "python benchmarks/ab_speed.py " + " ".join(shlex.quote(a) for a in args.argv)
         section = "\n".join([SECTION_TITLE, "", f"- Command: `{command}` (whole run {total / 60:.1f} min)",

@@ -39,18 +39,19 @@ One core (``threads=1``, BLAS limited to one thread). ``--markdown PATH`` writes
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import one_thread  # noqa: E402 - standard library only
+
+one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
 import itertools  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Sequence, TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -59,10 +60,10 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from movielens import DEFAULT_DATA, TARGET_P1, TARGET_PRECISION, machine_line, write_markdown  # noqa: E402
-from quality import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
+from _combinations import COMBINATIONS, FULL_PLAN, QUICK_PLAN, label, tune  # noqa: E402
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import machine_line, write_markdown  # noqa: E402
+from _scoring import TARGET_P1, TARGET_PRECISION  # noqa: E402
 
 SECTION_TITLE = "## How far from the ceiling"
 # The pure-BPR-loss row of benchmarks/quality.py with the best precision@10 on ua.test.

@@ -77,7 +77,7 @@ def _load(args) -> sp.csr_matrix:
         if m.nnz == nnz:
             print(f"loaded {m.nnz:,} pairs from {path}", file=sys.stderr, flush=True)
             return m
-    from peers import synthetic_data
+    from _data import synthetic_data
 
     m = synthetic_data(nnz, seed=0)
     if path:

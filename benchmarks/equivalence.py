@@ -63,34 +63,32 @@ all of it numba compiling each specialisation of the kernels.
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import checkout_commit, cpu_model, one_thread, use_code  # noqa: E402 - standard library only
 
 # One core per worker process, BLAS included: threads=1 training needs no more, and --jobs
-# runs the workers side by side. Must precede the numpy import; as a script only.
-if __name__ == "__main__":
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+# runs the workers side by side.
+one_thread(__name__)
 
 import argparse  # noqa: E402
 import fnmatch  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, Mapping, Sequence, TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from _common import checkout_commit, cpu_model, use_code  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"

@@ -60,24 +60,20 @@ section is replaced (or appended) and the rest of the file is kept.
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-# One core only (another process may be timing kernels on the other): the evaluation's matrix
-# products would otherwise use every core through BLAS. Must precede the numpy import.
-if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import one_thread  # noqa: E402 - standard library only
+
+one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
 import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Mapping, Sequence, TextIO  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Mapping, Sequence, TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -85,25 +81,13 @@ import scipy.sparse as sp  # noqa: E402
 from bpr_numpy import BPR, metrics  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-from _common import cpu_model  # noqa: E402
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import code_version, machine_line, write_markdown  # noqa: E402
+from _scoring import (COLUMNS, TARGET_P1, TARGET_PRECISION, Row, Trial, _cell, _num, describe,  # noqa: E402
+                      measure, quality, run_trial)
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 SECTION_TITLE = "## MovieLens 100k reproduction"
 
-# The issue's targets for the tuned rows on ua.test.
-TARGET_P1 = 0.93
-TARGET_PRECISION = 0.16
-
-# (column key in metrics.evaluate's result, header)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("full_auc", "P1 full AUC"),
-    ("auc", "P2 AUC"),
-    ("precision@10", "precision@10"),
-    ("recall@10", "recall@10"),
-    ("ndcg@10", "NDCG@10"),
-)
 SELECT_METRICS = ("precision@10", "full_auc")
 
 # docs/design.md, 'What the peers do' (factors 64, each peer tuned on a ua.base validation split,
@@ -150,38 +134,6 @@ def roles(strength: float, **override: float) -> dict[str, float]:
     out = {"user": strength, "positive": strength, "negative": strength, "bias": strength}
     out.update(override)
     return out
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
-def describe(params: Mapping[str, Any]) -> str:
-    """Short human-readable form of a BPR keyword set (learning rate, regularisation, loss...).
-
-    Parameters
-    ----------
-    params : mapping
-        Keyword arguments of :class:`bpr_numpy.BPR` (not ``factors``/``epochs``/seeding).
-
-    Returns
-    -------
-    str
-    """
-    parts = [f"lr {_num(params.get('learning_rate', 0.02))}"]
-    reg = params.get("regularization", 0.02)
-    if isinstance(reg, Mapping):
-        vals = {k: float(reg.get(k, 0.0)) for k in ("user", "positive", "negative", "bias")}
-        # the most common strength, then the roles that differ from it: "reg 0.02 (negative 0.005)"
-        common = max(vals.values(), key=list(vals.values()).count)
-        others = ", ".join(f"{k} {_num(v)}" for k, v in vals.items() if v != common)
-        parts.append(f"reg {_num(common)}" + (f" ({others})" if others else ""))
-    else:
-        parts.append(f"reg {_num(reg)}")
-    parts.append(f"loss {params.get('loss', 'bpr')}")
-    if params.get("item_bias", True) is False:
-        parts.append("no item bias")
-    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -245,106 +197,6 @@ QUICK_PLAN = SearchPlan(
 
 
 # --------------------------------------------------------------------------- search
-
-
-@dataclass
-class Trial:
-    """One searched configuration, trained once per search seed on the validation split.
-
-    Attributes
-    ----------
-    factors : int
-    stage : str
-    params : dict
-        BPR keyword arguments (learning rate, regularisation, loss...).
-    best_epochs : list of int
-        Per seed, the evaluated epoch with the best validation score (whose factors were kept).
-    scores : dict of str to list of float
-        Per seed, the kept model's validation metrics (keys of :data:`COLUMNS`).
-    trained_epochs : list of int
-        Per seed, epochs actually trained before early stopping.
-    capped : bool
-        Some seed's best epoch was the last one allowed: more epochs might have helped.
-    seconds : float
-        Wall-clock time of all its fits, validation included.
-    """
-
-    factors: int
-    stage: str
-    params: dict
-    best_epochs: list[int] = field(default_factory=list)
-    scores: dict[str, list[float]] = field(default_factory=dict)
-    trained_epochs: list[int] = field(default_factory=list)
-    capped: bool = False
-    seconds: float = 0.0
-
-    def mean(self, key: str) -> float:
-        """Mean over seeds of validation metric ``key``."""
-        return float(np.mean(self.scores[key]))
-
-    def refit_epochs(self, every: int) -> int:
-        """Epochs for the refit on all of ``ua.base``: mean best epoch, rounded to ``every``."""
-        return max(every, int(round(float(np.mean(self.best_epochs)) / every)) * every)
-
-
-def quality(model: Any, train: sp.spmatrix, test: sp.spmatrix) -> dict[str, float]:
-    """The table's metrics of a model or block scorer, P1/P2 as in docs/design.md, 'Evaluation protocols'.
-
-    Parameters
-    ----------
-    model : BPR or callable
-        Anything :func:`bpr_numpy.metrics.evaluate` scores.
-    train, test : sparse matrix
-        Train positives (removed from P2's ranking, negatives in P1) and held-out positives.
-
-    Returns
-    -------
-    dict
-        The keys of :data:`COLUMNS`.
-    """
-    r = metrics.evaluate(model, train, test, k=10, metrics=["full_auc", "auc", "precision", "recall", "ndcg"])
-    return {key: float(r[key]) for key, _ in COLUMNS}
-
-
-def run_trial(trial: Trial, fit_train: sp.spmatrix, valid: sp.spmatrix, plan: SearchPlan, select: str,
-              log: TextIO) -> Trial:
-    """Train ``trial`` for every search seed with early stopping on ``select``; fill its scores.
-
-    Parameters
-    ----------
-    trial : Trial
-        Configuration to run (modified in place).
-    fit_train, valid : sparse matrix
-        The 90% of ``ua.base`` trained on, and the 10% validated on.
-    plan : SearchPlan
-    select : str
-        Validation metric of early stopping and selection.
-    log : file
-        Progress is written here.
-
-    Returns
-    -------
-    Trial
-        ``trial``.
-    """
-    start = time.perf_counter()
-    for seed in plan.seeds:
-        model = BPR(factors=trial.factors, epochs=plan.max_epochs, threads=1, random_state=seed, **trial.params)
-        model.fit(fit_train, validation=(fit_train, valid), metric=select, patience=plan.patience,
-                  validate_every=plan.validate_every)
-        if model.best_epoch_ is None:  # nothing evaluable: cannot happen on this data, but say so
-            raise RuntimeError(f"no validation score for {describe(trial.params)}")
-        trial.best_epochs.append(int(model.best_epoch_))
-        trial.trained_epochs.append(len(model.history_))
-        trial.capped |= model.best_epoch_ >= plan.max_epochs
-        for key, value in quality(model, fit_train, valid).items():
-            trial.scores.setdefault(key, []).append(value)
-    trial.seconds = time.perf_counter() - start
-    print(f"  [{trial.factors:3d} factors] {trial.stage:<10s} {describe(trial.params):<58s} "
-          f"valid {select} {trial.mean(select):.4f}  P1 {trial.mean('full_auc'):.4f}  "
-          f"best epochs {trial.best_epochs}{' (cap)' if trial.capped else ''}  {trial.seconds:.1f} s",
-          file=log, flush=True)
-    return trial
 
 
 def search(factors: int, fit_train: sp.spmatrix, valid: sp.spmatrix, plan: SearchPlan, select: str,
@@ -453,71 +305,6 @@ def pick_keras_rate(fit_train: sp.spmatrix, valid: sp.spmatrix, plan: SearchPlan
 # --------------------------------------------------------------------------- the table
 
 
-@dataclass
-class Row:
-    """One line of the result table: per-seed values of each column.
-
-    Attributes
-    ----------
-    name : str
-    values : dict of str to ndarray
-        Keys of :data:`COLUMNS`, one value per seed.
-    fit_seconds : ndarray or None
-        Wall-clock seconds of ``fit`` per seed; None for baselines.
-    """
-
-    name: str
-    values: dict[str, np.ndarray]
-    fit_seconds: np.ndarray | None = None
-
-    def mean(self, key: str) -> float:
-        """Mean over seeds of column ``key``."""
-        return float(np.mean(self.values[key]))
-
-
-def measure(name: str, make: Callable[[int], Any], train: sp.spmatrix, test: sp.spmatrix,
-            seeds: Sequence[int], log: TextIO) -> Row:
-    """Fit (if a BPR) and score one row over seeds.
-
-    Parameters
-    ----------
-    name : str
-        Row label.
-    make : callable
-        ``make(seed)``: an unfitted :class:`BPR` (fitted and timed here) or a block scorer.
-    train, test : sparse matrix
-        ``ua.base`` and ``ua.test`` positives.
-    seeds : sequence of int
-    log : file
-
-    Returns
-    -------
-    Row
-    """
-    values: dict[str, list[float]] = {}
-    seconds: list[float] = []
-    for seed in seeds:
-        model = make(seed)
-        if isinstance(model, BPR):
-            start = time.perf_counter()
-            model.fit(train)
-            seconds.append(time.perf_counter() - start)
-        for key, value in quality(model, train, test).items():
-            values.setdefault(key, []).append(value)
-    row = Row(name, {k: np.asarray(v) for k, v in values.items()}, np.asarray(seconds) if seconds else None)
-    print(f"  {name}: P1 {row.mean('full_auc'):.4f}  precision@10 {row.mean('precision@10'):.4f}",
-          file=log, flush=True)
-    return row
-
-
-def _cell(x: np.ndarray | None, digits: int) -> str:
-    if x is None:
-        return "—"
-    if len(x) == 1:
-        return f"{x[0]:.{digits}f}"
-    return f"{np.mean(x):.{digits}f} ± {np.std(x, ddof=1):.{digits}f}"
-
-
 def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
     """The result table as aligned text or Markdown.
 
@@ -612,39 +399,7 @@ def target_lines(tuned: Sequence[Row]) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- machine and Markdown
-
-
-def machine_line() -> str:
-    """CPU, core count and library versions, one line."""
-    import numba
-    import scipy
-
-    return (f"{cpu_model()}, {os.cpu_count()} cores (this run: 1 thread); Python {platform.python_version()}, "
-            f"numpy {np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}")
-
-
-def code_version() -> str:
-    """bpr_numpy's version and commit, flagged when ``bpr_numpy/`` has uncommitted changes.
-
-    The library changes under active development; the results are only meaningful with the code
-    that produced them.
-    """
-    import bpr_numpy
-
-    text = f"bpr_numpy {bpr_numpy.__version__}"
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        def git(*cmd: str) -> str:
-            return subprocess.run(["git", "-C", str(repo), *cmd], capture_output=True, text=True, check=True,
-                                  timeout=10).stdout.strip()
-
-        text += f" at commit {git('rev-parse', '--short', 'HEAD')}"
-        if git("status", "--porcelain", "--", "bpr_numpy"):
-            text += " (with uncommitted changes in bpr_numpy/)"
-    except (OSError, subprocess.SubprocessError):
-        pass  # not a git checkout, or no git: the version alone
-    return text
+# --------------------------------------------------------------------------- the search in words
 
 
 def defaults_text() -> str:
@@ -735,68 +490,6 @@ def search_table(trials: Sequence[Trial], winners: Mapping[int, tuple[Trial, int
         header.pop(3)
         body = [r[:3] + r[4:] for r in body]
     return _render(header, body, markdown=True)
-
-
-def replace_section(document: str, section: str, title: str = SECTION_TITLE) -> str:
-    """Replace the section headed ``title`` in a Markdown document, or append it.
-
-    The section runs from its heading to the next level-1 or level-2 heading outside code
-    fences; everything else is kept byte for byte.
-
-    Parameters
-    ----------
-    document : str
-        Existing file content ("" for a new file).
-    section : str
-        The new section, starting with ``title``.
-    title : str
-
-    Returns
-    -------
-    str
-    """
-    if not section.endswith("\n"):
-        section += "\n"
-    if not document.strip():
-        return "# Benchmark results\n\n" + section
-    lines = document.splitlines(keepends=True)
-    start, end, fenced = None, len(lines), False
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-            continue
-        if fenced:
-            continue
-        if start is None and line.rstrip() == title:
-            start = i
-        elif start is not None and re.match(r"#{1,2} ", line):
-            end = i
-            break
-    if start is None:
-        return document.rstrip("\n") + "\n\n" + section
-    tail = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-
-
-def write_markdown(path: str | os.PathLike, section: str, title: str = SECTION_TITLE) -> None:
-    """Write ``section`` into ``path``, replacing only the section headed ``title`` when the file exists.
-
-    Written to a temporary file, then renamed over ``path``; read and rename happen right after
-    one another, so a concurrent editor of the file's other sections loses nothing unless it
-    writes within that instant. Every benchmark script writes its section through this.
-
-    Parameters
-    ----------
-    path : path-like
-    section : str
-    title : str
-        The section's heading (default: this script's).
-    """
-    target = Path(path)
-    old = target.read_text(encoding="utf-8") if target.exists() else ""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(replace_section(old, section, title=title), encoding="utf-8")
-    os.replace(tmp, target)
 
 
 # --------------------------------------------------------------------------- main
@@ -976,7 +669,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     ]
     markdown = "\n".join(md)
     if args.markdown:
-        write_markdown(args.markdown, markdown)
+        write_markdown(args.markdown, markdown, title=SECTION_TITLE)
         print(f"wrote the '{SECTION_TITLE}' section to {args.markdown}", file=log)
     return dict(rows=rows, winners=winners, trials=trials, keras_lr=keras_lr, markdown=markdown)
 

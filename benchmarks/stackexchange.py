@@ -52,19 +52,20 @@ Everything runs on one thread (``threads=1``, BLAS limited to one thread).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-# One core only, as benchmarks/movielens.py (must precede the numpy import).
-if __name__ == "__main__":  # as a script only: a test importing it keeps its process's thread settings
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import one_thread  # noqa: E402 - standard library only
+
+one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Sequence, TextIO  # noqa: E402
 
@@ -76,12 +77,10 @@ from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
 from bpr_numpy.hybrid import Features  # noqa: E402
 from bpr_numpy.objective import hybrid_triplet_gradients, pair_loss, pair_loss_derivative  # noqa: E402
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # appended: benchmarks/distributed.py must not
-    sys.path.append(str(Path(__file__).resolve().parent))  # shadow Dask's package in a process that imports us
-import movielens  # noqa: E402
-from movielens import code_version, machine_line  # noqa: E402
+import _report  # noqa: E402
+from _data import DEFAULT_DATA  # noqa: E402
+from _report import code_version, machine_line  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 SECTION_TITLE = "## The StackExchange model, reproduced and fixed"
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)          # buckets <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+
@@ -639,8 +638,8 @@ def plot(path: Path, a: Run, b: Run, c: Run, log: TextIO, floor: float | None = 
 
 
 def write_markdown(path: str | os.PathLike, section: str) -> None:
-    """Replace (or append) only this script's section of ``path`` (:func:`movielens.write_markdown`)."""
-    movielens.write_markdown(path, section, title=SECTION_TITLE)
+    """Replace (or append) only this script's section of ``path`` (:func:`_report.write_markdown`)."""
+    _report.write_markdown(path, section, title=SECTION_TITLE)
 
 
 # --------------------------------------------------------------------------- main
