@@ -1,0 +1,268 @@
+"""The update rules in numba: the pair loss's slope, SGD, AdaGrad and lazy Adam on a batch of triplets.
+
+The math is :mod:`bpr_numpy.objective` (:func:`~bpr_numpy.objective.sgd_step`); ``tests/test_kernels.py`` replays
+triplets through both and compares.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..objective import (ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_WARP, OPTIMIZER_ADAGRAD,
+                         OPTIMIZER_ADAM)
+from ..sampling import ADAPTIVE_DNS
+from ._primitives import _FASTMATH, BATCH, PREFETCH_AHEAD, _prefetch, _prefetch_row
+from ._draws import _adaptive_negative, _dns_choose
+
+
+@njit(cache=True, inline="always")
+def _pair_loss_and_slope(x, loss_code, weight, one):
+    """``omega ell(x)`` and ``omega ell'(x)``, as :mod:`bpr_numpy.objective` defines them, returned in float64.
+
+    Written with ``exp(-|x|)``, overflow-free; it agrees with the reference's
+    SciPy ``expit``/``log_expit`` to round-off (the kernel tests hold it to that).
+    The exponential and the division are computed in the type of ``x`` and
+    ``one`` (1 in that type): float32 for the SGD step of a float32 model,
+    whose slope is rounded to float32 anyway (7% faster on MovieLens 100k
+    than float64's ``exp`` and division), float64 everywhere else.
+    The loss comes in two parts, ``ell(x) = linear + log(factor)``, so that a
+    caller summing many losses can multiply the factors (each in [1, 2]) and
+    take one logarithm per batch of ``BATCH`` samples instead of one per sample.
+    Returns ``(linear, factor, slope)``. ``weight`` (``omega``) is 1 except
+    for WARP, whose loss has no logarithmic part.
+    """
+    x64 = np.float64(x)
+    if loss_code == LOSS_WARP:
+        if x64 < 1.0:
+            return weight * (1.0 - x64), 1.0, -weight
+        return 0.0, 1.0, 0.0
+    e = math.exp(-abs(x))
+    inv = one / (one + e)
+    if x >= 0:
+        g = e * inv  # sigma(-x)
+        sx = inv     # sigma(x)
+    else:
+        g = inv
+        sx = e * inv
+    if loss_code == LOSS_BPR:
+        # softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
+        return max(-x64, 0.0), 1.0 + np.float64(e), -np.float64(g)
+    return np.float64(g), 1.0, -np.float64(g * sx)
+
+
+@njit(cache=True, inline="always")
+def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
+    """One element of an AdaGrad or Adam step (``code``), in float64; returns ``(theta, m, v)``.
+
+    The rules of :func:`bpr_numpy.objective._optimizers._optimizer_rows`: AdaGrad's
+    accumulator is ``v``; Adam's bias corrections arrive as ``c1 = 1 / (1 -
+    beta1^t)`` and ``c2 = 1 / (1 - beta2^t)`` for the row's step count ``t``.
+    """
+    if code == OPTIMIZER_ADAGRAD:
+        v = v + g * g
+        return theta - lr * g / math.sqrt(v), m, v
+    m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
+    v = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * g * g
+    return theta - lr * (m * c1) / (math.sqrt(v * c2) + ADAM_EPSILON), m, v
+
+
+@njit(cache=True, inline="always")
+def _adam_factors(steps):
+    """Adam's bias corrections ``(c1, c2)`` after ``steps`` steps of a row."""
+    t = np.float64(steps)
+    return 1.0 / (1.0 - ADAM_BETA1 ** t), 1.0 / (1.0 - ADAM_BETA2 ** t)
+
+
+@njit(cache=True, inline="always")
+def _adam_corrections(steps, row):
+    """Advance a row's Adam step count; return its bias corrections ``(c1, c2)``."""
+    steps[row] += 1
+    return _adam_factors(steps[row])
+
+
+@njit(cache=True, inline="always")
+def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
+                 scratch, neg_state, popularity, adaptive, opt, trace, trace_row, xs):
+    """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order, in place, each from the current row values.
+
+    The SGD step is the one of :func:`bpr_numpy.objective.sgd_step`; ``lr``
+    and the ``reg_*`` arrive in the factors' dtype, so float32 models stay in
+    float32 arithmetic (the slope's exponential too, see
+    :func:`_pair_loss_and_slope`), and ``scratch`` (a 1-element array of that
+    dtype) gives 1 in that dtype and rounds the slope to it. With ``opt``
+    (:meth:`bpr_numpy.objective.OptimizerState.kernel_args`) the step is
+    AdaGrad's or Adam's instead. ``bw`` is None (weight 1, or the
+    weight ``adaptive`` gives) or the weights of an explicit sequence;
+    ``adaptive`` as in :func:`_adaptive_negative`. ``trace`` (None or an
+    array) receives ``(u, i, j, weight)`` of sample ``t`` in row ``trace_row
+    + t``; ``xs`` (None or an array) receives ``x_uij`` before each step (NaN
+    where skipped). ``j = -1`` skips a sample (counted), ``j = -2`` is WARP's
+    "no violation found" (no step, counted as ordered). Every applied
+    triplet has ``i != j``, as :func:`bpr_numpy.objective.sgd_step` requires
+    (epochs draw non-positives): Adam's step counts of u, i and j advance
+    before their corrections are taken, which relies on it.
+
+    The SGD step is written out in this loop, not called: an inlined helper
+    that takes the factor arrays costs four reference-count increments and
+    decrements per sample (atomic, on counters both threads share), which
+    made the epoch 15% slower on one thread and scale worse on two (measured
+    on MovieLens 100k). A caller summing many losses gets ``omega ell(x) =
+    linear + log(factor)`` per sample (see :func:`_pair_loss_and_slope`) and
+    one logarithm per batch.
+
+    Returns ``(neg_state, sum of omega ell(x_uij), count of x_uij > 0, skipped)``.
+    """
+    n_factors = U.shape[1]
+    n_items = V.shape[0]
+    scratch[0] = 1
+    one = scratch[0]  # 1 in the factors' dtype
+    if adaptive is not None:
+        dns_only = adaptive[0] == ADAPTIVE_DNS and adaptive[1] == 0  # DNS without WARP
+        dns_candidates = adaptive[2]
+    if opt is not None:
+        # Unpacked once per batch: inside the sample loop each array would be reference-counted per sample.
+        code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
+        adam = code == OPTIMIZER_ADAM
+    loss_sum = 0.0
+    product = 1.0
+    ordered = 0
+    skipped = 0
+    # The rows (biases included: the other thread's writes evict them) of the triplet
+    # PREFETCH_AHEAD steps ahead are requested first; the loop starts that far before 0.
+    for t in range(-PREFETCH_AHEAD, n):
+        ahead = t + PREFETCH_AHEAD
+        if ahead < n and bj[ahead] >= 0:
+            _prefetch_row(U, bu[ahead])
+            _prefetch_row(V, bi[ahead])
+            _prefetch_row(V, bj[ahead])
+            if use_bias:
+                _prefetch(b, bi[ahead], 0)
+                _prefetch(b, bj[ahead], 0)
+        if t < 0:
+            continue
+        u = bu[t]
+        i = bi[t]
+        j = bj[t]
+        weight = 1.0 if bw is None else bw[t]
+        if adaptive is not None:
+            if j >= 0 and dns_only:
+                # DNS alone (the common case) without _adaptive_negative, whose tuple of arrays unpacked
+                # per sample cost DNS with 2 candidates a fifth of its epoch on MovieLens 100k.
+                neg_state, j = _dns_choose(neg_state, U, V, b, use_bias, indices, indptr[u], indptr[u + 1], u, j,
+                                           dns_candidates, n_items)
+            elif j >= 0:
+                neg_state, j, weight = _adaptive_negative(neg_state, U, V, b, use_bias, indices, indptr[u],
+                                                          indptr[u + 1], u, i, j, n_items, popularity, adaptive)
+        if trace is not None:
+            trace[trace_row + t, 0] = u
+            trace[trace_row + t, 1] = i
+            trace[trace_row + t, 2] = j
+            trace[trace_row + t, 3] = weight
+        if j < 0:
+            if j == -1:
+                skipped += 1
+            else:
+                ordered += 1  # WARP: every draw within the margin, nothing to learn from this positive
+            continue
+        # x_uij in the factors' dtype (a float32 zero: numba unifies it to float64 for float64 factors).
+        x32 = np.float32(0.0)
+        for f in range(n_factors):
+            x32 += U[u, f] * (V[i, f] - V[j, f])
+        if use_bias:
+            x32 += b[i] - b[j]
+        x = np.float64(x32)
+        if opt is None:
+            linear, factor, slope64 = _pair_loss_and_slope(x32, loss_code, weight, one)
+            scratch[0] = slope64
+            slope = scratch[0]
+            for f in range(n_factors):
+                wu = U[u, f]
+                hi = V[i, f]
+                hj = V[j, f]
+                U[u, f] = wu - lr * (slope * (hi - hj) + reg_u * wu)
+                V[i, f] = hi - lr * (slope * wu + reg_i * hi)
+                V[j, f] = hj - lr * (reg_j * hj - slope * wu)
+            if use_bias:
+                b_i = b[i]
+                b_j = b[j]
+                b[i] = b_i - lr * (slope + reg_b * b_i)
+                b[j] = b_j - lr * (reg_b * b_j - slope)
+        else:
+            # AdaGrad or Adam (objective/_optimizers.py, _optimizer_rows): the SGD step's gradients, in float64, another
+            # rule per element. Written out here for the reason the SGD step is.
+            linear, factor, slope64 = _pair_loss_and_slope(x, loss_code, weight, 1.0)
+            scratch[0] = slope64
+            slope = np.float64(scratch[0])
+            rate = np.float64(lr)
+            cu1 = cu2 = ci1 = ci2 = cj1 = cj2 = 1.0
+            if adam:
+                t_u[u] += 1
+                t_v[i] += 1
+                t_v[j] += 1
+                cu1, cu2 = _adam_factors(t_u[u])
+                ci1, ci2 = _adam_factors(t_v[i])
+                cj1, cj2 = _adam_factors(t_v[j])
+            for f in range(n_factors):
+                wu = np.float64(U[u, f])
+                hi = np.float64(V[i, f])
+                hj = np.float64(V[j, f])
+                gu = slope * (hi - hj) + reg_u * wu
+                gi = slope * wu + reg_i * hi
+                gj = reg_j * hj - slope * wu
+                U[u, f], m, v_u[u, f] = _adaptive_rule(wu, gu, m_u[u, f] if adam else 0.0, v_u[u, f], code, rate,
+                                                       cu1, cu2)
+                if adam:
+                    m_u[u, f] = m
+                V[i, f], m, v_v[i, f] = _adaptive_rule(hi, gi, m_v[i, f] if adam else 0.0, v_v[i, f], code, rate,
+                                                       ci1, ci2)
+                if adam:
+                    m_v[i, f] = m
+                V[j, f], m, v_v[j, f] = _adaptive_rule(hj, gj, m_v[j, f] if adam else 0.0, v_v[j, f], code, rate,
+                                                       cj1, cj2)
+                if adam:
+                    m_v[j, f] = m
+            if use_bias:
+                b_i = np.float64(b[i])
+                b_j = np.float64(b[j])
+                gbi = slope + reg_b * b_i
+                gbj = reg_b * b_j - slope
+                b[i], m, v_b[i] = _adaptive_rule(b_i, gbi, m_b[i] if adam else 0.0, v_b[i], code, rate, ci1, ci2)
+                if adam:
+                    m_b[i] = m
+                b[j], m, v_b[j] = _adaptive_rule(b_j, gbj, m_b[j] if adam else 0.0, v_b[j], code, rate, cj1, cj2)
+                if adam:
+                    m_b[j] = m
+        if xs is not None:
+            xs[t] = x
+        loss_sum += linear
+        product *= factor
+        if x > 0.0:
+            ordered += 1
+    # Each factor is in [1, 2]: BATCH of them stay far from overflow.
+    return neg_state, loss_sum + math.log(product), ordered, skipped
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _apply_triplets(params, triplets, settings, opt):
+    """Apply the model's update to an explicit triplet sequence, in order (``opt`` as in :func:`_run_chunk`).
+
+    ``params``: Parameters; ``triplets``: ``(users, positives, negatives, weights)``;
+    ``settings``: EpochSettings (its step size, penalties, loss and bias switch). Negatives
+    below 0 are skipped (as in an epoch). Returns ``x_uij`` before each step (NaN for skipped
+    entries).
+    """
+    U, V, b = params
+    users, positives, negatives, weights = triplets
+    _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
+    xs = np.full(users.shape[0], np.nan)
+    scratch = np.empty(1, U.dtype)
+    no_csr = np.zeros(1, np.int64)
+    for start in range(0, users.shape[0], BATCH):
+        stop = min(start + BATCH, users.shape[0])
+        _apply_batch(U, V, b, no_csr, no_csr, users[start:stop], positives[start:stop], negatives[start:stop],
+                     weights[start:stop], stop - start, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, scratch,
+                     np.uint64(0), None, None, opt, None, 0, xs[start:stop])
+    return xs
