@@ -49,7 +49,7 @@ counted, never looped on. Redraws stop after
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,9 @@ __all__ = [
     "SAMPLERS",
     "REGISTRY",
     "Sampler",
+    "SamplerCodes",
+    "register_sampler",
+    "unregister_sampler",
     "alias_table",
     "popularity_weights",
     "geometric_rank_probabilities",
@@ -66,8 +69,10 @@ __all__ = [
 ]
 
 # Codes shared with the kernels: how the first candidate is drawn, and which
-# factor-dependent choice (if any) replaces or refines it.
-CANDIDATE_UNIFORM, CANDIDATE_POPULARITY = 0, 1
+# factor-dependent choice (if any) replaces or refines it. CANDIDATE_TABLE draws from an alias
+# table over items, built from the sampler's ``item_weights`` (the popularity samplers' law).
+CANDIDATE_UNIFORM, CANDIDATE_TABLE = 0, 1
+CANDIDATE_POPULARITY = CANDIDATE_TABLE  # the name the kernels and tests have always used
 ADAPTIVE_NONE, ADAPTIVE_DNS, ADAPTIVE_AOBPR = 0, 1, 2
 
 
@@ -96,6 +101,11 @@ class Sampler(NamedTuple):
         Supported with side features (the hybrid kernels draw factor-free negatives only).
     distributed : bool
         Supported by stratified training (:mod:`bpr_numpy.distributed`).
+    item_weights : callable or None
+        For ``codes.candidate == CANDIDATE_TABLE``: ``item_weights(user_items, params)``, the
+        candidate law's weight per item (finite, >= 0, not normalised) from the training CSR and
+        a dict of the hyperparameters named in ``parameters``. The kernels draw from its alias
+        table, and :func:`negative_distribution` takes the same weights.
     """
 
     name: str
@@ -104,23 +114,121 @@ class Sampler(NamedTuple):
     warp: bool
     hybrid: bool
     distributed: bool
+    item_weights: Callable[[Any, Mapping[str, Any]], np.ndarray] | None = None
+
+
+def _popularity_item_weights(user_items, params: Mapping[str, Any]) -> np.ndarray:
+    """The popularity samplers' law: :func:`popularity_weights` with ``popularity_exponent``."""
+    return popularity_weights(user_items, float(params["popularity_exponent"]))
 
 
 #: Every sampler, in the order of ``SAMPLERS``; the exact law of each is :func:`negative_distribution`.
 REGISTRY: dict[str, Sampler] = {spec.name: spec for spec in (
     Sampler("uniform", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), True, True, True),
     Sampler("uniform-skip", SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE), (), False, True, True),
-    Sampler("popularity", SamplerCodes(CANDIDATE_POPULARITY, False, ADAPTIVE_NONE), ("popularity_exponent",),
-            True, True, False),
-    Sampler("popularity-skip", SamplerCodes(CANDIDATE_POPULARITY, True, ADAPTIVE_NONE), ("popularity_exponent",),
-            False, True, False),
+    Sampler("popularity", SamplerCodes(CANDIDATE_TABLE, False, ADAPTIVE_NONE), ("popularity_exponent",),
+            True, True, False, _popularity_item_weights),
+    Sampler("popularity-skip", SamplerCodes(CANDIDATE_TABLE, True, ADAPTIVE_NONE), ("popularity_exponent",),
+            False, True, False, _popularity_item_weights),
     Sampler("dns", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS), ("dns_candidates",), False, False, False),
     Sampler("aobpr", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR), ("aobpr_lambda",), False, False,
             False),
 )}
 
-#: The sampler names ``BPR(sampler=...)`` accepts.
+#: The sampler names ``BPR(sampler=...)`` accepts (kept up to date by :func:`register_sampler`).
 SAMPLERS: tuple[str, ...] = tuple(REGISTRY)
+_BUILT_IN = frozenset(REGISTRY)
+
+
+def register_sampler(spec: Sampler) -> Sampler:
+    """Add a negative sampler with a fixed law over items, without touching a kernel.
+
+    From then on ``BPR(sampler=spec.name)``, the command line's ``--sampler``, the
+    hyperparameter checks and :func:`negative_distribution` know it. The kernels already draw
+    any fixed law given as per-item weights (through an alias table, O(1) a draw) and redraw or
+    skip a known positive, so such a sampler is this one definition::
+
+        from bpr_numpy import sampling
+
+        def seen_items(user_items, params):  # uniform over the items anyone interacted with
+            return (np.bincount(user_items.indices, minlength=user_items.shape[1]) > 0).astype(float)
+
+        sampling.register_sampler(sampling.Sampler(
+            "uniform-seen", sampling.SamplerCodes(sampling.CANDIDATE_TABLE, False, sampling.ADAPTIVE_NONE),
+            parameters=(), warp=True, hybrid=True, distributed=False, item_weights=seen_items))
+
+    A draw that depends on the factors (as ``"dns"``, ``"aobpr"``) needs kernel work; see
+    ``docs/architecture.md``, "Where to add a sampler".
+
+    Parameters
+    ----------
+    spec : Sampler
+        With ``codes.adaptive == ADAPTIVE_NONE``; ``codes.candidate == CANDIDATE_TABLE`` with an
+        ``item_weights`` function, or ``CANDIDATE_UNIFORM`` without one. ``parameters`` are
+        existing ``BPR`` hyperparameters that ``item_weights`` reads. ``warp`` needs
+        ``skip_liked=False`` (WARP redraws); ``distributed`` must be False (stratified training
+        draws the built-in uniform samplers only).
+
+    Returns
+    -------
+    Sampler
+        ``spec``.
+    """
+    global SAMPLERS
+    if not isinstance(spec, Sampler):
+        raise TypeError(f"spec must be a sampling.Sampler, got {type(spec).__name__}")
+    if not isinstance(spec.name, str) or not spec.name or spec.name in REGISTRY:
+        raise ValueError(f"sampler name {spec.name!r} is empty or taken; taken: {', '.join(REGISTRY)}")
+    codes = spec.codes
+    if not isinstance(codes, SamplerCodes) or codes.adaptive != ADAPTIVE_NONE:
+        raise ValueError("a registered sampler draws a fixed law: codes.adaptive must be ADAPTIVE_NONE")
+    if codes.candidate not in (CANDIDATE_UNIFORM, CANDIDATE_TABLE):
+        raise ValueError(f"codes.candidate must be CANDIDATE_UNIFORM or CANDIDATE_TABLE, got {codes.candidate!r}")
+    if (codes.candidate == CANDIDATE_TABLE) != callable(spec.item_weights):
+        raise ValueError("CANDIDATE_TABLE goes with an item_weights function, CANDIDATE_UNIFORM without one")
+    if spec.warp and codes.skip_liked:
+        raise ValueError("warp=True needs skip_liked=False: WARP redraws known positives")
+    if spec.distributed:
+        raise ValueError("distributed=False: stratified training draws the built-in uniform samplers only")
+    from .model import BPR  # here, not at import: the model imports this module
+
+    known = BPR._get_param_names()
+    unknown = [name for name in spec.parameters if name not in known]
+    if unknown:
+        raise ValueError(f"parameters {unknown} are not BPR hyperparameters ({', '.join(known)})")
+    REGISTRY[spec.name] = spec
+    SAMPLERS = tuple(REGISTRY)
+    return spec
+
+
+def unregister_sampler(name: str) -> None:
+    """Remove a sampler added by :func:`register_sampler` (the built-in ones stay)."""
+    global SAMPLERS
+    if name in _BUILT_IN:
+        raise ValueError(f"{name!r} is a built-in sampler")
+    if name not in REGISTRY:
+        raise ValueError(f"no registered sampler {name!r}")
+    del REGISTRY[name]
+    SAMPLERS = tuple(REGISTRY)
+
+
+def item_weights(sampler: str, user_items, params: Mapping[str, Any]) -> np.ndarray | None:
+    """The candidate weights of ``sampler`` over ``user_items``' items (None for a uniform candidate).
+
+    Checked: one finite, non-negative weight per item. All zeros (no positives at all) gives
+    equal weights: nothing is drawn in that case anyway.
+    """
+    spec = REGISTRY[sampler]
+    if spec.item_weights is None:
+        return None
+    weights = np.asarray(spec.item_weights(user_items, {name: params[name] for name in spec.parameters}),
+                         dtype=np.float64)
+    if weights.shape != (user_items.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"sampler {sampler!r}: item_weights must give {user_items.shape[1]} finite weights "
+                         f">= 0, one per item; got shape {weights.shape}")
+    if not weights.sum() > 0:
+        weights = np.ones_like(weights)
+    return weights
 
 
 def sampler_codes(sampler: str) -> SamplerCodes:

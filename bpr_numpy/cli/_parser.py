@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 # NumPy-only modules (no scipy, no numba): the parser stays cheap to build.
+from .. import sampling
 from ..objective import LOSSES, OPTIMIZERS
-from ..sampling import SAMPLERS
 from ._data import _DATASETS, _DELIMITERS, _SPLITS
 
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--reg-negative", type=float, default=None, help="lambda_j, on the negative item's factors")
     hp.add_argument("--reg-bias", type=float, default=None, help="lambda_b, on the item biases")
     hp.add_argument("--loss", choices=LOSSES, default=None)
-    hp.add_argument("--sampler", choices=SAMPLERS,
+    hp.add_argument("--sampler", choices=sampling.SAMPLERS,  # read now: register_sampler may add
                     default=None, help="negative sampler (default uniform; see bpr_numpy.sampling)")
     hp.add_argument("--popularity-exponent", type=float, default=None, metavar="ALPHA",
                     help="exponent of the popularity samplers (default 1)")

@@ -277,12 +277,10 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
 
 
 def alias_table(model: BPR, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """The popularity samplers' alias table over ``matrix`` (empty arrays for the other samplers)."""
-    if sampling.sampler_codes(model.sampler).candidate != sampling.CANDIDATE_POPULARITY:
+    """The alias table of the sampler's candidate law over ``matrix`` (empty arrays for a uniform candidate)."""
+    weights = sampling.item_weights(model.sampler, matrix, model.get_params())
+    if weights is None:
         return np.empty(0), np.empty(0, np.int64)
-    weights = sampling.popularity_weights(matrix, float(model.popularity_exponent))
-    if not weights.sum() > 0:  # no positives at all: nothing is drawn anyway
-        weights = np.ones_like(weights)
     return sampling.alias_table(weights)
 
 
