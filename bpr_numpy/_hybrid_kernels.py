@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import BATCH, _adam_corrections, _adaptive_rule, _chunk_range, _draw_batch, _draw_run_starts, \
-    _fetch_add, _pair_loss_and_slope, _stream_seed, _FASTMATH
+from ._kernels import (_FASTMATH, BATCH, _adam_corrections, _adaptive_rule, _batch_buffers, _chunk_streams,
+                       _draw_batch, _fetch_add, _pair_loss_and_slope)
 from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 
@@ -138,15 +138,9 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = yptr.shape[0] - 1
-    first, stop = _chunk_range(epoch_samples, chunk)
-    n_samples = stop - first
-    pos_state = _stream_seed(seed, epoch, chunk, 0)
-    neg_state = _stream_seed(seed, epoch, chunk, 1)
-    bu = np.empty(BATCH, np.int64)
-    bi = np.empty(BATCH, np.int64)
-    bj = np.empty(BATCH, np.int64)
-    base = np.empty(BATCH, np.int64)
-    length = np.empty(BATCH, np.int64)
+    _, n_samples, pos_state, neg_state, starts = _chunk_streams(epoch_samples, indices.shape[0], user_run, seed,
+                                                                epoch, chunk)
+    bu, bi, bj, base, length = _batch_buffers()
     w = np.empty(E.shape[1])
     hi = np.empty(E.shape[1])
     hj = np.empty(E.shape[1])
@@ -154,7 +148,6 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     product = 1.0
     ordered = 0
     skipped = 0
-    pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], n_samples, user_run)
     for start in range(0, n_samples, BATCH):
         n = min(BATCH, n_samples - start)
         pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,

@@ -41,7 +41,7 @@ Every function compiles lazily, on first call, and is cached on disk
 from ._primitives import (CHUNK_SIZE, MIN_CHUNKS, MAX_NEGATIVE_TRIES, BATCH, PREFETCH_AHEAD, _FASTMATH)
 from ._primitives import (_stream_seed, _fetch_add, n_chunks, _chunk_range, _prefetch, _prefetch_row,
                           _contains, _copy_finite, _membership_bitmap)
-from ._draws import (_draw_candidate, _draw_negative, _runs_per_batch, _draw_run_starts, _prefetch_runs,
+from ._draws import (_batch_buffers, _chunk_streams, _draw_candidate, _draw_negative, _runs_per_batch, _draw_run_starts, _prefetch_runs,
                      _draw_batch, _item_score, _dns_choose, _aobpr_draw, _warp_search, _warp_weight,
                      _adaptive_negative, _draw_adaptive_negatives)
 from ._updates import (_pair_loss_and_slope, _adaptive_rule, _adam_factors, _adam_corrections, _apply_batch,
@@ -49,7 +49,7 @@ from ._updates import (_pair_loss_and_slope, _adaptive_rule, _adam_factors, _ada
 from ._epoch import (_run_chunk, _epoch_chunk, _epoch_serial, _epoch_parallel, _sample_stream,
                      _sample_stream_arrays)
 
-__all__ = ['CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH', 'PREFETCH_AHEAD', '_FASTMATH',
+__all__ = ['_batch_buffers', '_chunk_streams', 'CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH', 'PREFETCH_AHEAD', '_FASTMATH',
            '_stream_seed', '_fetch_add', 'n_chunks', '_chunk_range', '_prefetch', '_prefetch_row',
            '_contains', '_copy_finite', '_membership_bitmap', '_draw_candidate', '_draw_negative',
            '_runs_per_batch', '_draw_run_starts', '_prefetch_runs', '_draw_batch', '_item_score',

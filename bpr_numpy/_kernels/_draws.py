@@ -12,7 +12,7 @@ from numba import njit
 
 from .._rng import below, next_bits, unit_open
 from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
-from ._primitives import BATCH, MAX_NEGATIVE_TRIES, _contains, _prefetch, _prefetch_row, _stream_seed
+from ._primitives import BATCH, MAX_NEGATIVE_TRIES, _chunk_range, _contains, _prefetch, _prefetch_row, _stream_seed
 
 
 @njit(cache=True, inline="always")
@@ -61,6 +61,28 @@ def _draw_run_starts(pos_state, nnz, n_samples, user_run):
             starts[r] = below(bits, nnz)
             r += 1
     return pos_state, starts[:r]
+
+
+@njit(cache=True, inline="always")
+def _chunk_streams(epoch_samples, n_positives, user_run, seed, epoch, chunk):
+    """Where chunk ``chunk`` of an epoch starts, its size, its two seeded streams and its runs' starts.
+
+    Every consumer of a chunk (the plain and hybrid epochs, the sample stream) starts here, so
+    they draw the same triplets. Returns ``(first, n_samples, pos_state, neg_state, starts)``.
+    """
+    first, stop = _chunk_range(epoch_samples, chunk)
+    n_samples = stop - first
+    pos_state = _stream_seed(seed, epoch, chunk, 0)
+    neg_state = _stream_seed(seed, epoch, chunk, 1)
+    pos_state, starts = _draw_run_starts(pos_state, n_positives, n_samples, user_run)
+    return first, n_samples, pos_state, neg_state, starts
+
+
+@njit(cache=True, inline="always")
+def _batch_buffers():
+    """A batch's triplets ``(users, positives, negatives)`` and its runs' ``(base, length)``, for :func:`_draw_batch`."""
+    return (np.empty(BATCH, np.int64), np.empty(BATCH, np.int64), np.empty(BATCH, np.int64),
+            np.empty(BATCH, np.int64), np.empty(BATCH, np.int64))
 
 
 @njit(cache=True, inline="always")

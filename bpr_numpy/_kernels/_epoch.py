@@ -6,8 +6,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..sampling import ADAPTIVE_AOBPR
-from ._primitives import _FASTMATH, BATCH, _chunk_range, _fetch_add, _stream_seed, n_chunks
-from ._draws import _draw_batch, _draw_run_starts, _prefetch_runs
+from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
+from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _prefetch_runs
 from ._updates import _apply_batch
 
 
@@ -38,15 +38,9 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     Returns ``(sum of omega ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = V.shape[0]
-    first, stop = _chunk_range(epoch_samples, chunk)
-    n_samples = stop - first
-    pos_state = _stream_seed(seed, epoch, chunk, 0)
-    neg_state = _stream_seed(seed, epoch, chunk, 1)
-    bu = np.empty(BATCH, np.int64)
-    bi = np.empty(BATCH, np.int64)
-    bj = np.empty(BATCH, np.int64)
-    base = np.empty(BATCH, np.int64)
-    length = np.empty(BATCH, np.int64)
+    first, n_samples, pos_state, neg_state, starts = _chunk_streams(epoch_samples, indices.shape[0], user_run, seed,
+                                                                    epoch, chunk)
+    bu, bi, bj, base, length = _batch_buffers()
     scratch = np.empty(1, U.dtype)
     # Negatives chosen at update time (from the current factors) are not drawn in the batch.
     draw_negatives = True
@@ -55,7 +49,6 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     loss_sum = 0.0
     ordered = 0
     skipped = 0
-    pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], n_samples, user_run)
     n_batches = (n_samples + BATCH - 1) // BATCH
     for batch in range(-3, n_batches):
         # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
@@ -169,13 +162,11 @@ def _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, 
     positives = np.empty(n_samples, np.int64)
     negatives = np.empty(n_samples, np.int64)
     dummy = np.empty((1, 1), np.float32)
-    base = np.empty(BATCH, np.int64)
-    length = np.empty(BATCH, np.int64)
+    _, _, _, base, length = _batch_buffers()
     for c in range(n_chunks(n_samples)):
-        pos_state = _stream_seed(seed, epoch, c, 0)
-        neg_state = _stream_seed(seed, epoch, c, 1)
-        first, end = _chunk_range(n_samples, c)
-        pos_state, starts = _draw_run_starts(pos_state, indices.shape[0], end - first, user_run)
+        first, size, pos_state, neg_state, starts = _chunk_streams(n_samples, indices.shape[0], user_run, seed,
+                                                                   epoch, c)
+        end = first + size
         for start in range(first, end, BATCH):
             n = min(BATCH, end - start)
             pos_state, neg_state = _draw_batch(

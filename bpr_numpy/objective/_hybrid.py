@@ -6,9 +6,9 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from ._optimizers import OptimizerState, _optimizer_rows
+from ._optimizers import OptimizerState, _optimizer_rows, _step_code
 from ._plain import Regularization, _check_batch, _check_weights, pair_loss, pair_loss_derivative
-from ._registry import OPTIMIZER_ADAM, optimizer_code
+from ._registry import OPTIMIZER_ADAM
 
 
 # ----------------------------------------------------------------------------- hybrid (side features)
@@ -234,11 +234,7 @@ def hybrid_sgd_step(
     float
         ``x_uij`` before the step.
     """
-    if positive == negative:
-        raise ValueError("positive and negative item must differ")
-    code = optimizer_code(optimizer)
-    if code and (state is None or state.code != code):
-        raise ValueError(f"optimizer {optimizer!r} needs an OptimizerState({optimizer!r}, ...)")
+    code = _step_code(positive, negative, optimizer, state)
     terms = _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
                           np.array([user]), np.array([positive]), np.array([negative]), loss, regularization, None)
     grads = _hybrid_gradients(terms, loss)

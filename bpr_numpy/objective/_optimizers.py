@@ -86,6 +86,16 @@ def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning
     theta[rows] -= learning_rate * m_hat / (np.sqrt(v_hat) + ADAM_EPSILON)
 
 
+def _step_code(positive: int, negative: int, optimizer: str, state: OptimizerState | None) -> int:
+    """The optimiser's code for one reference step, after checking the triplet and the state it needs."""
+    if positive == negative:
+        raise ValueError("positive and negative item must differ")
+    code = optimizer_code(optimizer)
+    if code and (state is None or state.code != code):
+        raise ValueError(f"optimizer {optimizer!r} needs an OptimizerState({optimizer!r}, ...)")
+    return code
+
+
 def sgd_step(
     user_factors: np.ndarray,
     item_factors: np.ndarray,
@@ -131,11 +141,7 @@ def sgd_step(
     float
         ``x_uij`` before the step.
     """
-    if positive == negative:
-        raise ValueError("positive and negative item must differ")
-    code = optimizer_code(optimizer)
-    if code and (state is None or state.code != code):
-        raise ValueError(f"optimizer {optimizer!r} needs an OptimizerState({optimizer!r}, ...)")
+    code = _step_code(positive, negative, optimizer, state)
     u = np.array([user])
     i = np.array([positive])
     j = np.array([negative])
