@@ -86,7 +86,7 @@ def normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dty
     def fill(block: int) -> None:
         part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
         np.random.default_rng([seed, stream, block]).standard_normal(part.shape, dtype=dtype, out=part)
-        with np.errstate(over="ignore"):  # an overflow is reported by _init_factors, naming init_std
+        with np.errstate(over="ignore"):  # an overflow is reported by model._training.init_factors, naming init_std
             part *= dtype.type(std)
 
     blocks = range((rows + _INIT_BLOCK - 1) // _INIT_BLOCK)

@@ -323,7 +323,8 @@ def test_train_usage_errors(args, message):
 def test_progress_line_formatting_and_live_rewrite():
     import io
 
-    from bpr_numpy.cli import _Progress, format_progress
+    from bpr_numpy.cli import format_progress
+    from bpr_numpy.cli._output import _Progress
     from bpr_numpy.model import EpochReport
 
     r = EpochReport(epoch=3, loss=0.41234, ordered_fraction=0.81, skipped=0, samples=1000, seconds=0.5,

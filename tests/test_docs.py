@@ -76,3 +76,16 @@ def test_readme_links_the_docs():
     readme = _text(ROOT / "README.md")
     for doc in ("docs/architecture.md", "docs/design.md"):
         assert f"]({doc})" in readme, f"README.md should link {doc}"
+
+
+def test_the_map_names_every_module_and_only_modules_that_exist():
+    """docs/architecture.md gives every module of bpr_numpy/ a line, and names no module that is gone."""
+    text = _text(ROOT / "docs" / "architecture.md")
+    modules = {p.name for p in (ROOT / "bpr_numpy").rglob("*.py")
+               if "__pycache__" not in p.parts and p.name not in ("__init__.py", "__main__.py")}
+    unlisted = sorted(name for name in modules if f"`{name}`" not in text and f"`{name[:-3]}`" not in text)
+    assert not unlisted, f"modules without a line in docs/architecture.md: {unlisted}"
+    named = set(re.findall(r"`(?:[\w/]+/)?(_?\w+\.py)`", text))
+    gone = sorted(name for name in named - modules - {"__init__.py", "__main__.py"}
+                  if not list(ROOT.glob(f"**/{name}")))
+    assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"

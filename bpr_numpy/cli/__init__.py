@@ -32,12 +32,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from ._commands import _bench, _evaluate, _gradcheck, _recommend, _similar, _train
-from ._errors import CLIError  # noqa: F401  (re-exported: the error the commands raise)
-from ._errors import _interrupt_once, _report_errors
-from ._output import _Progress, format_progress  # noqa: F401  (re-exported for tests)
+from ._errors import CLIError, _interrupt_once, _report_errors
+from ._output import format_progress
 from ._parser import build_parser
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "format_progress", "CLIError"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,10 +49,8 @@ The code: :mod:`._protocol` (``evaluate`` and the single-metric functions),
 
 from __future__ import annotations
 
-from .._topk_kernels import _top_k  # noqa: F401  (re-exported: the ranking kernel of the top-k metrics)
 from ._baselines import popularity_scorer, random_scorer
-from ._inputs import BlockScorer  # noqa: F401
-from ._kernels import _block_kernel  # noqa: F401  (re-exported for tests)
+from ._inputs import BlockScorer
 from ._protocol import (
     DEFAULT_BLOCK_BYTES,
     METRIC_NAMES,
@@ -70,6 +68,7 @@ from ._protocol import (
 )
 
 __all__ = [
+    "BlockScorer",
     "evaluate",
     "full_auc",
     "auc",

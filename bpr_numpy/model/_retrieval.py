@@ -18,7 +18,7 @@ def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k:
            prune: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of ``query[rows] @ item_factors.T + item_bias``, best first.
 
-    Ranks exactly as :func:`bpr_numpy.metrics._top_k` (so recommendations and top-k
+    Ranks exactly as :func:`bpr_numpy._topk_kernels._top_k` (so recommendations and top-k
     metrics agree): score descending, equal scores by the lower item index; NaN scores
     and excluded items are not candidates; rows with fewer than k candidates are padded
     with item -1 and score -inf. The scores are those of ``query @ item_factors.T``
