@@ -294,12 +294,24 @@ def _genre_matrix(genres: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     return out, tuple(vocab)
 
 
-def _movies_dat(src: _Source, where: str):
-    label = src.label(where)
-    # ml-1m's movies.dat is Latin-1; newer files are UTF-8. Try UTF-8 first:
-    # Latin-1 decodes anything, so it must come last.
-    lines, enc = _text_lines(src.read(where), label, ("utf-8", "latin-1"))
+def _movie_columns(rows, label: str) -> tuple[list[int], list[str], list[str]]:
+    """(ids, titles, genres) from ``(line number, [id, title, genres])`` rows.
+
+    movies.dat and movies.csv differ only in how a line becomes three fields;
+    what the fields mean and how the id is checked is this one rule. ``rows``
+    is consumed lazily, so a malformed line and a bad id still raise in the
+    order they appear in the file.
+    """
     ids, titles, genres = [], [], []
+    for ln, f in rows:
+        ids.append(_int_field(f[0], label, ln, "movie id"))
+        titles.append(f[1])
+        genres.append(f[2])
+    return ids, titles, genres
+
+
+def _movies_dat_rows(lines: list[str], label: str):
+    """Yield (line number, fields) of movies.dat (``MovieID::Title::Genres``), skipping blank lines."""
     for ln, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -309,17 +321,12 @@ def _movies_dat(src: _Source, where: str):
                 f"{label}, line {ln}: expected 3 fields separated by '::' (MovieID::Title::Genres), "
                 f"found {len(f)} (line: {line[:200]!r})"
             )
-        ids.append(_int_field(f[0], label, ln, "movie id"))
-        titles.append(f[1])
-        genres.append(f[2])
-    return ids, titles, genres, enc
+        yield ln, f
 
 
-def _movies_csv(src: _Source, where: str):
-    label = src.label(where)
-    lines, enc = _text_lines(src.read(where), label, ("utf-8",))
+def _movies_csv_rows(lines: list[str], label: str):
+    """Yield (line number, fields) of movies.csv after checking its header, skipping empty records."""
     reader = csv.reader(io.StringIO("\n".join(lines)))
-    ids, titles, genres = [], [], []
     for k, f in enumerate(reader):
         ln = reader.line_num
         if k == 0:
@@ -330,10 +337,21 @@ def _movies_csv(src: _Source, where: str):
             continue
         if len(f) != 3:
             raise ValueError(f"{label}, line {ln}: expected 3 CSV fields (movieId,title,genres), found {len(f)}: {f!r}")
-        ids.append(_int_field(f[0], label, ln, "movie id"))
-        titles.append(f[1])
-        genres.append(f[2])
-    return ids, titles, genres, enc
+        yield ln, f
+
+
+def _movies_dat(src: _Source, where: str):
+    label = src.label(where)
+    # ml-1m's movies.dat is Latin-1; newer files are UTF-8. Try UTF-8 first:
+    # Latin-1 decodes anything, so it must come last.
+    lines, enc = _text_lines(src.read(where), label, ("utf-8", "latin-1"))
+    return (*_movie_columns(_movies_dat_rows(lines, label), label), enc)
+
+
+def _movies_csv(src: _Source, where: str):
+    label = src.label(where)
+    lines, enc = _text_lines(src.read(where), label, ("utf-8",))
+    return (*_movie_columns(_movies_csv_rows(lines, label), label), enc)
 
 
 def _users_dat(src: _Source, where: str):

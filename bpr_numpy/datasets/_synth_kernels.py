@@ -24,6 +24,21 @@ _INV32 = 1.0 / 4294967296.0  # 2**-32
 _BATCH = 32
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _push_column(i, scaled, small, ns, large, nl):  # pragma: no cover - compiled
+    """Push column ``i`` on the stack it belongs to: ``small`` (mass below 1) or ``large``.
+
+    Returns the new stack heights ``(ns, nl)``. Vose's construction sorts
+    every column this way at the start, and again each time a large column
+    gives away mass, so both places use this one rule.
+    """
+    if scaled[i] < 1.0:
+        small[ns] = i
+        return ns + 1, nl
+    large[nl] = i
+    return ns, nl + 1
+
+
 @njit(cache=True, nogil=True)
 def alias_table(p):  # pragma: no cover - compiled
     """Walker/Vose alias table of a probability vector (O(1) sampling)."""
@@ -36,12 +51,7 @@ def alias_table(p):  # pragma: no cover - compiled
     ns = 0
     nl = 0
     for i in range(n):
-        if scaled[i] < 1.0:
-            small[ns] = i
-            ns += 1
-        else:
-            large[nl] = i
-            nl += 1
+        ns, nl = _push_column(i, scaled, small, ns, large, nl)
     while ns > 0 and nl > 0:
         ns -= 1
         s = small[ns]
@@ -50,12 +60,7 @@ def alias_table(p):  # pragma: no cover - compiled
         prob[s] = scaled[s]
         alias[s] = g
         scaled[g] = (scaled[g] + scaled[s]) - 1.0
-        if scaled[g] < 1.0:
-            small[ns] = g
-            ns += 1
-        else:
-            large[nl] = g
-            nl += 1
+        ns, nl = _push_column(g, scaled, small, ns, large, nl)
     return prob, alias
 
 
