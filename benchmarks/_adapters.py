@@ -153,7 +153,10 @@ class BprNumpyAdapter(Adapter):
         model.fit(data, show_progress=False)
 
     def factors(self, model: Any, shape: tuple[int, int], settings: FitSettings) -> Factors:
-        return Factors(model.user_factors, model.item_factors, model.item_biases)
+        # The array is ``item_biases`` since the redesign (``item_bias`` before, now the flag):
+        # ab_speed.py runs this adapter on older checkouts too.
+        biases = model.item_biases if hasattr(model, "item_biases") else model.item_bias
+        return Factors(model.user_factors, model.item_factors, biases)
 
     def threads_used(self, model: Any, settings: FitSettings) -> int:
         import numba
