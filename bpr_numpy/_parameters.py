@@ -188,6 +188,12 @@ def _optimizers() -> tuple:
     return OPTIMIZERS
 
 
+#: The training paths of :class:`bpr_numpy.BPR`: ``"kernel"``, the numba kernels (sampled triplets, one
+#: SGD step each, Hogwild over threads), and ``"minibatch"``, the vectorised NumPy trainer
+#: (:mod:`bpr_numpy.model._minibatch`).
+SOLVERS: tuple[str, ...] = ("kernel", "minibatch")
+
+
 #: Every constructor argument of :class:`bpr_numpy.BPR` but ``dtype`` (checked first, since
 #: the others are checked in it), in the constructor's order.
 CONSTRAINTS: dict[str, Any] = {
@@ -213,6 +219,8 @@ CONSTRAINTS: dict[str, Any] = {
     "random_state": Custom(lambda name, value, dtype: check_random_state(name, value)),
     "identity": Boolean(("users", "items")),
     "normalize_features": Boolean(),
+    "solver": Choice(lambda: SOLVERS),
+    "batch_size": Integer(1, INT64_MAX),
 }
 
 

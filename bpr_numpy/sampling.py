@@ -43,7 +43,7 @@ Rendle's bootstrap); they differ in the negative ``j``:
 
 A user who holds every item has no negative: the sample is skipped and
 counted, never looped on. Redraws stop after
-:data:`bpr_numpy._kernels.MAX_NEGATIVE_TRIES` draws (then the sample is skipped).
+:data:`MAX_NEGATIVE_TRIES` draws (then the sample is skipped).
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ __all__ = [
 # table over items, built from the sampler's ``item_weights`` (the popularity samplers' law).
 CANDIDATE_UNIFORM, CANDIDATE_TABLE = 0, 1
 CANDIDATE_POPULARITY = CANDIDATE_TABLE  # the name the kernels and tests have always used
+
+#: Negative draws tried for one positive before the sample is skipped (kernels and minibatch trainer).
+MAX_NEGATIVE_TRIES = 64
 ADAPTIVE_NONE, ADAPTIVE_DNS, ADAPTIVE_AOBPR = 0, 1, 2
 
 

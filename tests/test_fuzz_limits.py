@@ -277,7 +277,8 @@ def test_saved_models_get_the_mode_an_ordinary_write_would(trained, tmp_path, um
 
 # The setting under which a parameter is used at all.
 COMPANIONS = {"popularity_exponent": {"sampler": "popularity"}, "aobpr_lambda": {"sampler": "aobpr"},
-              "dns_candidates": {"sampler": "dns"}, "max_sampled": {"loss": "warp"}}
+              "dns_candidates": {"sampler": "dns"}, "max_sampled": {"loss": "warp"},
+              "batch_size": {"solver": "minibatch"}}
 HUGE_INTEGERS = [2**31, 2**62, 2**63 - 1, 2**63, 2**64 + 5, 10**30, -(2**63) - 1]
 HUGE_REALS = [1e38, 1e39, 1e300, 1.7e308, -1e300, float("inf"), float("nan"), 5e-324]
 BAD_KINDS = [1.5, "3", None, True, np.float64(2.0), [1], np.int8(3)]

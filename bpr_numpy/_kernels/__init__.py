@@ -38,7 +38,8 @@ Every function compiles lazily, on first call, and is cached on disk
 (``cache=True``): importing this module compiles nothing.
 """
 
-from ._primitives import (CHUNK_SIZE, MIN_CHUNKS, MAX_NEGATIVE_TRIES, BATCH, PREFETCH_AHEAD, _FASTMATH)
+from ..sampling import MAX_NEGATIVE_TRIES
+from ._primitives import (CHUNK_SIZE, MIN_CHUNKS, BATCH, PREFETCH_AHEAD, _FASTMATH)
 from ._primitives import (_stream_seed, _fetch_add, n_chunks, _chunk_range, _prefetch, _prefetch_row,
                           _contains, _copy_finite, _membership_bitmap)
 from ._draws import (_batch_buffers, _chunk_streams, _draw_candidate, _draw_negative, _runs_per_batch, _draw_run_starts, _prefetch_runs,

@@ -11,8 +11,8 @@ import numpy as np
 from numba import njit
 
 from .._rng import below, next_bits, unit_open
-from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
-from ._primitives import BATCH, MAX_NEGATIVE_TRIES, _chunk_range, _contains, _prefetch, _prefetch_row, _stream_seed
+from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS, MAX_NEGATIVE_TRIES
+from ._primitives import BATCH, _chunk_range, _contains, _prefetch, _prefetch_row, _stream_seed
 
 
 @njit(cache=True, inline="always")

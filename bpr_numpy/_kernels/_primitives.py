@@ -20,8 +20,6 @@ CHUNK_SIZE = 4096
 #: within a chunk and follow a core that slows down.
 MIN_CHUNKS = 64
 
-#: Negative draws tried for one positive before the sample is skipped.
-MAX_NEGATIVE_TRIES = 64
 
 #: Triplets drawn ahead of the updates; also the longest user run.
 BATCH = 32

@@ -11,6 +11,7 @@ import argparse
 
 # NumPy-only modules (no scipy, no numba): the parser stays cheap to build.
 from .. import sampling
+from .._parameters import SOLVERS
 from ..objective import LOSSES, OPTIMIZERS
 from ._data import _DATASETS, _DELIMITERS, _SPLITS
 
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--max-sampled", type=_positive_int, default=None, metavar="N",
                     help="WARP's draws per positive (default 10)")
     hp.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    hp.add_argument("--solver", choices=SOLVERS, default=None,
+                    help="kernel (numba SGD per sampled triplet, the default) or minibatch (vectorised NumPy)")
+    hp.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                    help="triplets per step of --solver minibatch (default 64)")
     hp.add_argument("--lr-decay", type=float, default=None, metavar="GAMMA",
                     help="learning rate multiplied by GAMMA after each epoch (default 1)")
     hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",

@@ -106,17 +106,17 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
             itf = itf.astype(np.float64)
         if not (np.all(np.isfinite(uf)) and np.all(np.isfinite(itf))):
             raise ValueError("model factors contain NaN or infinite values")
-        bias = getattr(model, "item_biases", None)
+        bias_name, bias = "item_biases", getattr(model, "item_biases", None)
         if bias is None and not isinstance(getattr(model, "item_bias", None), (bool, np.bool_)):
-            bias = getattr(model, "item_bias", None)  # BPR.item_bias is the flag, not the array
+            bias_name, bias = "item_bias", getattr(model, "item_bias", None)  # BPR.item_bias is the flag
         if bias is not None:
             bias = np.asarray(bias)
             if bias.shape != (itf.shape[0],):
                 raise ValueError(
-                    f"item_bias has shape {bias.shape} but item_factors has {itf.shape[0]} rows"
+                    f"{bias_name} has shape {bias.shape} but item_factors has {itf.shape[0]} rows"
                 )
             if bias.dtype.kind not in "biuf" or not np.all(np.isfinite(bias)):
-                raise ValueError("item_bias must be finite real numbers")
+                raise ValueError(f"{bias_name} must be finite real numbers")
         itf_t = itf.T  # BLAS takes the transposed view without a copy
 
         def score_factors(users: np.ndarray) -> np.ndarray:

@@ -123,6 +123,17 @@ class BPR(ParameterMixin, FactorModel):
         drops to ``1 / (1 + features)`` while every touched feature row keeps
         its full penalty; ``benchmarks/stackexchange.py``). See
         :mod:`bpr_numpy.hybrid`.
+    solver : {"kernel", "minibatch"}, default "kernel"
+        ``"kernel"``: the numba kernels, one SGD step per sampled triplet (Rendle's bootstrap
+        in user runs), Hogwild over ``threads``. ``"minibatch"``: the vectorised NumPy trainer
+        (:mod:`bpr_numpy.model._minibatch`), no numba: every training pair once per epoch in
+        a seeded random order, in batches of ``batch_size`` whose step follows the mean of
+        their triplets' objectives; the same math (:func:`bpr_numpy.objective.triplet_terms`),
+        and with ``batch_size=1`` and SGD the kernels' per-sample step. It takes the samplers
+        with a fixed law (not ``"dns"``, ``"aobpr"``), the losses ``"bpr"`` and ``"sigmoid"``,
+        every optimiser, no side features, and ignores ``threads`` and ``user_run``.
+    batch_size : int, default 64
+        Triplets per step of ``solver="minibatch"`` (unused by the kernels).
 
     Attributes
     ----------
@@ -180,6 +191,8 @@ class BPR(ParameterMixin, FactorModel):
         random_state=None,
         identity: "bool | str" = True,
         normalize_features: bool = False,
+        solver: str = "kernel",
+        batch_size: int = 64,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -201,6 +214,8 @@ class BPR(ParameterMixin, FactorModel):
         self.random_state = random_state
         self.identity = identity
         self.normalize_features = normalize_features
+        self.solver = solver
+        self.batch_size = batch_size
         self._check_params()
         self._reset_state()  # the learned arrays: none yet
         self.history_: list[EpochReport] = []
@@ -218,6 +233,13 @@ class BPR(ParameterMixin, FactorModel):
             raise TypeError("item_bias is the flag (learn an item bias or not); the learned biases are "
                             "model.item_biases")
         check_parameters(self.get_params())
+        if self.solver == "minibatch":
+            if LOSS_REGISTRY[self.loss].draws_negatives:
+                raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "
+                                 f"not {self.loss!r}")
+            if sampling.REGISTRY[self.sampler].codes.adaptive != sampling.ADAPTIVE_NONE:
+                raise ValueError(f"solver='minibatch' draws negatives from a fixed law; sampler={self.sampler!r} "
+                                 "depends on the factors (use solver='kernel')")
         if LOSS_REGISTRY[self.loss].draws_negatives and not sampling.REGISTRY[self.sampler].warp:
             usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
             raise ValueError(f"loss={self.loss!r} draws its own negatives until one violates the margin: "

@@ -96,6 +96,8 @@ def build_features(model: BPR, shape: tuple[int, int], user_features, item_featu
     """The side features of a fit (None without any), checked against the model's settings."""
     if user_features is None and item_features is None:
         return None
+    if model.solver != "kernel":
+        raise ValueError(f"side features train with solver='kernel', not {model.solver!r}")
     check_feature_settings(model)
     return Features.build(shape, user_features, item_features, identity=model.identity,
                           normalize=bool(model.normalize_features))
@@ -226,7 +228,8 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
     # with zero samples has the same types and does no work.
     # Coerced once: the checks cost 1.5% of a MovieLens 100k fit when done per epoch.
     reg = Regularization.coerce(model.regularization)
-    run_epoch(model, matrix, user_of, threads, alias, bitmap, reg, n_samples=0)
+    run = _EPOCHS[model.solver]
+    run(model, matrix, user_of, threads, alias, bitmap, reg, n_samples=0)
     snapshot = _Snapshot(model)
     snapshot.take()
     # Ctrl-C may land anywhere in the loop. Inside an epoch's kernel calls (``completed``
@@ -246,7 +249,7 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
                 snapshot.take()
             elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved)):
                 model._check_parameter_arrays()  # reshaped in place: names the array
-            report = run_epoch(model, matrix, user_of, threads, alias, bitmap, reg)
+            report = run(model, matrix, user_of, threads, alias, bitmap, reg)
             completed = True
             check_finite(model, snapshot.take())
             stop = False
@@ -354,6 +357,16 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     model._epochs_done += 1
     return epoch_report(model._epochs_done, outs.loss.sum(), outs.ordered.sum(), int(outs.skipped.sum()),
                         n_samples, seconds)
+
+
+def _minibatch_epoch(*args, **kwargs) -> EpochReport | None:
+    from . import _minibatch  # NumPy only; imported when a minibatch fit runs
+
+    return _minibatch.run_epoch(*args, **kwargs)
+
+
+#: One epoch of each solver (``BPR(solver=...)``, :data:`bpr_numpy._parameters.SOLVERS`).
+_EPOCHS = {"kernel": run_epoch, "minibatch": _minibatch_epoch}
 
 
 def epoch_learning_rate(model: BPR, epoch: int) -> float:

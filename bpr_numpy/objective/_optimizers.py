@@ -68,7 +68,20 @@ class OptimizerState:
 
 def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
     """Apply one optimiser step to ``theta[rows]`` given their gradients ``grad[rows]``."""
-    g = grad[rows]
+    apply_rows(theta, rows, grad[rows], first, second, steps[rows] if code == OPTIMIZER_ADAM else None, code,
+               learning_rate)
+
+
+def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.ndarray, second: np.ndarray,
+               t: np.ndarray | None, code: int, learning_rate: float) -> None:
+    """The update rules, on the rows ``rows`` of ``theta`` with their gradients ``g``, in place.
+
+    SGD ``theta -= eta g``; AdaGrad ``second += g^2, theta -= eta g / sqrt(second)``; lazy Adam
+    with each row's own step count ``t`` (already advanced for this step) in its bias
+    corrections. ``first`` and ``second`` are indexed by ``rows`` as ``theta`` is; ``rows`` must
+    not repeat (sum a batch's gradients per row first). The reference step (:func:`sgd_step`),
+    the hybrid one and the minibatch trainer all update through this function.
+    """
     if code == OPTIMIZER_SGD:
         theta[rows] -= learning_rate * g
         return
@@ -76,7 +89,7 @@ def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning
         second[rows] += g * g
         theta[rows] -= learning_rate * g / np.sqrt(second[rows])
         return
-    t = steps[rows].astype(np.float64)
+    t = t.astype(np.float64)
     if g.ndim == 2:
         t = t[:, None]
     first[rows] = ADAM_BETA1 * first[rows] + (1.0 - ADAM_BETA1) * g

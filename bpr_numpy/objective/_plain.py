@@ -294,6 +294,51 @@ def triplet_loss(
     return float(total)
 
 
+class TripletTerms(NamedTuple):
+    """Each triplet's score and its gradient terms, before rows repeated in a batch are summed.
+
+    ``user``, ``positive``, ``negative``: ``dL/dw_u``, ``dL/dh_i``, ``dL/dh_j`` of each triplet
+    (regularisation included), shape (batch, factors); ``positive_bias``, ``negative_bias``:
+    ``dL/db_i`` and ``dL/db_j``, shape (batch,); ``scores``: ``x_uij``; ``slopes``:
+    ``omega ell'(x_uij)``.
+    """
+
+    scores: np.ndarray
+    slopes: np.ndarray
+    user: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    positive_bias: np.ndarray
+    negative_bias: np.ndarray
+
+
+def triplet_terms(Wu: np.ndarray, Hi: np.ndarray, Hj: np.ndarray, bi: np.ndarray, bj: np.ndarray, *,
+                  loss: str = "bpr", regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+                  weights: np.ndarray | None = None) -> TripletTerms:
+    """The gradient of each triplet's objective ``L`` at the rows it reads (see the module's notes).
+
+    :func:`triplet_gradients` sums these into parameter-shaped arrays; the minibatch trainer
+    (:mod:`bpr_numpy.model._minibatch`) sums them over the rows a batch touches. No checks: the
+    callers have checked the batch.
+
+    Parameters
+    ----------
+    Wu, Hi, Hj : ndarray, shape (batch, factors)
+        ``w_u``, ``h_i``, ``h_j`` of each triplet.
+    bi, bj : ndarray, shape (batch,)
+        ``b_i``, ``b_j`` (zeros for a model without item bias).
+    loss, regularization, weights
+        As in :func:`triplet_loss`.
+    """
+    reg = Regularization.coerce(regularization)
+    x = np.einsum("bf,bf->b", Wu, Hi - Hj) + bi - bj
+    omega = np.ones(len(x)) if weights is None else weights
+    slopes = omega * pair_loss_derivative(x, loss)
+    s = slopes[:, None]
+    return TripletTerms(x, slopes, s * (Hi - Hj) + reg.user * Wu, s * Wu + reg.positive * Hi,
+                        -s * Wu + reg.negative * Hj, slopes + reg.bias * bi, -slopes + reg.bias * bj)
+
+
 def triplet_gradients(
     user_factors: np.ndarray,
     item_factors: np.ndarray,
@@ -325,20 +370,17 @@ def triplet_gradients(
     """
     reg = Regularization.coerce(regularization)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, users, positives, negatives)
-    Wu, Hi, Hj = U[u], V[i], V[j]
-    x = np.einsum("bf,bf->b", Wu, Hi - Hj) + b[i] - b[j]
     omega = _check_weights(weights, len(u))
-    s = (omega * pair_loss_derivative(x, loss))[:, None]
-
+    terms = triplet_terms(U[u], V[i], V[j], b[i], b[j], loss=loss, regularization=reg, weights=omega)
     gU = np.zeros_like(U)
     gV = np.zeros_like(V)
     gb = np.zeros_like(b)
-    np.add.at(gU, u, s * (Hi - Hj) + reg.user * Wu)
-    np.add.at(gV, i, s * Wu + reg.positive * Hi)
-    np.add.at(gV, j, -s * Wu + reg.negative * Hj)
+    np.add.at(gU, u, terms.user)
+    np.add.at(gV, i, terms.positive)
+    np.add.at(gV, j, terms.negative)
     if item_bias is not None:
-        np.add.at(gb, i, s[:, 0] + reg.bias * b[i])
-        np.add.at(gb, j, -s[:, 0] + reg.bias * b[j])
+        np.add.at(gb, i, terms.positive_bias)
+        np.add.at(gb, j, terms.negative_bias)
     value = triplet_loss(U, V, None if item_bias is None else b, u, i, j, loss=loss, regularization=reg,
                          weights=omega)
     return Gradients(value, gU, gV, gb)

@@ -1,0 +1,174 @@
+"""The vectorised NumPy trainer (``BPR(solver="minibatch")``): minibatches of triplets, no numba.
+
+Each epoch visits every training pair once, in a seeded random order, cut into batches of
+``batch_size``; each pair gets a negative from the sampler's law (drawn for the whole batch at
+once). A batch's step follows the *mean* of its triplets' objectives: the gradient terms of
+:func:`bpr_numpy.objective.triplet_terms` (the one source of the math, which the oracle
+checks) summed per touched row and divided by the batch's size, then the optimiser's rule of
+:func:`bpr_numpy.objective.apply_rows` on those rows. With ``batch_size=1`` and SGD this is the
+per-sample step of the numba kernels (``tests/test_minibatch.py`` replays the same triplets
+through both).
+
+The parameters are read and written in the model's dtype; the gradient terms are computed in
+float64 on the rows a batch reads, so a batch costs ``O(batch_size x factors)`` whatever the
+catalogue's size.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import sampling
+from ..sampling import MAX_NEGATIVE_TRIES
+from ..objective import OPTIMIZER_ADAM, OptimizerState, Regularization, apply_rows, pair_loss, triplet_terms
+from ._reporting import EpochReport, epoch_report
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._estimator import BPR
+
+__all__ = ["BatchResult", "apply_batch", "draw_negatives", "run_epoch"]
+
+
+class BatchResult(NamedTuple):
+    """What a batch's step saw: the sum of its pair losses and the count of ``x_uij > 0``, before the step."""
+
+    loss: float
+    ordered: int
+
+
+def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases: np.ndarray | None,
+                state: OptimizerState, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray, *,
+                learning_rate: float, loss: str, regularization: Regularization) -> BatchResult:
+    """One step on the mean objective of a batch of triplets, in place.
+
+    Parameters
+    ----------
+    user_factors, item_factors : ndarray
+        Updated in place.
+    item_biases : ndarray or None
+        Updated in place; None for a model without item bias.
+    state : OptimizerState
+        The optimiser and its memory (sized like the parameters); updated in place. Lazy Adam
+        advances the step count of each row the batch touches, once.
+    users, positives, negatives : ndarray of int
+        The triplets (``positives != negatives``).
+    learning_rate, loss, regularization
+        As in :func:`bpr_numpy.objective.sgd_step`.
+    """
+    n = len(users)
+    Wu = user_factors[users].astype(np.float64)
+    Hi = item_factors[positives].astype(np.float64)
+    Hj = item_factors[negatives].astype(np.float64)
+    if item_biases is None:
+        bi = bj = np.zeros(n)
+    else:
+        bi, bj = item_biases[positives].astype(np.float64), item_biases[negatives].astype(np.float64)
+    terms = triplet_terms(Wu, Hi, Hj, bi, bj, loss=loss, regularization=regularization)
+    # Rows repeated in the batch sum their terms (positives first, as triplet_gradients adds them).
+    rows_u, at_u = np.unique(users, return_inverse=True)
+    rows_i, at_i = np.unique(np.concatenate([positives, negatives]), return_inverse=True)
+    g_u = np.zeros((len(rows_u), Wu.shape[1]))
+    g_i = np.zeros((len(rows_i), Wu.shape[1]))
+    np.add.at(g_u, at_u, terms.user)
+    np.add.at(g_i, at_i[:n], terms.positive)
+    np.add.at(g_i, at_i[n:], terms.negative)
+    t_u = t_i = None
+    if state.code == OPTIMIZER_ADAM:
+        state.user_steps[rows_u] += 1
+        state.item_steps[rows_i] += 1
+        t_u, t_i = state.user_steps[rows_u], state.item_steps[rows_i]
+    scale = 1.0 / n
+    apply_rows(user_factors, rows_u, g_u * scale, state.user_first, state.user_second, t_u, state.code,
+               learning_rate)
+    apply_rows(item_factors, rows_i, g_i * scale, state.item_first, state.item_second, t_i, state.code,
+               learning_rate)
+    if item_biases is not None:
+        g_b = np.zeros(len(rows_i))
+        np.add.at(g_b, at_i[:n], terms.positive_bias)
+        np.add.at(g_b, at_i[n:], terms.negative_bias)
+        apply_rows(item_biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code,
+                   learning_rate)
+    return BatchResult(float(pair_loss(terms.scores, loss).sum()), int((terms.scores > 0).sum()))
+
+
+def _candidates(rng: np.random.Generator, n: int, n_items: int, alias: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``n`` draws of the sampler's candidate law: uniform, or from its alias table (Walker's draw)."""
+    prob, table = alias
+    column = rng.integers(0, n_items, n)
+    if not prob.size:
+        return column
+    return np.where(rng.random(n) < prob[column], column, table[column])
+
+
+def _liked(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Whether each ``(user, item)`` is a training pair: ``keys`` are the pairs' ``u * n_items + i``, sorted."""
+    wanted = users.astype(np.int64) * n_items + items
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[at] == wanted if len(keys) else np.zeros(len(wanted), bool)
+
+
+def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray, n_items: int,
+                   skip_liked: bool, alias: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A negative for each user by the sampler's law; -1 where the sample is skipped.
+
+    A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws, as in the kernels), or
+    skips the sample with ``skip_liked`` (the skip variants).
+    """
+    negatives = _candidates(rng, len(users), n_items, alias)
+    liked = _liked(keys, users, negatives, n_items)
+    for _ in range(0 if skip_liked else MAX_NEGATIVE_TRIES - 1):
+        again = np.flatnonzero(liked)
+        if not again.size:
+            break
+        negatives[again] = _candidates(rng, again.size, n_items, alias)
+        liked[again] = _liked(keys, users[again], negatives[again], n_items)
+    negatives[liked] = -1
+    return negatives
+
+
+def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
+              alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None, reg: Regularization,
+              n_samples: int | None = None) -> EpochReport | None:
+    """One epoch of minibatches over ``matrix`` (the signature of :func:`._training.run_epoch`).
+
+    ``threads`` and ``bitmap`` are not used (NumPy uses its own threads for the products);
+    ``n_samples=0`` (the kernels' warm-up) does nothing. The epoch's stream is seeded with
+    ``(seed, epoch)``, so ``fit`` then ``partial_fit`` draws what one longer ``fit`` draws.
+    """
+    if n_samples == 0:
+        return None
+    from ._training import epoch_learning_rate
+
+    epoch = model._epochs_done
+    rng = np.random.default_rng((model._seed, epoch))
+    learning_rate = epoch_learning_rate(model, epoch)
+    skip_liked = sampling.sampler_codes(model.sampler).skip_liked
+    n_items = matrix.shape[1]
+    keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
+    biases = model.item_biases if model.item_bias else None
+    batch = int(model.batch_size)
+    loss_sum, ordered, skipped = 0.0, 0, 0
+    start = time.perf_counter()
+    order = rng.permutation(matrix.nnz)
+    for first in range(0, matrix.nnz, batch):
+        pairs = order[first:first + batch]
+        users = user_of[pairs].astype(np.intp)
+        positives = matrix.indices[pairs].astype(np.intp)
+        negatives = draw_negatives(rng, users, keys, n_items, skip_liked, alias)
+        kept = negatives >= 0
+        if not kept.all():
+            skipped += int((~kept).sum())
+            users, positives, negatives = users[kept], positives[kept], negatives[kept]
+        if not len(users):
+            continue
+        result = apply_batch(model.user_factors, model.item_factors, biases, model._optimizer_state, users,
+                             positives, negatives, learning_rate=learning_rate, loss=model.loss, regularization=reg)
+        loss_sum += result.loss
+        ordered += result.ordered
+    seconds = time.perf_counter() - start
+    model._epochs_done += 1
+    return epoch_report(model._epochs_done, loss_sum, ordered, skipped, matrix.nnz, seconds)
