@@ -221,6 +221,7 @@ CONSTRAINTS: dict[str, Any] = {
     "normalize_features": Boolean(),
     "solver": Choice(lambda: SOLVERS),
     "batch_size": Integer(1, INT64_MAX),
+    "init": Choice(lambda: ("normal", "uniform")),
 }
 
 

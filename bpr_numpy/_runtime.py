@@ -14,7 +14,7 @@ import numpy as np
 from ._parameters import check_random_state
 
 __all__ = ["PARALLEL_LOCK", "aligned_empty", "available_threads", "beyond_cache", "kernel_ready", "membership_bitmap",
-           "normal_rows", "numba_threads", "resolve_seed"]
+           "initial_rows", "numba_threads", "resolve_seed"]
 
 # One parallel epoch at a time in the process: numba's workqueue layer aborts on concurrent
 # parallel regions (two models fitted from two Python threads), and on a machine's few cores two
@@ -72,22 +72,32 @@ def kernel_ready(a: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def normal_rows(seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int) -> np.ndarray:
-    """``rows x factors`` normal draws of standard deviation ``std``, in ``dtype``, on ``threads`` threads.
+def initial_rows(seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int,
+                 law: str = "normal") -> np.ndarray:
+    """``rows x factors`` random draws of standard deviation ``std``, in ``dtype``, on ``threads`` threads.
 
-    Blocks of :data:`_INIT_BLOCK` rows each have their own generator seeded by ``(seed, stream,
-    block)``, so the values do not depend on the thread count; numpy fills them without the GIL.
-    Drawn in the model's dtype (numpy's float32 ziggurat for float32): 16M float64 normals then a
-    cast took 0.3 s on 20M pairs (a tenth of an epoch), this takes 0.1 s on two threads. (A numba
-    Box-Muller fill was slower: 0.41 s on one thread.)
+    ``law`` is ``"normal"`` or ``"uniform"`` (on ``[-a, a)`` with ``a = sqrt(3) std``, Keras's
+    ``Embedding`` initialiser for ``a = 0.05``). Blocks of :data:`_INIT_BLOCK` rows each have
+    their own generator seeded by ``(seed, stream, block)``, so the values do not depend on the
+    thread count; numpy fills them without the GIL. Drawn in the model's dtype (numpy's float32
+    ziggurat for float32): 16M float64 normals then a cast took 0.3 s on 20M pairs (a tenth of
+    an epoch), this takes 0.1 s on two threads. (A numba Box-Muller fill was slower: 0.41 s on
+    one thread.)
     """
     out = aligned_empty((rows, factors), dtype)
 
     def fill(block: int) -> None:
         part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
-        np.random.default_rng([seed, stream, block]).standard_normal(part.shape, dtype=dtype, out=part)
+        rng = np.random.default_rng([seed, stream, block])
         with np.errstate(over="ignore"):  # an overflow is reported by model._training.init_factors, naming init_std
-            part *= dtype.type(std)
+            if law == "uniform":
+                rng.random(part.shape, dtype=dtype, out=part)
+                part *= dtype.type(2.0)
+                part -= dtype.type(1.0)
+                part *= dtype.type(np.sqrt(3.0) * std)
+            else:
+                rng.standard_normal(part.shape, dtype=dtype, out=part)
+                part *= dtype.type(std)
 
     blocks = range((rows + _INIT_BLOCK - 1) // _INIT_BLOCK)
     if threads == 1 or len(blocks) == 1:

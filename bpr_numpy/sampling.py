@@ -17,6 +17,10 @@ Rendle's bootstrap); they differ in the negative ``j``:
 ``"uniform-skip"``
     ``j`` uniform over items; a known positive skips the step (counted as
     skipped). cornac's convention.
+``"uniform-any"``
+    ``j`` uniform over all items, a known positive (even ``i`` itself) kept as
+    drawn: what a Keras triplet model fed ``randint`` negatives does (the
+    notebook this project started from). ``solver="minibatch"`` only.
 ``"popularity"``
     ``j`` drawn with probability proportional to ``count(j) ** exponent``
     (``count`` = the item's positives in the training data), redrawn while it
@@ -109,6 +113,9 @@ class Sampler(NamedTuple):
         candidate law's weight per item (finite, >= 0, not normalised) from the training CSR and
         a dict of the hyperparameters named in ``parameters``. The kernels draw from its alias
         table, and :func:`negative_distribution` takes the same weights.
+    keeps_liked : bool
+        A known positive drawn as the negative is kept: the triplet trains as drawn (the
+        Keras example's negatives). Only ``solver="minibatch"`` draws such a sampler.
     """
 
     name: str
@@ -118,6 +125,7 @@ class Sampler(NamedTuple):
     hybrid: bool
     distributed: bool
     item_weights: Callable[[Any, Mapping[str, Any]], np.ndarray] | None = None
+    keeps_liked: bool = False
 
 
 def _popularity_item_weights(user_items, params: Mapping[str, Any]) -> np.ndarray:
@@ -133,6 +141,8 @@ REGISTRY: dict[str, Sampler] = {spec.name: spec for spec in (
             True, True, False, _popularity_item_weights),
     Sampler("popularity-skip", SamplerCodes(CANDIDATE_TABLE, True, ADAPTIVE_NONE), ("popularity_exponent",),
             False, True, False, _popularity_item_weights),
+    Sampler("uniform-any", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), False, False, False,
+            keeps_liked=True),
     Sampler("dns", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS), ("dns_candidates",), False, False, False),
     Sampler("aobpr", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR), ("aobpr_lambda",), False, False,
             False),
@@ -189,8 +199,10 @@ def register_sampler(spec: Sampler) -> Sampler:
         raise ValueError(f"codes.candidate must be CANDIDATE_UNIFORM or CANDIDATE_TABLE, got {codes.candidate!r}")
     if (codes.candidate == CANDIDATE_TABLE) != callable(spec.item_weights):
         raise ValueError("CANDIDATE_TABLE goes with an item_weights function, CANDIDATE_UNIFORM without one")
-    if spec.warp and codes.skip_liked:
-        raise ValueError("warp=True needs skip_liked=False: WARP redraws known positives")
+    if spec.warp and (codes.skip_liked or spec.keeps_liked):
+        raise ValueError("warp=True needs skip_liked=False and keeps_liked=False: WARP redraws known positives")
+    if spec.keeps_liked and codes.skip_liked:
+        raise ValueError("keeps_liked=True and skip_liked=True contradict each other")
     if spec.distributed:
         raise ValueError("distributed=False: stratified training draws the built-in uniform samplers only")
     from .model import BPR  # here, not at import: the model imports this module
@@ -397,7 +409,7 @@ def negative_distribution(
     Returns
     -------
     probabilities : ndarray, shape (n_items,)
-        ``P(j = item)``; zero on known positives.
+        ``P(j = item)``; zero on known positives (unless the sampler keeps them).
     skip : float
         Probability that the step is skipped (a known positive was drawn by a
         skip variant, or the user holds every item). Redraw limits are
@@ -405,7 +417,8 @@ def negative_distribution(
     """
     codes = sampler_codes(sampler)
     liked = np.zeros(n_items, bool)
-    liked[np.asarray(positives, dtype=np.int64)] = True
+    if not REGISTRY[sampler].keeps_liked:  # a sampler that keeps positives treats none as liked
+        liked[np.asarray(positives, dtype=np.int64)] = True
     if liked.all():
         return np.zeros(n_items), 1.0
     if codes.adaptive == ADAPTIVE_AOBPR:

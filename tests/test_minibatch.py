@@ -5,6 +5,8 @@ reference's (``objective.sgd_step``, every optimiser); with larger batches it fo
 of ``objective.triplet_gradients``; its negatives follow ``sampling.negative_distribution``.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -154,3 +156,68 @@ def test_minibatch_refuses_what_it_cannot_train():
         BPR(solver="minibatch", epochs=1).fit(X, item_features=np.eye(X.shape[1]))
     with pytest.raises(ValueError, match="solver"):
         BPR(solver="numpy")
+
+
+def test_dense_adam_is_keras_1s_update_on_the_dense_mean_gradient():
+    """Keras 1 / Theano: m, v of every row decay each step; lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
+    m = _csr(seed=9)
+    U, V, b = _params(m, seed=10)
+    ref = [a.copy() for a in (U, V, b)]
+    moments = [[np.zeros_like(a), np.zeros_like(a)] for a in ref]
+    state = OptimizerState("adam-dense", *m.shape, U.shape[1])
+    for t in range(1, 6):
+        users, pos, neg = _triplets(m, n=48, seed=t)
+        apply_batch(U, V, b, state, users, pos, neg, learning_rate=0.01, loss="sigmoid", regularization=REG)
+        g = triplet_gradients(*ref, users, pos, neg, loss="sigmoid", regularization=REG)
+        rate = 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        for a, (first, second), grad in zip(ref, moments, (g.user_factors, g.item_factors, g.item_bias)):
+            grad = grad / len(users)
+            first[...] = 0.9 * first + 0.1 * grad
+            second[...] = 0.999 * second + 0.001 * grad * grad
+            a -= rate * first / (np.sqrt(second) + 1e-8)
+    assert state.user_steps.min() == state.user_steps.max() == 5
+    for mine, theirs in zip((U, V, b), ref):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_uniform_any_keeps_positives_and_needs_the_minibatch_solver():
+    m = _csr(n_users=2, n_items=10, density=0.5, seed=12)
+    user_of = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    keys = user_of.astype(np.int64) * m.shape[1] + m.indices
+    drawn = draw_negatives(np.random.default_rng(0), np.zeros(50_000, np.int64), keys, m.shape[1], False,
+                           (np.empty(0), np.empty(0, np.int64)), keeps_liked=True)
+    p, skip = sampling.negative_distribution("uniform-any", m.indices[m.indptr[0]:m.indptr[1]], m.shape[1])
+    np.testing.assert_allclose(p, 0.1)
+    assert skip == 0.0
+    assert stats.chisquare(np.bincount(drawn, minlength=10)).pvalue > 1e-4
+    with pytest.raises(ValueError, match="minibatch"):
+        BPR(sampler="uniform-any")
+    with pytest.raises(ValueError, match="minibatch"):
+        BPR(optimizer="adam-dense")
+    X, _ = _planted()
+    model = BPR(factors=4, epochs=2, solver="minibatch", sampler="uniform-any", optimizer="adam-dense",
+                learning_rate=0.01, random_state=0).fit(X)
+    assert model.history_[-1].skipped == 0 and np.isfinite(model.user_factors).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uniform_initialisation_has_the_asked_spread(dtype):
+    X, _ = _planted()
+    model = BPR(factors=50, epochs=0, init="uniform", init_std=0.05 / np.sqrt(3), dtype=dtype, random_state=0).fit(X)
+    values = np.concatenate([model.user_factors.ravel(), model.item_factors.ravel()])
+    assert values.dtype == dtype and np.abs(values).max() <= 0.05
+    assert abs(values.std() - 0.05 / np.sqrt(3)) < 0.001 and abs(values.mean()) < 0.001
+    normal = BPR(factors=50, epochs=0, init_std=0.05 / np.sqrt(3), dtype=dtype, random_state=0).fit(X)
+    assert np.abs(normal.user_factors).max() > 0.05  # a normal law reaches beyond sqrt(3) std
+
+
+def test_the_keras_example_script_runs_one_epoch(ml100k_path, capsys):
+    from _scripts import load_script
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "keras_example.py"
+    for module in load_script(script, "bpr_numpy_bench_keras_example"):
+        train, test = module.load(ml100k_path)
+        assert train.shape == test.shape == (944, 1683) and train.nnz == 49_906  # raw 1-based ids, ratings >= 4
+        assert module.main(["--data", str(ml100k_path), "--seeds", "1", "--epochs", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| 1 | 0.9059 |" in table and "largest |mean - published|" in table

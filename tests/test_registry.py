@@ -49,6 +49,10 @@ def test_the_command_line_offers_every_registered_name():
 @pytest.mark.parametrize("sampler", sampling.SAMPLERS)
 def test_the_estimator_refuses_exactly_what_the_capabilities_rule_out(loss, sampler):
     allowed = not LOSS_REGISTRY[loss].draws_negatives or sampling.REGISTRY[sampler].warp
+    if sampling.REGISTRY[sampler].keeps_liked:  # the kernels never keep a positive as negative
+        with pytest.raises(ValueError, match="solver='minibatch'"):
+            BPR(loss=loss, sampler=sampler)
+        return
     if not allowed:
         with pytest.raises(ValueError, match="draws its own negatives"):
             BPR(loss=loss, sampler=sampler)

@@ -18,9 +18,13 @@ from bpr_numpy import BPR, sampling
 from bpr_numpy import _kernels as K
 from bpr_numpy._kernel_args import Parameters, Sampling, epoch_outputs, epoch_settings, training_data
 from bpr_numpy._validation import as_user_items
-from bpr_numpy.objective import OPTIMIZERS, OptimizerState, Regularization, loss_code, sgd_step, warp_weight
+from bpr_numpy.objective import (OPTIMIZER_REGISTRY, OPTIMIZERS, OptimizerState, Regularization, loss_code, sgd_step,
+                                 warp_weight)
 
 REG = Regularization(user=0.01, positive=0.02, negative=0.03, bias=0.04)
+# What the kernels draw and apply (the minibatch-only ones are tests/test_minibatch.py's).
+KERNEL_SAMPLERS = [s for s in sampling.SAMPLERS if not sampling.REGISTRY[s].keeps_liked]
+KERNEL_OPTIMIZERS = [o for o in OPTIMIZERS if OPTIMIZER_REGISTRY[o].kernel]
 
 
 
@@ -163,7 +167,7 @@ def _replay(U, V, b, trace, lr, loss, bias, optimizer):
                      regularization=REG, weight=w, optimizer=optimizer, state=state)
 
 
-COMBINATIONS = [(s, "bpr", "sgd") for s in sampling.SAMPLERS] + [
+COMBINATIONS = [(s, "bpr", "sgd") for s in KERNEL_SAMPLERS] + [
     ("uniform", "warp", "sgd"), ("popularity", "warp", "adagrad"), ("uniform", "sigmoid", "adam"),
     ("uniform", "bpr", "adagrad"), ("dns", "bpr", "adam"), ("aobpr", "warp", "sgd")]
 
@@ -244,7 +248,7 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
             assert _chi_square(counts, violators / violators.sum(), got.size) > 1e-4
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", KERNEL_OPTIMIZERS)
 def test_optimizer_kernels_track_the_reference_in_float32(optimizer):
     m = _matrix(n_users=10, n_items=15, density=0.3, seed=2)
     users, pos, neg = K._sample_stream(training_data(m.indptr, m.indices), 15, 400, 4, 3, 0, False, None)
@@ -262,7 +266,7 @@ def test_optimizer_kernels_track_the_reference_in_float32(optimizer):
 
 
 # ---------------------------------------------------------------- through the estimator
-@pytest.mark.parametrize("sampler", sampling.SAMPLERS)
+@pytest.mark.parametrize("sampler", KERNEL_SAMPLERS)
 def test_every_sampler_trains_reproducibly_through_the_estimator(sampler):
     m = _matrix(n_users=40, n_items=30, density=0.2, seed=5)
     a = BPR(factors=4, epochs=3, sampler=sampler, threads=1, random_state=3).fit(m)
@@ -273,7 +277,7 @@ def test_every_sampler_trains_reproducibly_through_the_estimator(sampler):
     assert (skips > 0) == sampler.endswith("-skip") or skips == 0
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", KERNEL_OPTIMIZERS)
 def test_optimizers_continue_across_partial_fit(optimizer):
     m = _matrix(n_users=30, n_items=20, density=0.2, seed=7)
     whole = BPR(factors=4, epochs=4, optimizer=optimizer, threads=1, random_state=1).fit(m)

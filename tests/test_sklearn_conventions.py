@@ -19,7 +19,7 @@ NON_DEFAULT = dict(factors=8, learning_rate=0.05, regularization={"user": 0.01, 
                    dns_candidates=7, aobpr_lambda=0.1, max_sampled=20, optimizer="adagrad",
                    learning_rate_decay=0.9, item_bias=False, init_std=0.05, dtype=np.float64, threads=1,
                    random_state=3, identity="users", normalize_features=True, solver="minibatch",
-                   batch_size=16)
+                   batch_size=16, init="uniform")
 
 
 def test_every_init_argument_is_covered_here():

@@ -31,7 +31,7 @@ def _model_params(args) -> dict:
                                     dns_candidates=args.dns_candidates, aobpr_lambda=args.aobpr_lambda,
                                     max_sampled=args.max_sampled, optimizer=args.optimizer,
                                     learning_rate_decay=args.lr_decay, solver=args.solver,
-                                    batch_size=args.batch_size).items()
+                                    batch_size=args.batch_size, init=args.init).items()
               if v is not None}
     roles = {"user": args.reg_user, "positive": args.reg_positive, "negative": args.reg_negative,
              "bias": args.reg_bias}

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="kernel (numba SGD per sampled triplet, the default) or minibatch (vectorised NumPy)")
     hp.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                     help="triplets per step of --solver minibatch (default 64)")
+    hp.add_argument("--init", choices=("normal", "uniform"), default=None,
+                    help="law of the initial factors, of standard deviation --init-std (default normal)")
     hp.add_argument("--lr-decay", type=float, default=None, metavar="GAMMA",
                     help="learning rate multiplied by GAMMA after each epoch (default 1)")
     hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",

@@ -17,7 +17,7 @@ from .. import sampling
 from .._archives import read_npz
 from .._parameters import ParameterMixin, check_parameters
 from .._validation import as_user_items
-from ..objective import LOSS_REGISTRY, OptimizerState, Regularization
+from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization
 from . import _persistence, _training
 from ._factor_model import FactorModel
 from ._persistence import from_arrays
@@ -59,7 +59,8 @@ class BPR(ParameterMixin, FactorModel):
     sampler : str, default "uniform"
         Negative sampling, one of :data:`bpr_numpy.sampling.SAMPLERS`:
         ``"uniform"`` (j uniform, resampled while a known positive: the
-        paper's), ``"uniform-skip"`` (cornac's), ``"popularity"`` and
+        paper's), ``"uniform-skip"`` (cornac's), ``"uniform-any"`` (positives kept
+        as negatives, as the Keras example; ``solver="minibatch"`` only), ``"popularity"`` and
         ``"popularity-skip"`` (j drawn in proportion to ``count(j) **
         popularity_exponent``; the skip variant with exponent 1 is
         implicit's), ``"dns"`` (best-scored of ``dns_candidates`` uniform
@@ -78,10 +79,12 @@ class BPR(ParameterMixin, FactorModel):
     max_sampled : int, default 10
         WARP's draws per positive before giving up (LightFM's default); at
         most 1024, as ``dns_candidates``.
-    optimizer : {"sgd", "adagrad", "adam"}, default "sgd"
+    optimizer : {"sgd", "adagrad", "adam", "adam-dense"}, default "sgd"
         Update rule (see :mod:`bpr_numpy.objective`): plain SGD, AdaGrad with
-        per-element accumulators starting at 1 (LightFM's), or lazy Adam with
-        per-row step counts.
+        per-element accumulators starting at 1 (LightFM's), lazy Adam with
+        per-row step counts, or (``solver="minibatch"`` only) dense Adam as Keras 1
+        applied it to embeddings: every row's moments decay and every row moves
+        at every step.
     learning_rate_decay : float, default 1.0
         Epoch ``e`` (from 0) uses ``learning_rate * learning_rate_decay ** e``.
     user_run : int, default 16
@@ -96,7 +99,7 @@ class BPR(ParameterMixin, FactorModel):
     item_bias : bool, default True
         Learn an item bias ``b_i``.
     init_std : float or None, default None
-        Standard deviation of the normal initial factors; None means
+        Standard deviation of the initial factors (see ``init``); None means
         ``1 / sqrt(factors)``, so initial scores have the same spread
         whatever the number of factors.
     dtype : numpy float32 or float64, default float32
@@ -134,6 +137,10 @@ class BPR(ParameterMixin, FactorModel):
         every optimiser, no side features, and ignores ``threads`` and ``user_run``.
     batch_size : int, default 64
         Triplets per step of ``solver="minibatch"`` (unused by the kernels).
+    init : {"normal", "uniform"}, default "normal"
+        Law of the initial factors, of standard deviation ``init_std`` either way:
+        normal, or uniform on ``[-a, a)`` with ``a = sqrt(3) init_std`` (Keras's
+        ``Embedding`` default is ``a = 0.05``, ``init_std = 0.05 / sqrt(3)``).
 
     Attributes
     ----------
@@ -193,6 +200,7 @@ class BPR(ParameterMixin, FactorModel):
         normalize_features: bool = False,
         solver: str = "kernel",
         batch_size: int = 64,
+        init: str = "normal",
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -216,6 +224,7 @@ class BPR(ParameterMixin, FactorModel):
         self.normalize_features = normalize_features
         self.solver = solver
         self.batch_size = batch_size
+        self.init = init
         self._check_params()
         self._reset_state()  # the learned arrays: none yet
         self.history_: list[EpochReport] = []
@@ -233,6 +242,11 @@ class BPR(ParameterMixin, FactorModel):
             raise TypeError("item_bias is the flag (learn an item bias or not); the learned biases are "
                             "model.item_biases")
         check_parameters(self.get_params())
+        if self.solver == "kernel" and not OPTIMIZER_REGISTRY[self.optimizer].kernel:
+            raise ValueError(f"optimizer={self.optimizer!r} is applied by solver='minibatch' only")
+        if self.solver == "kernel" and sampling.REGISTRY[self.sampler].keeps_liked:
+            raise ValueError(f"sampler={self.sampler!r} keeps a positive drawn as its negative, which only "
+                             "solver='minibatch' does")
         if self.solver == "minibatch":
             if LOSS_REGISTRY[self.loss].draws_negatives:
                 raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from .. import sampling
 from ..sampling import MAX_NEGATIVE_TRIES
-from ..objective import OPTIMIZER_ADAM, OptimizerState, Regularization, apply_rows, pair_loss, triplet_terms
+from ..objective import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows, pair_loss, triplet_terms
 from ._reporting import EpochReport, epoch_report
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,7 +53,7 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
         Updated in place; None for a model without item bias.
     state : OptimizerState
         The optimiser and its memory (sized like the parameters); updated in place. Lazy Adam
-        advances the step count of each row the batch touches, once.
+        advances the step count of each row the batch touches, once; dense Adam every row's.
     users, positives, negatives : ndarray of int
         The triplets (``positives != negatives``).
     learning_rate, loss, regularization
@@ -77,9 +77,13 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     np.add.at(g_i, at_i[:n], terms.positive)
     np.add.at(g_i, at_i[n:], terms.negative)
     t_u = t_i = None
-    if state.code == OPTIMIZER_ADAM:
+    if state.code == OPTIMIZER_ADAM:  # lazy: the rows the batch touches
         state.user_steps[rows_u] += 1
         state.item_steps[rows_i] += 1
+    elif state.code == OPTIMIZER_ADAM_DENSE:  # dense: every row takes part in every step
+        state.user_steps += 1
+        state.item_steps += 1
+    if state.code >= OPTIMIZER_ADAM:
         t_u, t_i = state.user_steps[rows_u], state.item_steps[rows_i]
     scale = 1.0 / n
     apply_rows(user_factors, rows_u, g_u * scale, state.user_first, state.user_second, t_u, state.code,
@@ -112,13 +116,15 @@ def _liked(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int)
 
 
 def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray, n_items: int,
-                   skip_liked: bool, alias: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                   skip_liked: bool, alias: tuple[np.ndarray, np.ndarray], keeps_liked: bool = False) -> np.ndarray:
     """A negative for each user by the sampler's law; -1 where the sample is skipped.
 
-    A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws, as in the kernels), or
-    skips the sample with ``skip_liked`` (the skip variants).
+    A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws, as in the kernels), skips
+    the sample with ``skip_liked`` (the skip variants), or is kept with ``keeps_liked``.
     """
     negatives = _candidates(rng, len(users), n_items, alias)
+    if keeps_liked:
+        return negatives
     liked = _liked(keys, users, negatives, n_items)
     for _ in range(0 if skip_liked else MAX_NEGATIVE_TRIES - 1):
         again = np.flatnonzero(liked)
@@ -146,7 +152,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     epoch = model._epochs_done
     rng = np.random.default_rng((model._seed, epoch))
     learning_rate = epoch_learning_rate(model, epoch)
-    skip_liked = sampling.sampler_codes(model.sampler).skip_liked
+    spec = sampling.REGISTRY[model.sampler]
     n_items = matrix.shape[1]
     keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
     biases = model.item_biases if model.item_bias else None
@@ -158,7 +164,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
         pairs = order[first:first + batch]
         users = user_of[pairs].astype(np.intp)
         positives = matrix.indices[pairs].astype(np.intp)
-        negatives = draw_negatives(rng, users, keys, n_items, skip_liked, alias)
+        negatives = draw_negatives(rng, users, keys, n_items, spec.codes.skip_liked, alias, spec.keeps_liked)
         kept = negatives >= 0
         if not kept.all():
             skipped += int((~kept).sum())

@@ -22,7 +22,7 @@ from ..hybrid import Features
 from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
 from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
-                        membership_bitmap, normal_rows, numba_threads)
+                        membership_bitmap, initial_rows, numba_threads)
 from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization, loss_code
 from ._factor_model import PARAMETER_NAMES
 from ._reporting import EpochReport, TrainingDivergedError, epoch_report
@@ -154,7 +154,7 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     streams = iter((0, 1))  # users, then items
 
     def normal(rows: int) -> np.ndarray:
-        return normal_rows(model._seed, next(streams), rows, factors, std, dtype, threads)
+        return initial_rows(model._seed, next(streams), rows, factors, std, dtype, threads, model.init)
 
     if model._features is not None:
         model._features.init_embeddings(normal)

@@ -66,7 +66,8 @@ each element of those rows with learning rate ``eta`` (:func:`sgd_step`):
 """
 
 from ._registry import (ADAGRAD_INITIAL, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_REGISTRY,
-                        LOSS_SIGMOID, LOSS_WARP, LOSSES, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM, OPTIMIZER_REGISTRY,
+                        LOSS_SIGMOID, LOSS_WARP, LOSSES, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE,
+                        OPTIMIZER_REGISTRY,
                         OPTIMIZER_SGD, OPTIMIZERS, Loss, Optimizer, loss_code, optimizer_code)
 from ._plain import (Gradients, Regularization, TripletTerms, fold_in_objective, pair_loss, pair_loss_derivative,
                      triplet_gradients, triplet_loss, triplet_scores, triplet_terms, warp_weight)
@@ -81,6 +82,7 @@ __all__ = [
     "OPTIMIZER_SGD",
     "OPTIMIZER_ADAGRAD",
     "OPTIMIZER_ADAM",
+    "OPTIMIZER_ADAM_DENSE",
     "ADAGRAD_INITIAL",
     "ADAM_BETA1",
     "ADAM_BETA2",

@@ -11,6 +11,7 @@ import numpy as np
 from typing import Mapping
 
 from ._registry import (ADAGRAD_INITIAL, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM,
+                        OPTIMIZER_ADAM_DENSE,
                         OPTIMIZER_SGD, optimizer_code)
 from ._plain import Regularization, triplet_gradients, triplet_scores
 
@@ -25,7 +26,7 @@ class OptimizerState:
 
     Parameters
     ----------
-    optimizer : {"sgd", "adagrad", "adam"}
+    optimizer : {"sgd", "adagrad", "adam", "adam-dense"}
     n_users, n_items, factors : int
     dtype : numpy dtype
         The parameters' dtype (moments are kept in the same precision).
@@ -43,7 +44,7 @@ class OptimizerState:
     @staticmethod
     def _shapes(code: int, n_users: int, n_items: int, factors: int) -> list[tuple[int, ...]]:
         """Shapes of the arrays of :meth:`kernel_args` (after the code), in that order."""
-        adam = code == OPTIMIZER_ADAM
+        adam = code in (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE)
         rows_u, rows_i = (n_users, n_items) if code else (0, 0)
         adam_u, adam_i = (rows_u, rows_i) if adam else (0, 0)
         return [(adam_u, factors), (adam_i, factors), (adam_i,), (rows_u, factors), (rows_i, factors), (rows_i,),
@@ -68,7 +69,7 @@ class OptimizerState:
 
 def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
     """Apply one optimiser step to ``theta[rows]`` given their gradients ``grad[rows]``."""
-    apply_rows(theta, rows, grad[rows], first, second, steps[rows] if code == OPTIMIZER_ADAM else None, code,
+    apply_rows(theta, rows, grad[rows], first, second, steps[rows] if code >= OPTIMIZER_ADAM else None, code,
                learning_rate)
 
 
@@ -78,7 +79,8 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
 
     SGD ``theta -= eta g``; AdaGrad ``second += g^2, theta -= eta g / sqrt(second)``; lazy Adam
     with each row's own step count ``t`` (already advanced for this step) in its bias
-    corrections. ``first`` and ``second`` are indexed by ``rows`` as ``theta`` is; ``rows`` must
+    corrections; dense Adam (Keras 1's) on every row of ``theta``, the gradient zero outside
+    ``rows``, with the one step count of every row. ``first`` and ``second`` are indexed by ``rows`` as ``theta`` is; ``rows`` must
     not repeat (sum a batch's gradients per row first). The reference step (:func:`sgd_step`),
     the hybrid one and the minibatch trainer all update through this function.
     """
@@ -88,6 +90,18 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
     if code == OPTIMIZER_ADAGRAD:
         second[rows] += g * g
         theta[rows] -= learning_rate * g / np.sqrt(second[rows])
+        return
+    if code == OPTIMIZER_ADAM_DENSE:
+        # Keras 1's Adam on a dense gradient (zero outside ``rows``), as Theano applied it to
+        # embeddings: every row's moments decay and every row moves at every step, one step
+        # count for all (``t``: the rows' counts, all equal), epsilon outside the correction.
+        step = float(t.reshape(-1)[0]) if t.size else 1.0
+        first *= ADAM_BETA1
+        first[rows] += (1.0 - ADAM_BETA1) * g
+        second *= ADAM_BETA2
+        second[rows] += (1.0 - ADAM_BETA2) * g * g
+        rate = learning_rate * np.sqrt(1.0 - ADAM_BETA2 ** step) / (1.0 - ADAM_BETA1 ** step)
+        theta -= rate * first / (np.sqrt(second) + ADAM_EPSILON)
         return
     t = t.astype(np.float64)
     if g.ndim == 2:
@@ -145,7 +159,7 @@ def sgd_step(
         As in :func:`triplet_loss`.
     weight : float
         The triplet's weight ``omega`` (WARP's rank weight); 1 otherwise.
-    optimizer : {"sgd", "adagrad", "adam"}
+    optimizer : {"sgd", "adagrad", "adam", "adam-dense"}
     state : OptimizerState, optional
         Required for ``"adagrad"`` and ``"adam"``; updated in place.
 
@@ -165,6 +179,9 @@ def sgd_step(
     if code == OPTIMIZER_ADAM:
         state.user_steps[user] += 1
         state.item_steps[items] += 1
+    elif code == OPTIMIZER_ADAM_DENSE:  # every row takes part in every step
+        state.user_steps += 1
+        state.item_steps += 1
     st = state if code else OptimizerState("sgd", 0, 0, user_factors.shape[1])
     # Gradients are dense but zero outside the touched rows: update only those.
     _optimizer_rows(user_factors, grads.user_factors, st.user_first, st.user_second, st.user_steps,

@@ -11,7 +11,7 @@ from typing import NamedTuple
 #: The losses' integer codes, as the kernels and the reference compare them.
 LOSS_BPR, LOSS_SIGMOID, LOSS_WARP = 0, 1, 2
 #: The optimisers' integer codes.
-OPTIMIZER_SGD, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM = 0, 1, 2
+OPTIMIZER_SGD, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE = 0, 1, 2, 3
 
 
 class Loss(NamedTuple):
@@ -31,12 +31,16 @@ class Loss(NamedTuple):
 
 
 class Optimizer(NamedTuple):
-    """An update rule, defined once (its math is :func:`_optimizer_rows`, its state :class:`OptimizerState`)."""
+    """An update rule, defined once (its math is :func:`apply_rows`, its state :class:`OptimizerState`).
+
+    ``kernel``: the numba kernels apply it (else only ``solver="minibatch"`` does).
+    """
 
     name: str
     code: int
     hybrid: bool
     distributed: bool
+    kernel: bool = True
 
 
 #: Every loss, in code order (a name's code is its index in LOSSES; tests/test_registry.py checks it).
@@ -50,6 +54,7 @@ OPTIMIZER_REGISTRY: dict[str, Optimizer] = {spec.name: spec for spec in (
     Optimizer("sgd", OPTIMIZER_SGD, True, True),
     Optimizer("adagrad", OPTIMIZER_ADAGRAD, True, False),
     Optimizer("adam", OPTIMIZER_ADAM, True, False),
+    Optimizer("adam-dense", OPTIMIZER_ADAM_DENSE, False, False, kernel=False),
 )}
 
 #: Names of the pair losses, in the order of their integer codes in the kernels.

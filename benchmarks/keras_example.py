@@ -1,0 +1,126 @@
+"""The seed Keras notebook's experiment, through the NumPy minibatch trainer, beside its published curve.
+
+Kula's ``triplet_recommendations_keras`` notebook (the example this project started from)
+prints the full AUC after each of its 10 epochs; this script trains the same model the same
+way with ``BPR(solver="minibatch")`` for several seeds and prints the mean per epoch beside
+the published figures. What the notebook did, as its code shows:
+
+- MovieLens 100k ``ua.base``/``ua.test``, ratings >= 4 set to 1, matrices indexed by the raw
+  1-based ids: shape (944, 1683), user 0 and item 0 unused (its 94,400 and 168,300 embedding
+  parameters);
+- every training positive once per epoch with a negative drawn uniformly over all 1,683
+  columns and *not* rejected when it is a positive (``sampler="uniform-any"``), Keras shuffling
+  the triplets and cutting batches of 64;
+- 100-dimensional embeddings, Keras 1's ``Embedding`` initialisation (uniform on +-0.05:
+  ``init="uniform", init_std=0.05 / sqrt(3)``), no bias, no L2;
+- loss ``1 - sigma(x_uij)`` averaged over the batch (``loss="sigmoid"``);
+- Keras 1's ``Adam()`` (lr 0.001) applied to the embedding matrices as dense tensors by
+  Theano (``optimizer="adam-dense"``);
+- full AUC (protocol P1, :func:`bpr_numpy.metrics.full_auc`): per user with a test positive,
+  the ROC AUC of ``w_u . V^T`` over all 1,683 columns, test positives against everything else.
+
+``--vary`` trains the same with one of the notebook's choices replaced by bpr_numpy's default,
+one at a time: ``bpr`` (loss ``-ln sigma``), ``rejected`` (negatives redrawn while a positive),
+``bias`` (an item bias), ``kernel`` (the numba per-sample SGD kernel at its default step).
+
+Run: ``python benchmarks/keras_example.py [--seeds 5] [--vary bpr,rejected,bias,kernel]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a test): see _common.py
+    sys.path.append(str(Path(__file__).resolve().parent))
+from _common import one_thread  # noqa: E402
+
+one_thread(__name__)
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from bpr_numpy import BPR, metrics  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("BPR_NUMPY_ML100K", Path(__file__).resolve().parents[2] / "shared" / "data"
+                                   / "ml-100k"))
+
+#: Full AUC after each epoch, as the notebook printed it.
+PUBLISHED = (0.9059, 0.9082, 0.9097, 0.9108, 0.9122, 0.9126, 0.9133, 0.9138, 0.9146, 0.9154)
+
+#: The notebook's model and training, as BPR's arguments.
+NOTEBOOK = dict(factors=100, loss="sigmoid", item_bias=False, regularization=0.0, solver="minibatch",
+                batch_size=64, sampler="uniform-any", optimizer="adam-dense", learning_rate=0.001,
+                init="uniform", init_std=0.05 / np.sqrt(3), dtype=np.float32, threads=1)
+
+#: One of the notebook's choices replaced by bpr_numpy's.
+VARIANTS = {
+    "bpr": {"loss": "bpr"},
+    "rejected": {"sampler": "uniform"},
+    "bias": {"item_bias": True},
+    "kernel": {"solver": "kernel", "sampler": "uniform", "optimizer": "sgd", "learning_rate": 0.02,
+               "init": "normal", "init_std": None},
+}
+
+
+def load(folder: Path) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``ua.base`` and ``ua.test`` as the notebook built them: raw ids as indices, ratings >= 4 as 1."""
+    shape = (944, 1683)
+    parts = []
+    for name in ("ua.base", "ua.test"):
+        table = np.loadtxt(folder / name, dtype=np.int64)
+        keep = table[:, 2] >= 4
+        users, items = table[keep, 0], table[keep, 1]
+        parts.append(sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape))
+    return parts[0], parts[1]
+
+
+def curve(train: sp.csr_matrix, test: sp.csr_matrix, seed: int, epochs: int, **changes) -> tuple[list, float]:
+    """Full AUC after each epoch of one seed's fit, and the fit's seconds (evaluation excluded)."""
+    aucs: list[float] = []
+    model = BPR(**{**NOTEBOOK, **changes}, epochs=epochs, random_state=seed)
+    model.fit(train, callback=lambda report: aucs.append(metrics.full_auc(model, train, test)))
+    return aucs, sum(r.seconds for r in model.history_)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--vary", default="", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    args = parser.parse_args(argv)
+    if not (args.data / "ua.base").is_file():
+        print(f"MovieLens 100k not found in {args.data} (set BPR_NUMPY_ML100K)", file=sys.stderr)
+        return 2
+    train, test = load(args.data)
+    print(f"ua.base {train.nnz:,} positives, ua.test {test.nnz:,}, shape {train.shape}; seeds 0-{args.seeds - 1}")
+    rows = {"notebook's choices": {}}
+    rows.update({f"... but {name}": VARIANTS[name] for name in filter(None, args.vary.split(","))})
+    results = {}
+    for label, changes in rows.items():
+        start = time.perf_counter()
+        runs = [curve(train, test, seed, args.epochs, **changes) for seed in range(args.seeds)]
+        aucs = np.array([r[0] for r in runs])
+        results[label] = aucs
+        print(f"{label}: {time.perf_counter() - start:.0f} s, fit {np.mean([r[1] for r in runs]):.1f} s a seed",
+              file=sys.stderr)
+    header = "| epoch | published | " + " | ".join(f"{label} (mean, min-max)" for label in results) + " |"
+    print(header)
+    print("|" + "---|" * (2 + len(results)))
+    for e in range(args.epochs):
+        cells = [f"{a[:, e].mean():.4f} ({a[:, e].min():.4f}-{a[:, e].max():.4f})" for a in results.values()]
+        published = f"{PUBLISHED[e]:.4f}" if e < len(PUBLISHED) else "-"
+        print(f"| {e + 1} | {published} | " + " | ".join(cells) + " |")
+    base = results["notebook's choices"].mean(axis=0)
+    common = min(len(base), len(PUBLISHED))
+    worst = np.abs(base[:common] - np.array(PUBLISHED[:common])).max()
+    print(f"\nlargest |mean - published| over epochs 1-{common}: {worst:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
