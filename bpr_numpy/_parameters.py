@@ -232,6 +232,37 @@ def check_parameters(params: dict[str, Any]) -> None:
         constraint.check(name, params[name], dtype)
 
 
+def check_combination(params: dict[str, Any]) -> None:
+    """The rules between hyperparameters, read from the registries' capabilities (after :func:`check_parameters`).
+
+    WARP draws its own negatives from a sampler marked ``warp``; the kernels apply the
+    optimisers marked ``kernel`` and never keep a positive as its negative; the minibatch
+    trainer takes the losses that do not draw their own negatives and the samplers of a fixed law.
+    """
+    from . import sampling
+    from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY
+
+    loss, sampler, optimizer = LOSS_REGISTRY[params["loss"]], sampling.REGISTRY[params["sampler"]], \
+        OPTIMIZER_REGISTRY[params["optimizer"]]
+    if params["solver"] == "kernel":
+        if not optimizer.kernel:
+            raise ValueError(f"optimizer={optimizer.name!r} is applied by solver='minibatch' only")
+        if sampler.keeps_liked:
+            raise ValueError(f"sampler={sampler.name!r} keeps a positive drawn as its negative, which only "
+                             "solver='minibatch' does")
+    else:
+        if loss.draws_negatives:
+            raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "
+                             f"not {loss.name!r}")
+        if sampler.codes.adaptive != sampling.ADAPTIVE_NONE:
+            raise ValueError(f"solver='minibatch' draws negatives from a fixed law; sampler={sampler.name!r} "
+                             "depends on the factors (use solver='kernel')")
+    if loss.draws_negatives and not sampler.warp:
+        usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
+        raise ValueError(f"loss={loss.name!r} draws its own negatives until one violates the margin: "
+                         f"use sampler={usable}, not {sampler.name!r}")
+
+
 def memory_limit() -> int | None:
     """The most memory this process could hold, in bytes; ``None`` where it is not known.
 

@@ -13,11 +13,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .. import sampling
 from .._archives import read_npz
-from .._parameters import ParameterMixin, check_parameters
+from .._parameters import ParameterMixin, check_combination, check_parameters
 from .._validation import as_user_items
-from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization
+from ..objective import OptimizerState, Regularization
 from . import _persistence, _training
 from ._factor_model import FactorModel
 from ._persistence import from_arrays
@@ -241,23 +240,9 @@ class BPR(ParameterMixin, FactorModel):
         if isinstance(self.item_bias, np.ndarray):
             raise TypeError("item_bias is the flag (learn an item bias or not); the learned biases are "
                             "model.item_biases")
-        check_parameters(self.get_params())
-        if self.solver == "kernel" and not OPTIMIZER_REGISTRY[self.optimizer].kernel:
-            raise ValueError(f"optimizer={self.optimizer!r} is applied by solver='minibatch' only")
-        if self.solver == "kernel" and sampling.REGISTRY[self.sampler].keeps_liked:
-            raise ValueError(f"sampler={self.sampler!r} keeps a positive drawn as its negative, which only "
-                             "solver='minibatch' does")
-        if self.solver == "minibatch":
-            if LOSS_REGISTRY[self.loss].draws_negatives:
-                raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "
-                                 f"not {self.loss!r}")
-            if sampling.REGISTRY[self.sampler].codes.adaptive != sampling.ADAPTIVE_NONE:
-                raise ValueError(f"solver='minibatch' draws negatives from a fixed law; sampler={self.sampler!r} "
-                                 "depends on the factors (use solver='kernel')")
-        if LOSS_REGISTRY[self.loss].draws_negatives and not sampling.REGISTRY[self.sampler].warp:
-            usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
-            raise ValueError(f"loss={self.loss!r} draws its own negatives until one violates the margin: "
-                             f"use sampler={usable}, not {self.sampler!r}")
+        params = self.get_params()
+        check_parameters(params)
+        check_combination(params)
 
     # ------------------------------------------------------------------ training
     def fit(
