@@ -218,6 +218,6 @@ def test_the_keras_example_script_runs_one_epoch(ml100k_path, capsys):
     for module in load_script(script, "bpr_numpy_bench_keras_example"):
         train, test = module.load(ml100k_path)
         assert train.shape == test.shape == (944, 1683) and train.nnz == 49_906  # raw 1-based ids, ratings >= 4
-        assert module.main(["--data", str(ml100k_path), "--seeds", "1", "--epochs", "1"]) == 0
+        assert module.main(["--data", str(ml100k_path), "--seeds", "1", "--epochs", "1", "--offset", "0"]) == 0
     table = capsys.readouterr().out
     assert "| 1 | 0.9059 |" in table and "largest |mean - published|" in table

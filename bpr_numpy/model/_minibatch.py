@@ -68,14 +68,13 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     else:
         bi, bj = item_biases[positives].astype(np.float64), item_biases[negatives].astype(np.float64)
     terms = triplet_terms(Wu, Hi, Hj, bi, bj, loss=loss, regularization=regularization)
-    # Rows repeated in the batch sum their terms (positives first, as triplet_gradients adds them).
-    rows_u, at_u = np.unique(users, return_inverse=True)
-    rows_i, at_i = np.unique(np.concatenate([positives, negatives]), return_inverse=True)
-    g_u = np.zeros((len(rows_u), Wu.shape[1]))
-    g_i = np.zeros((len(rows_i), Wu.shape[1]))
-    np.add.at(g_u, at_u, terms.user)
-    np.add.at(g_i, at_i[:n], terms.positive)
-    np.add.at(g_i, at_i[n:], terms.negative)
+    # Rows repeated in the batch sum their terms, in the batch's order (positives before negatives,
+    # as triplet_gradients adds them): a 0/1 matrix of row x triplet times the terms. (np.add.at
+    # and np.add.reduceat along the rows took 3 to 10 times as long.)
+    rows_u, sum_u = _groups(users)
+    rows_i, sum_i = _groups(np.concatenate([positives, negatives]))
+    g_u = sum_u @ terms.user
+    g_i = sum_i @ np.concatenate([terms.positive, terms.negative])
     t_u = t_i = None
     if state.code == OPTIMIZER_ADAM:  # lazy: the rows the batch touches
         state.user_steps[rows_u] += 1
@@ -91,12 +90,23 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     apply_rows(item_factors, rows_i, g_i * scale, state.item_first, state.item_second, t_i, state.code,
                learning_rate)
     if item_biases is not None:
-        g_b = np.zeros(len(rows_i))
-        np.add.at(g_b, at_i[:n], terms.positive_bias)
-        np.add.at(g_b, at_i[n:], terms.negative_bias)
+        g_b = sum_i @ np.concatenate([terms.positive_bias, terms.negative_bias])
         apply_rows(item_biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code,
                    learning_rate)
     return BatchResult(float(pair_loss(terms.scores, loss).sum()), int((terms.scores > 0).sum()))
+
+
+def _groups(index: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The distinct values of ``index`` (sorted) and the 0/1 matrix that sums a batch's rows into them.
+
+    Row ``r`` of the matrix picks the positions holding the ``r``-th distinct value, in the
+    batch's order (a stable sort), so its product with the batch's terms adds them in that order.
+    """
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    summing = sp.csr_matrix((np.ones(len(order)), order, np.r_[starts, len(order)]), shape=(len(starts), len(order)))
+    return ordered[starts], summing
 
 
 def _candidates(rng: np.random.Generator, n: int, n_items: int, alias: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
