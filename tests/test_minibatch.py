@@ -221,3 +221,41 @@ def test_the_keras_example_script_runs_one_epoch(ml100k_path, capsys):
         assert module.main(["--data", str(ml100k_path), "--seeds", "1", "--epochs", "1", "--offset", "0"]) == 0
     table = capsys.readouterr().out
     assert "| 1 | 0.9059 |" in table and "largest |mean - published|" in table
+
+
+def test_an_interrupted_minibatch_epoch_is_undone(monkeypatch):
+    """Ctrl-C inside an epoch: the model keeps the last completed one and trains on from it."""
+    from bpr_numpy.model import _minibatch
+
+    X, _ = _planted(seed=2)
+    kw = dict(factors=6, solver="minibatch", batch_size=32, optimizer="adam", learning_rate=0.01,
+              random_state=0, dtype=np.float64)
+    one = BPR(**kw, epochs=1).fit(X)
+    two = BPR(**kw, epochs=2).fit(X)
+    calls, real = [0], _minibatch.apply_batch
+    per_epoch = -(-X.nnz // 32)
+
+    def interrupted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == per_epoch + 5:  # inside the second epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_minibatch, "apply_batch", interrupted)
+    model = BPR(**kw, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X)
+    assert model.interrupted_ and len(model.history_) == 1
+    np.testing.assert_array_equal(model.item_factors, one.item_factors)
+    monkeypatch.setattr(_minibatch, "apply_batch", real)
+    model.partial_fit(X, epochs=1)
+    np.testing.assert_array_equal(model.item_factors, two.item_factors)
+
+
+def test_minibatch_fit_validates_and_keeps_the_best_epoch():
+    X, test = _planted(seed=3)
+    model = BPR(factors=6, epochs=8, solver="minibatch", batch_size=32, learning_rate=5.0, random_state=0)
+    model.fit(X, validation=(X, test), metric="auc", patience=3)
+    assert model.best_epoch_ is not None and model.best_score_ == max(
+        r.validation for r in model.history_ if r.validation is not None)
+    assert abs(metrics.auc(model, X, test) - model.best_score_) < 1e-9

@@ -207,7 +207,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
         not LOSS_REGISTRY[model.loss].draws_negatives
     bitmap = None
-    if model._features is None and epochs and draws_ahead:
+    if model._features is None and epochs and draws_ahead and model.solver == "kernel":  # the kernels' test
         bitmap = membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
     if not epochs:
         if validation is not None:
