@@ -3,8 +3,9 @@
 :class:`bpr_numpy.BPR` checks its constructor arguments against :data:`CONSTRAINTS` at
 construction, at ``set_params`` and at every fit (scikit-learn's ``_parameter_constraints``
 idea). Each bound that is tighter than the type's says why, so the message a user gets
-explains the limit. Rules that join two parameters (WARP's samplers, side features' losses)
-stay with the estimator.
+explains the limit. The rules that join parameters (WARP's samplers, what each solver takes)
+are :func:`check_combination`, read from the registries' capabilities; what side features take
+is :func:`bpr_numpy.model._training.check_feature_settings`.
 """
 
 from __future__ import annotations
@@ -318,13 +319,20 @@ class ParameterMixin:
         return {name: getattr(self, name) for name in self._get_param_names()}
 
     def set_params(self, **params: Any) -> "ParameterMixin":
-        """Set hyperparameters by constructor argument name; validated at once."""
+        """Set hyperparameters by constructor argument name; validated at once, all or none."""
         names = self._get_param_names()
+        unknown = [name for name in params if name not in names]
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r}; valid: {', '.join(names)}")
+        before = {name: getattr(self, name) for name in params}
         for name, value in params.items():
-            if name not in names:
-                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(names)}")
             setattr(self, name, value)
-        self._check_params()
+        try:
+            self._check_params()
+        except Exception:
+            for name, value in before.items():  # a refused change leaves the estimator as it was
+                setattr(self, name, value)
+            raise
         return self
 
     def __repr__(self) -> str:

@@ -166,6 +166,9 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
     elif hyperparameters:
         raise TypeError(f"give hyperparameters or model, not both (got {sorted(hyperparameters)})")
     TrainingState(model).check_parameters()
+    if model.solver != "kernel":
+        raise ValueError(f"distributed training runs the numba kernels (solver='kernel'), not "
+                         f"solver={model.solver!r}")
     for name, allowed in SUPPORTED.items():
         if getattr(model, name) not in allowed:
             raise ValueError(f"distributed training supports {name} in {allowed}, got {getattr(model, name)!r}")

@@ -259,3 +259,40 @@ def test_minibatch_fit_validates_and_keeps_the_best_epoch():
     assert model.best_epoch_ is not None and model.best_score_ == max(
         r.validation for r in model.history_ if r.validation is not None)
     assert abs(metrics.auc(model, X, test) - model.best_score_) < 1e-9
+
+
+def test_a_model_with_side_features_refuses_the_minibatch_solver_later():
+    X, _ = _planted(seed=4)
+    model = BPR(factors=4, epochs=1, threads=1, random_state=0).fit(X, item_features=np.eye(X.shape[1])[:, :5])
+    model.set_params(solver="minibatch")
+    with pytest.raises(ValueError, match="solver='kernel'"):
+        model.partial_fit(X, epochs=1)
+
+
+def test_a_refused_set_params_changes_nothing_and_save_refuses_broken_rules(tmp_path):
+    X, _ = _planted(seed=5)
+    model = BPR(factors=4, epochs=1, threads=1, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="minibatch"):
+        model.set_params(optimizer="adam-dense")
+    assert model.optimizer == "sgd"
+    model.optimizer = "adam-dense"  # assigned directly: the file would not load, so it is not written
+    with pytest.raises(ValueError, match="minibatch"):
+        model.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_distributed_training_refuses_the_minibatch_solver():
+    from bpr_numpy import distributed
+
+    X, _ = _planted(seed=6)
+    with pytest.raises(ValueError, match="solver='kernel'"):
+        distributed.fit(None, X, factors=4, epochs=1, solver="minibatch")
+
+
+def test_a_new_fit_forgets_the_last_ones_interruption_and_best_epoch():
+    X, test = _planted(seed=7)
+    model = BPR(factors=4, epochs=3, solver="minibatch", learning_rate=5.0, random_state=0)
+    model.fit(X, validation=(X, test), metric="auc")
+    model.interrupted_ = True
+    model.fit(X)
+    assert not model.interrupted_ and model.best_epoch_ is None and model.best_score_ is None

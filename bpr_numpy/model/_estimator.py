@@ -128,7 +128,7 @@ class BPR(ParameterMixin, FactorModel):
     solver : {"kernel", "minibatch"}, default "kernel"
         ``"kernel"``: the numba kernels, one SGD step per sampled triplet (Rendle's bootstrap
         in user runs), Hogwild over ``threads``. ``"minibatch"``: the vectorised NumPy trainer
-        (:mod:`bpr_numpy.model._minibatch`), no numba: every training pair once per epoch in
+        (:mod:`bpr_numpy.model._minibatch`), no numba kernel: every training pair once per epoch in
         a seeded random order, in batches of ``batch_size`` whose step follows the mean of
         their triplets' objectives; the same math (:func:`bpr_numpy.objective.triplet_terms`),
         and with ``batch_size=1`` and SGD the kernels' per-sample step. It takes the samplers

@@ -11,7 +11,9 @@ through both).
 
 The parameters are read and written in the model's dtype; the gradient terms are computed in
 float64 on the rows a batch reads, so a batch costs ``O(batch_size x factors)`` whatever the
-catalogue's size.
+catalogue's size, except with ``optimizer="adam-dense"``, which moves every row at every step
+(``O((n_users + n_items) x factors)`` a batch, as Keras 1 did). No numba kernel trains here (the
+epoch loop's snapshot still checks the parameters with a small numba helper).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
+from .._parameters import check_allocation
+from ..objective import (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows, pair_loss,
+                         triplet_terms)
 from ..sampling import MAX_NEGATIVE_TRIES
-from ..objective import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows, pair_loss, triplet_terms
 from ._reporting import EpochReport, epoch_report
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -166,7 +170,9 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     n_items = matrix.shape[1]
     keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
     biases = model.item_biases if model.item_bias else None
-    batch = int(model.batch_size)
+    batch = min(int(model.batch_size), max(matrix.nnz, 1))  # a larger batch is the whole epoch
+    # About ten float64 arrays of batch x factors are alive at once during a step.
+    check_allocation(10 * batch * (int(model.factors) + 2) * 8, f"batch_size={model.batch_size}")
     loss_sum, ordered, skipped = 0.0, 0, 0
     start = time.perf_counter()
     order = rng.permutation(matrix.nnz)

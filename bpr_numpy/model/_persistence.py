@@ -37,6 +37,7 @@ _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias",
 def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
     """:meth:`bpr_numpy.BPR.save`: the metadata and arrays, checked finite, written by :func:`_atomic_savez`."""
     model._check_fitted()
+    model._check_params()  # load would refuse parameters that break a rule: refuse to write them
     for name, a in zip(PARAMETER_NAMES, model._parameters()):
         if not np.isfinite(a).all():  # load would refuse the file: refuse to write it
             raise ValueError(f"cannot save: model.{name} holds NaN or infinite values")

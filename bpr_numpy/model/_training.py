@@ -88,16 +88,16 @@ def check_feature_settings(model: BPR) -> None:
         usable = ", ".join(s.name for s in sampling.REGISTRY.values() if s.hybrid)
         raise ValueError(f"side features support the uniform and popularity samplers ({usable}), not "
                          f"{model.sampler!r}")
-    if not OPTIMIZER_REGISTRY[model.optimizer].hybrid:  # every optimiser today
+    if not OPTIMIZER_REGISTRY[model.optimizer].hybrid:
         raise ValueError(f"side features do not support optimizer {model.optimizer!r}")
+    if model.solver != "kernel":  # also for a model fitted with features, then set to another solver
+        raise ValueError(f"side features train with solver='kernel', not {model.solver!r}")
 
 
 def build_features(model: BPR, shape: tuple[int, int], user_features, item_features) -> Features | None:
     """The side features of a fit (None without any), checked against the model's settings."""
     if user_features is None and item_features is None:
         return None
-    if model.solver != "kernel":
-        raise ValueError(f"side features train with solver='kernel', not {model.solver!r}")
     check_feature_settings(model)
     return Features.build(shape, user_features, item_features, identity=model.identity,
                           normalize=bool(model.normalize_features))
@@ -109,6 +109,7 @@ def start(model: BPR, matrix: sp.csr_matrix, features: Features | None) -> None:
     model._features = features
     init_factors(model, *matrix.shape)
     model._user_items = matrix
+    model.interrupted_, model.best_epoch_, model.best_score_ = False, None, None
 
 
 def resume(model: BPR, matrix: sp.csr_matrix, features: Features | None, user_features, item_features) -> None:

@@ -80,9 +80,10 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
     SGD ``theta -= eta g``; AdaGrad ``second += g^2, theta -= eta g / sqrt(second)``; lazy Adam
     with each row's own step count ``t`` (already advanced for this step) in its bias
     corrections; dense Adam (Keras 1's) on every row of ``theta``, the gradient zero outside
-    ``rows``, with the one step count of every row. ``first`` and ``second`` are indexed by ``rows`` as ``theta`` is; ``rows`` must
-    not repeat (sum a batch's gradients per row first). The reference step (:func:`sgd_step`),
-    the hybrid one and the minibatch trainer all update through this function.
+    ``rows``, with the one step count of every row. ``first`` and ``second`` are indexed by
+    ``rows`` as ``theta`` is; ``rows`` must not repeat (sum a batch's gradients per row first).
+    The reference step (:func:`sgd_step`), the hybrid one and the minibatch trainer all update
+    through this function.
     """
     if code == OPTIMIZER_SGD:
         theta[rows] -= learning_rate * g
