@@ -40,7 +40,6 @@ Run: ``python benchmarks/keras_example.py [--seeds 5] [--vary bpr,rejected,bias,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -51,13 +50,13 @@ from _common import one_thread  # noqa: E402
 
 one_thread(__name__)
 
+from _data import DEFAULT_DATA  # noqa: E402  (after one_thread: it imports numpy)
+
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from bpr_numpy import BPR, metrics  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("BPR_NUMPY_ML100K", Path(__file__).resolve().parents[2] / "shared" / "data"
-                                   / "ml-100k"))
 
 #: Full AUC after each epoch, as the notebook printed it (the model's epochs 11-20, see above).
 PUBLISHED = (0.9059, 0.9082, 0.9097, 0.9108, 0.9122, 0.9126, 0.9133, 0.9138, 0.9146, 0.9154)

@@ -12,7 +12,6 @@ Run: ``python benchmarks/minibatch_speed.py [--rounds 3] [--epochs 3] [--batches
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -22,13 +21,13 @@ from _common import one_thread  # noqa: E402
 
 one_thread(__name__)
 
+from _data import DEFAULT_DATA  # noqa: E402  (after one_thread: it imports numpy)
+
 import numpy as np  # noqa: E402
 
 from bpr_numpy import BPR  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("BPR_NUMPY_ML100K", Path(__file__).resolve().parents[2] / "shared" / "data"
-                                   / "ml-100k"))
 COMMON = dict(factors=64, learning_rate=0.05, regularization=0.01, dtype=np.float32, threads=1)
 
 
