@@ -125,7 +125,9 @@ def rp3beta_scores(train: sp.csr_matrix, alpha: float, beta: float, top_k: int |
     w = (p_iu @ p_ui) / popularity[None, :] ** beta
     np.fill_diagonal(w, 0.0)
     if top_k is not None and top_k < w.shape[0]:
-        order = np.argsort(-w, axis=0, kind="stable")  # per column, largest first, lower index first on ties
+        # Per column, largest first, lower index first on ties; weights equal but for round-off
+        # (sums of powers in another order) are ties too.
+        order = np.argsort(-np.round(w, 12), axis=0, kind="stable")
         drop = order[top_k:, :]
         np.put_along_axis(w, drop, 0.0, axis=0)
     return x @ w

@@ -12,14 +12,13 @@ Inputs, as the question had them: user features are the one-hot age bucket (<18,
 the 19 genre flags of ``u.item``. Positives: ratings >= 4; ``ua.base`` to train, ``ua.test`` to
 score (P1 full AUC, P2 AUC, precision@10 as in docs/design.md, 'Evaluation protocols').
 
-- **A**, the failing design: metadata-only representations (``hybrid.Features`` with
-  ``identity=False``: a user is the mean of its 3 feature embeddings, an item the mean of its
-  genres'), loss ``"sigmoid"`` (1 - sigma), hard negatives, minibatch SGD over batches of 64.
-  The library's samplers cannot pick hard negatives, so this loop lives here; every gradient
-  comes from :func:`bpr_numpy.objective.hybrid_triplet_gradients` (no new math). Softmax towers
-  and dropout cannot be expressed in the library: their effect is measured with a small NumPy
-  computation instead.
-- **A + one change**: the same loop with ``-ln sigma`` instead of ``1 - sigma``, with uniform
+- **A**, the failing design: metadata-only representations (``identity=False``: a user is the
+  mean of its 3 feature embeddings, an item the mean of its genres'), loss ``"sigmoid"``
+  (1 - sigma), hard negatives, minibatch SGD over batches of 64: the library's NumPy trainer,
+  ``BPR(solver="minibatch", batch_size=64)``, with the hard negatives as a sampler with its own
+  ``draw`` (:func:`hard_sampler`). Softmax towers and dropout cannot be expressed in the
+  library: their effect is measured with a small NumPy computation instead.
+- **A + one change**: the same trainer with ``-ln sigma`` instead of ``1 - sigma``, with uniform
   negatives (rejecting known positives) instead of hard ones, with an identity feature per user
   and item, and with all three: which change matters, tied to a figure.
 - **B**, the fix, with the library: ``BPR(identity=True, loss="bpr", sampler="uniform")
@@ -62,20 +61,20 @@ from _common import one_thread  # noqa: E402 - standard library only
 one_thread(__name__)  # one core only; before numpy is imported
 
 import argparse  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
-from typing import Sequence, TextIO  # noqa: E402
+from typing import Iterator, Sequence, TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from bpr_numpy import BPR, metrics  # noqa: E402
+from bpr_numpy import BPR, metrics, sampling  # noqa: E402
 from bpr_numpy.datasets import load_movielens_100k, split_random  # noqa: E402
-from bpr_numpy.hybrid import Features  # noqa: E402
-from bpr_numpy.objective import hybrid_triplet_gradients, pair_loss, pair_loss_derivative  # noqa: E402
+from bpr_numpy.objective import pair_loss, pair_loss_derivative  # noqa: E402
 
 import _report  # noqa: E402
 from _data import DEFAULT_DATA  # noqa: E402
@@ -88,7 +87,7 @@ AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 YEAR_EDGES = (1960, 1980, 1990, 1995, 1996, 1997, 1998)   # release-year buckets (cold start only)
 FACTORS = 64
 BATCH = 64
-A_LEARNING_RATE = 0.05   # per triplet (the batch's summed gradient times this), as the library's SGD
+A_LEARNING_RATE = 0.05   # per triplet: the minibatch trainer's rate on the batch mean is this times BATCH
 A_EPOCHS = 10          # the Keras example's 10 epochs
 METRICS = ["full_auc", "auc", "precision"]
 TARGET_GAP = 0.01        # B's P2 AUC within this of pure CF's
@@ -231,62 +230,63 @@ class Run:
     settings: str = ""
 
 
-def _rows_block(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The columns the given rows use, and those rows restricted to them as a dense block."""
-    sub = matrix[rows]
-    cols, inverse = np.unique(sub.indices, return_inverse=True)
-    dense = np.zeros((len(rows), len(cols)))
-    dense[np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), inverse.ravel()] = sub.data
-    return cols, dense
+HARD_SAMPLER = "stackexchange-hard"   # registered by :func:`hard_sampler` for variant A's fits
+
+
+@contextmanager
+def hard_sampler(train: sp.csr_matrix, hard: np.ndarray) -> Iterator[str]:
+    """The hard negatives as a sampler of the library's minibatch trainer, registered while in use.
+
+    A sampler with its own ``draw`` (:class:`bpr_numpy.sampling.Sampler`): the negative of a
+    training pair ``(u, i)`` is ``hard[k]``, ``k`` the pair's position in ``train`` (CSR order),
+    the same every epoch, as the question's precomputed triplets were.
+    """
+    keys = pair_arrays(train)[0].astype(np.int64) * train.shape[1] + train.indices
+    order = np.argsort(keys, kind="stable")
+    sorted_keys, hard_of_key = keys[order], hard[order]
+
+    def draw(users, positives, user_items, rng):
+        return hard_of_key[np.searchsorted(sorted_keys, users.astype(np.int64) * train.shape[1] + positives)]
+
+    sampling.register_sampler(sampling.Sampler(
+        HARD_SAMPLER, sampling.SamplerCodes(sampling.CANDIDATE_UNIFORM, False, sampling.ADAPTIVE_NONE), (),
+        warp=False, hybrid=True, distributed=False, draw=draw))
+    try:
+        yield HARD_SAMPLER
+    finally:
+        sampling.unregister_sampler(HARD_SAMPLER)
 
 
 def minibatch_loop(name: str, data: Data, *, loss: str, negatives: str, identity: bool, epochs: int,
                    hard: np.ndarray, seed: int = 0, learning_rate: float = A_LEARNING_RATE,
                    log: TextIO = sys.stderr) -> Run:
-    """Minibatch SGD on triplets (one pass over the training pairs per epoch, batches of 64).
+    """Minibatch SGD on triplets through the library: ``BPR(solver="minibatch", batch_size=64)``.
 
-    The representations are the library's (:class:`bpr_numpy.hybrid.Features`, L1-normalised
-    rows); each batch's summed loss and gradient is
-    :func:`bpr_numpy.objective.hybrid_triplet_gradients` on the feature rows the batch touches
-    (exact: the other rows' gradient is zero), and every touched row moves by
-    ``-learning_rate * gradient``. No regularisation (the Keras model had none but dropout).
+    One pass over the training pairs per epoch, batches of 64, metadata representations
+    (:mod:`bpr_numpy.hybrid`, L1-normalised rows), no regularisation (the Keras model had none
+    but dropout). Each batch's step is the library's: the mean of
+    :func:`bpr_numpy.objective.hybrid_triplet_gradients` over the batch, times the learning
+    rate ``learning_rate * 64`` (``learning_rate`` per triplet, as the kernels' SGD counts it).
+    Hard negatives come from :func:`hard_sampler`; uniform ones are the library's ``"uniform"``.
     """
     train = data.train
-    feats = Features.build(train.shape, data.user_meta, data.genres, identity=identity, normalize=True)
-    rng = np.random.default_rng(seed)
-    feats.init_embeddings(lambda rows: rng.normal(0.0, 1.0 / np.sqrt(FACTORS), (rows, FACTORS)))
-    E, F, c = feats.embeddings()
-    X, Y = feats.users.matrix, feats.items.matrix
-    users, items = pair_arrays(train)
-    keys = positive_keys(train)
-    n = len(users)
     run = Run(name, loss, settings=f"{'identity + ' if identity else ''}metadata, {loss}, {negatives} negatives, "
-                                   f"batch {BATCH}, SGD lr {learning_rate}, {epochs} epochs")
-    view = SimpleNamespace()
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = rng.permutation(n)
-        neg = hard if negatives == "hard" else uniform_negatives(keys, users, train.shape[1], rng)
-        total = 0.0
-        for b0 in range(0, n, BATCH):
-            b = order[b0:b0 + BATCH]
-            m = len(b)
-            ucols, Xb = _rows_block(X, users[b])
-            icols, Yb = _rows_block(Y, np.concatenate([items[b], neg[b]]))
-            g = hybrid_triplet_gradients(E[ucols], F[icols], c[icols], Xb, Yb, np.arange(m), np.arange(m),
-                                         np.arange(m, 2 * m), loss=loss, regularization=0.0)
-            total += g.loss
-            E[ucols] -= learning_rate * g.user_embeddings
-            F[icols] -= learning_rate * g.item_embeddings
-            c[icols] -= learning_rate * g.item_bias_embeddings
-        run.seconds += time.perf_counter() - start
-        view.user_factors, view.item_factors, view.item_biases = feats.representations(True)
-        run.losses.append(total / n)
-        run.aucs.append(p2_auc(view, train, data.test))
-        print(f"  {name}: epoch {epoch + 1}/{epochs} loss {run.losses[-1]:.4f} P2 AUC {run.aucs[-1]:.4f}",
-              file=log, flush=True)
-    run.model = view
-    run.final = evaluate(view, train, data.test)
+                                   f"batch {BATCH}, SGD lr {learning_rate} a triplet, {epochs} epochs")
+    with hard_sampler(train, hard) if negatives == "hard" else nullcontext("uniform") as sampler:
+        model = BPR(factors=FACTORS, epochs=epochs, solver="minibatch", batch_size=BATCH, optimizer="sgd",
+                    learning_rate=learning_rate * BATCH, regularization=0.0, loss=loss, sampler=sampler,
+                    identity=identity, normalize_features=True, threads=1, random_state=seed)
+
+        def after_epoch(report) -> None:
+            run.seconds += report.seconds
+            run.losses.append(report.loss)
+            run.aucs.append(p2_auc(model, train, data.test))
+            print(f"  {name}: epoch {report.epoch}/{epochs} loss {report.loss:.4f} P2 AUC {run.aucs[-1]:.4f}",
+                  file=log, flush=True)
+
+        model.fit(train, show_progress=False, callback=after_epoch, **feature_kwargs(data))
+    run.model = model
+    run.final = evaluate(model, train, data.test)
     return run
 
 
@@ -691,7 +691,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     figures = dict(negatives=negative_figures(data, hard, np.random.default_rng(1)),
                    softmax=softmax_figures(np.random.default_rng(2)), slopes=slope_figures())
 
-    print("variant A and its one-change rows (minibatch SGD on hybrid_triplet_gradients)", file=log, flush=True)
+    print("variant A and its one-change rows (BPR(solver='minibatch'), batches of 64)", file=log, flush=True)
     runs: dict[str, Run] = {}
     loop = dict(data=data, hard=hard, log=log)
     runs["A"] = minibatch_loop("A: Keras design (metadata only, 1 - σ, hard negatives)", loss="sigmoid",
@@ -779,9 +779,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
         f"ratings >= 4, ua.base {train.nnz} pairs, ua.test {test.nnz}): user features one-hot age bucket, "
         f"gender and occupation ({data.user_meta.shape[1]} columns), item features the 19 genre flags; "
         f"{FACTORS} factors, `threads=1`. A and its one-change rows are minibatch SGD (batches of {BATCH}, one "
-        "pass over the training pairs per epoch) on `objective.hybrid_triplet_gradients`, with the library's "
-        "feature representations (`hybrid.Features`); B and C are `BPR.fit`. Fit seconds exclude the "
-        "per-epoch evaluation.",
+        "pass over the training pairs per epoch): the library's NumPy trainer, `BPR(solver=\"minibatch\")`, "
+        "whose step is the batch mean of `objective.hybrid_triplet_gradients`; the hard negatives are a sampler "
+        "with its own `draw` (`sampling.Sampler`), registered by the script. B and C are `BPR.fit` with the "
+        "numba kernels. Fit seconds exclude the per-epoch evaluation.",
         "",
         f"- Command: `{command}` (whole run {total_s / 60:.1f} min)",
         f"- Machine: {machine_line()}",

@@ -237,8 +237,9 @@ def check_combination(params: dict[str, Any]) -> None:
     """The rules between hyperparameters, read from the registries' capabilities (after :func:`check_parameters`).
 
     WARP draws its own negatives from a sampler marked ``warp``; the kernels apply the
-    optimisers marked ``kernel`` and never keep a positive as its negative; the minibatch
-    trainer takes the losses that do not draw their own negatives and the samplers of a fixed law.
+    optimisers marked ``kernel``, never keep a positive as its negative and call no sampler's
+    ``draw`` function; the minibatch trainer takes the losses that do not draw their own
+    negatives and the samplers whose draw does not depend on the factors.
     """
     from . import sampling
     from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY
@@ -251,6 +252,9 @@ def check_combination(params: dict[str, Any]) -> None:
         if sampler.keeps_liked:
             raise ValueError(f"sampler={sampler.name!r} keeps a positive drawn as its negative, which only "
                              "solver='minibatch' does")
+        if sampler.draw is not None:
+            raise ValueError(f"sampler={sampler.name!r} draws with a NumPy function, which only "
+                             "solver='minibatch' calls")
     else:
         if loss.draws_negatives:
             raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "

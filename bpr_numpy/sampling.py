@@ -116,6 +116,13 @@ class Sampler(NamedTuple):
     keeps_liked : bool
         A known positive drawn as the negative is kept: the triplet trains as drawn (the
         Keras example's negatives). Only ``solver="minibatch"`` draws such a sampler.
+    draw : callable or None
+        A draw the kernels cannot make, for ``solver="minibatch"`` only:
+        ``draw(users, positives, user_items, rng)`` gets a batch's triplets (int arrays), the
+        training CSR and the epoch's ``numpy.random.Generator``, and returns one negative item per
+        triplet (an int array, ``-1`` to skip the triplet). It replaces the candidate law and the
+        redraws: what it returns trains (a known positive included). For example, a "hard"
+        negative per training pair chosen from metadata (``benchmarks/stackexchange.py``).
     """
 
     name: str
@@ -126,6 +133,7 @@ class Sampler(NamedTuple):
     distributed: bool
     item_weights: Callable[[Any, Mapping[str, Any]], np.ndarray] | None = None
     keeps_liked: bool = False
+    draw: Callable[[np.ndarray, np.ndarray, Any, np.random.Generator], np.ndarray] | None = None
 
 
 def _popularity_item_weights(user_items, params: Mapping[str, Any]) -> np.ndarray:
@@ -171,7 +179,8 @@ def register_sampler(spec: Sampler) -> Sampler:
             parameters=(), warp=True, hybrid=True, distributed=False, item_weights=seen_items))
 
     A draw that depends on the factors (as ``"dns"``, ``"aobpr"``) needs kernel work; see
-    ``docs/architecture.md``, "Where to add a sampler".
+    ``docs/architecture.md``, "Where to add a sampler". Any other draw, written in NumPy, can
+    train with ``solver="minibatch"``: give it as ``draw`` (see :class:`Sampler`).
 
     Parameters
     ----------
@@ -180,7 +189,8 @@ def register_sampler(spec: Sampler) -> Sampler:
         ``item_weights`` function, or ``CANDIDATE_UNIFORM`` without one. ``parameters`` are
         existing ``BPR`` hyperparameters that ``item_weights`` reads. ``warp`` needs
         ``skip_liked=False`` (WARP redraws); ``distributed`` must be False (stratified training
-        draws the built-in uniform samplers only).
+        draws the built-in uniform samplers only). With ``draw``: uniform codes, no
+        ``item_weights``, ``warp`` and ``keeps_liked`` False.
 
     Returns
     -------
@@ -205,6 +215,12 @@ def register_sampler(spec: Sampler) -> Sampler:
         raise ValueError("keeps_liked=True and skip_liked=True contradict each other")
     if spec.distributed:
         raise ValueError("distributed=False: stratified training draws the built-in uniform samplers only")
+    if spec.draw is not None:
+        if not callable(spec.draw):
+            raise TypeError(f"draw must be callable, got {type(spec.draw).__name__}")
+        if codes != SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE) or spec.warp or spec.keeps_liked:
+            raise ValueError("a sampler with a draw function makes its own draw: codes must be "
+                             "SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), warp and keeps_liked False")
     from .model import BPR  # here, not at import: the model imports this module
 
     known = BPR._get_param_names()
@@ -416,6 +432,8 @@ def negative_distribution(
         ignored (their effect is below ``(share of positives) ** 64``).
     """
     codes = sampler_codes(sampler)
+    if REGISTRY[sampler].draw is not None:
+        raise ValueError(f"sampler {sampler!r} draws with its own function: its law is that function's")
     liked = np.zeros(n_items, bool)
     if not REGISTRY[sampler].keeps_liked:  # a sampler that keeps positives treats none as liked
         liked[np.asarray(positives, dtype=np.int64)] = True

@@ -126,7 +126,7 @@ def test_rp3beta_is_the_three_step_walk(ceiling, seed, alpha, beta, top_k):
             w[i, j] = walk / deg_i[j] ** beta
     if top_k is not None:  # each target item (column) keeps its top_k sources, lower index first on ties
         for j in range(n_items):
-            ranked = sorted(range(n_items), key=lambda i: (-w[i, j], i))
+            ranked = sorted(range(n_items), key=lambda i: (-round(w[i, j], 12), i))  # round-off is a tie
             w[ranked[top_k:], j] = 0.0
     np.testing.assert_allclose(got, x @ w, atol=1e-12)
 

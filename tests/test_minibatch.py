@@ -152,8 +152,6 @@ def test_minibatch_refuses_what_it_cannot_train():
         BPR(solver="minibatch", loss="warp")
     with pytest.raises(ValueError, match="dns"):
         BPR(solver="minibatch", sampler="dns")
-    with pytest.raises(ValueError, match="solver='kernel'"):
-        BPR(solver="minibatch", epochs=1).fit(X, item_features=np.eye(X.shape[1]))
     with pytest.raises(ValueError, match="solver"):
         BPR(solver="numpy")
 
@@ -259,14 +257,6 @@ def test_minibatch_fit_validates_and_keeps_the_best_epoch():
     assert model.best_epoch_ is not None and model.best_score_ == max(
         r.validation for r in model.history_ if r.validation is not None)
     assert abs(metrics.auc(model, X, test) - model.best_score_) < 1e-9
-
-
-def test_a_model_with_side_features_refuses_the_minibatch_solver_later():
-    X, _ = _planted(seed=4)
-    model = BPR(factors=4, epochs=1, threads=1, random_state=0).fit(X, item_features=np.eye(X.shape[1])[:, :5])
-    model.set_params(solver="minibatch")
-    with pytest.raises(ValueError, match="solver='kernel'"):
-        model.partial_fit(X, epochs=1)
 
 
 def test_a_refused_set_params_changes_nothing_and_save_refuses_broken_rules(tmp_path):

@@ -63,5 +63,5 @@ def test_the_estimator_refuses_exactly_what_the_capabilities_rule_out(loss, samp
     if hybrid:
         model.fit(X, item_features=np.eye(4)[:, :2])
     else:
-        with pytest.raises(ValueError, match="side features support"):
+        with pytest.raises(ValueError, match="side features"):
             model.fit(X, item_features=np.eye(4)[:, :2])

@@ -132,8 +132,10 @@ class BPR(ParameterMixin, FactorModel):
         a seeded random order, in batches of ``batch_size`` whose step follows the mean of
         their triplets' objectives; the same math (:func:`bpr_numpy.objective.triplet_terms`),
         and with ``batch_size=1`` and SGD the kernels' per-sample step. It takes the samplers
-        with a fixed law (not ``"dns"``, ``"aobpr"``), the losses ``"bpr"`` and ``"sigmoid"``,
-        every optimiser, no side features, and ignores ``threads`` and ``user_run``.
+        whose draw does not depend on the factors (not ``"dns"``, ``"aobpr"``; a registered
+        sampler's own NumPy ``draw`` too), the losses ``"bpr"`` and ``"sigmoid"``, every
+        optimiser, side features (the step moves their embeddings), and ignores ``threads``
+        and ``user_run``.
     batch_size : int, default 64
         Triplets per step of ``solver="minibatch"`` (unused by the kernels).
     init : {"normal", "uniform"}, default "normal"
@@ -294,8 +296,10 @@ class BPR(ParameterMixin, FactorModel):
             finite real values; stored zeros are dropped). Given either, the
             model learns feature embeddings (:mod:`bpr_numpy.hybrid`); a side
             without a matrix is represented by identities. Supports the
-            ``"bpr"`` and ``"sigmoid"`` losses, the uniform and popularity
-            samplers, and every optimiser.
+            ``"bpr"`` and ``"sigmoid"`` losses; with ``solver="kernel"`` the
+            samplers and optimisers marked ``hybrid`` in their registries (the
+            uniform and popularity samplers, SGD, AdaGrad and Adam), with
+            ``solver="minibatch"`` everything that solver takes.
 
         Returns
         -------

@@ -14,6 +14,11 @@ float64 on the rows a batch reads, so a batch costs ``O(batch_size x factors)`` 
 catalogue's size, except with ``optimizer="adam-dense"``, which moves every row at every step
 (``O((n_users + n_items) x factors)`` a batch, as Keras 1 did). No numba kernel trains here (the
 epoch loop's snapshot still checks the parameters with a small numba helper).
+
+With side features (:mod:`bpr_numpy.hybrid`) the step moves the feature embeddings, through
+:func:`bpr_numpy.objective.hybrid_triplet_gradients` on the rows a batch touches
+(:func:`apply_hybrid_batch`). A sampler may bring its own NumPy ``draw`` (a "hard" negative per
+pair, say: :class:`bpr_numpy.sampling.Sampler`), which only this trainer calls.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ import scipy.sparse as sp
 
 from .. import sampling
 from .._parameters import check_allocation
-from ..objective import (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows, pair_loss,
-                         triplet_terms)
+from ..hybrid import Features
+from ..objective import (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows,
+                         hybrid_representations, hybrid_triplet_gradients, pair_loss, triplet_scores, triplet_terms)
 from ..sampling import MAX_NEGATIVE_TRIES
 from ._reporting import EpochReport, epoch_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
 
-__all__ = ["BatchResult", "apply_batch", "draw_negatives", "run_epoch"]
+__all__ = ["BatchResult", "apply_batch", "apply_hybrid_batch", "draw_negatives", "run_epoch"]
 
 
 class BatchResult(NamedTuple):
@@ -59,7 +65,7 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
         The optimiser and its memory (sized like the parameters); updated in place. Lazy Adam
         advances the step count of each row the batch touches, once; dense Adam every row's.
     users, positives, negatives : ndarray of int
-        The triplets (``positives != negatives``).
+        The triplets.
     learning_rate, loss, regularization
         As in :func:`bpr_numpy.objective.sgd_step`.
     """
@@ -79,6 +85,62 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     rows_i, sum_i = _groups(np.concatenate([positives, negatives]))
     g_u = sum_u @ terms.user
     g_i = sum_i @ np.concatenate([terms.positive, terms.negative])
+    g_b = None if item_biases is None else sum_i @ np.concatenate([terms.positive_bias, terms.negative_bias])
+    _step((user_factors, item_factors, item_biases), state, rows_u, rows_i, (g_u, g_i, g_b), n, learning_rate)
+    return BatchResult(float(pair_loss(terms.scores, loss).sum()), int((terms.scores > 0).sum()))
+
+
+def apply_hybrid_batch(features: Features, use_bias: bool, state: OptimizerState, users: np.ndarray,
+                       positives: np.ndarray, negatives: np.ndarray, *, learning_rate: float, loss: str,
+                       regularization: Regularization) -> BatchResult:
+    """:func:`apply_batch` for the model with side features: the step moves the feature embeddings.
+
+    The batch's gradient is :func:`bpr_numpy.objective.hybrid_triplet_gradients` on the feature
+    rows the batch touches (its users' and items' stored features), with the batch's rows of
+    the feature matrices restricted to those columns: exact, as every other row's gradient is
+    zero, and ``O(stored features of the batch x factors)`` whatever the catalogue's size.
+
+    Parameters
+    ----------
+    features : bpr_numpy.hybrid.Features
+        Its embeddings are updated in place.
+    use_bias : bool
+        Whether the item bias embeddings are trained.
+    state : OptimizerState
+        Sized by feature rows.
+    users, positives, negatives, learning_rate, loss, regularization
+        As in :func:`apply_batch`.
+    """
+    n = len(users)
+    rows_u, X = _used_columns(features.users.matrix[users])
+    rows_i, Y = _used_columns(features.items.matrix[np.concatenate([positives, negatives])])
+    E = features.user_embeddings[rows_u].astype(np.float64)
+    F = features.item_embeddings[rows_i].astype(np.float64)
+    c = features.item_bias_embeddings[rows_i].astype(np.float64) if use_bias else None
+    local = np.arange(n)
+    grads = hybrid_triplet_gradients(E, F, c, X, Y, local, local, local + n, loss=loss,
+                                     regularization=regularization)
+    scores = triplet_scores(*hybrid_representations(E, F, c, X, Y), local, local, local + n)
+    params = (features.user_embeddings, features.item_embeddings,
+              features.item_bias_embeddings if use_bias else None)
+    _step(params, state, rows_u, rows_i, (grads.user_embeddings, grads.item_embeddings,
+                                          grads.item_bias_embeddings if use_bias else None), n, learning_rate)
+    return BatchResult(float(pair_loss(scores, loss).sum()), int((scores > 0).sum()))
+
+
+def _used_columns(rows: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The columns ``rows`` store an entry in (sorted), and ``rows`` restricted to them."""
+    used, local = np.unique(rows.indices, return_inverse=True)
+    return used, sp.csr_matrix((rows.data, local.ravel(), rows.indptr), shape=(rows.shape[0], len(used)))
+
+
+def _step(params: tuple, state: OptimizerState, rows_u: np.ndarray, rows_i: np.ndarray, grads: tuple, n: int,
+          learning_rate: float) -> None:
+    """The optimiser's step on the touched rows, with the batch's summed gradients divided by ``n``.
+
+    ``params`` and ``grads`` are (users, items, item biases or None); the rows are distinct.
+    Lazy Adam advances the step count of each touched row once; dense Adam every row's.
+    """
     t_u = t_i = None
     if state.code == OPTIMIZER_ADAM:  # lazy: the rows the batch touches
         state.user_steps[rows_u] += 1
@@ -89,15 +151,13 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     if state.code >= OPTIMIZER_ADAM:
         t_u, t_i = state.user_steps[rows_u], state.item_steps[rows_i]
     scale = 1.0 / n
-    apply_rows(user_factors, rows_u, g_u * scale, state.user_first, state.user_second, t_u, state.code,
-               learning_rate)
-    apply_rows(item_factors, rows_i, g_i * scale, state.item_first, state.item_second, t_i, state.code,
-               learning_rate)
-    if item_biases is not None:
-        g_b = sum_i @ np.concatenate([terms.positive_bias, terms.negative_bias])
-        apply_rows(item_biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code,
+    users, items, biases = params
+    g_u, g_i, g_b = grads
+    apply_rows(users, rows_u, g_u * scale, state.user_first, state.user_second, t_u, state.code, learning_rate)
+    apply_rows(items, rows_i, g_i * scale, state.item_first, state.item_second, t_i, state.code, learning_rate)
+    if biases is not None:
+        apply_rows(biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code,
                    learning_rate)
-    return BatchResult(float(pair_loss(terms.scores, loss).sum()), int((terms.scores > 0).sum()))
 
 
 def _groups(index: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -150,6 +210,18 @@ def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray
     return negatives
 
 
+def _drawn(spec: sampling.Sampler, rng: np.random.Generator, users: np.ndarray, positives: np.ndarray,
+           matrix: sp.csr_matrix) -> np.ndarray:
+    """A sampler's own ``draw`` for a batch, checked: one item (or -1, skip) per triplet."""
+    drawn = np.asarray(spec.draw(users, positives, matrix, rng))
+    if drawn.shape != users.shape or drawn.dtype.kind not in "iu":
+        raise ValueError(f"sampler {spec.name!r}: draw must return one integer item per triplet "
+                         f"(shape {users.shape}), got dtype {drawn.dtype} and shape {drawn.shape}")
+    if drawn.size and (drawn.min() < -1 or drawn.max() >= matrix.shape[1]):
+        raise ValueError(f"sampler {spec.name!r}: draw returned an item outside [-1, {matrix.shape[1]})")
+    return drawn.astype(np.intp)
+
+
 def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
               alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None, reg: Regularization,
               n_samples: int | None = None) -> EpochReport | None:
@@ -158,6 +230,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     ``threads`` and ``bitmap`` are not used (NumPy uses its own threads for the products);
     ``n_samples=0`` (the kernels' warm-up) does nothing. The epoch's stream is seeded with
     ``(seed, epoch)``, so ``fit`` then ``partial_fit`` draws what one longer ``fit`` draws.
+    With side features the batches move the feature embeddings, and the factors are the
+    representations they give at the end of the epoch.
     """
     if n_samples == 0:
         return None
@@ -169,6 +243,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     spec = sampling.REGISTRY[model.sampler]
     n_items = matrix.shape[1]
     keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
+    features = model._features
     biases = model.item_biases if model.item_bias else None
     batch = min(int(model.batch_size), max(matrix.nnz, 1))  # a larger batch is the whole epoch
     # About ten float64 arrays of batch x factors are alive at once during a step.
@@ -180,17 +255,30 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
         pairs = order[first:first + batch]
         users = user_of[pairs].astype(np.intp)
         positives = matrix.indices[pairs].astype(np.intp)
-        negatives = draw_negatives(rng, users, keys, n_items, spec.codes.skip_liked, alias, spec.keeps_liked)
+        if spec.draw is not None:
+            negatives = _drawn(spec, rng, users, positives, matrix)
+        else:
+            negatives = draw_negatives(rng, users, keys, n_items, spec.codes.skip_liked, alias, spec.keeps_liked)
         kept = negatives >= 0
         if not kept.all():
             skipped += int((~kept).sum())
             users, positives, negatives = users[kept], positives[kept], negatives[kept]
         if not len(users):
             continue
-        result = apply_batch(model.user_factors, model.item_factors, biases, model._optimizer_state, users,
-                             positives, negatives, learning_rate=learning_rate, loss=model.loss, regularization=reg)
+        if features is None:
+            result = apply_batch(model.user_factors, model.item_factors, biases, model._optimizer_state, users,
+                                 positives, negatives, learning_rate=learning_rate, loss=model.loss,
+                                 regularization=reg)
+        else:
+            result = apply_hybrid_batch(features, bool(model.item_bias), model._optimizer_state, users, positives,
+                                        negatives, learning_rate=learning_rate, loss=model.loss,
+                                        regularization=reg)
         loss_sum += result.loss
         ordered += result.ordered
+    if features is not None:
+        # In place: the epoch snapshot holds these very arrays.
+        for live, fresh in zip(model._parameters(), features.representations(bool(model.item_bias))):
+            np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     model._epochs_done += 1
     return epoch_report(model._epochs_done, loss_sum, ordered, skipped, matrix.nnz, seconds)

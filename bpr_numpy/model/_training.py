@@ -80,18 +80,24 @@ def _check_epochs(epochs) -> None:
 
 
 def check_feature_settings(model: BPR) -> None:
-    """Side features take the losses, samplers and optimisers the registries mark ``hybrid``."""
+    """Side features take the losses the registry marks ``hybrid``; the kernels also its samplers and optimisers.
+
+    The minibatch trainer applies every optimiser and draws every sampler it draws without
+    features (:func:`bpr_numpy._parameters.check_combination` has those rules).
+    """
     if not LOSS_REGISTRY[model.loss].hybrid:
         usable = " or ".join(repr(loss.name) for loss in LOSS_REGISTRY.values() if loss.hybrid)
         raise ValueError(f"side features support loss {usable}, not {model.loss!r}")
+    if model.solver != "kernel":
+        return
     if not sampling.REGISTRY[model.sampler].hybrid:
         usable = ", ".join(s.name for s in sampling.REGISTRY.values() if s.hybrid)
-        raise ValueError(f"side features support the uniform and popularity samplers ({usable}), not "
-                         f"{model.sampler!r}")
+        raise ValueError(f"side features with solver='kernel' support the samplers {usable}, not "
+                         f"{model.sampler!r} (solver='minibatch' draws any fixed law)")
     if not OPTIMIZER_REGISTRY[model.optimizer].hybrid:
-        raise ValueError(f"side features do not support optimizer {model.optimizer!r}")
-    if model.solver != "kernel":  # also for a model fitted with features, then set to another solver
-        raise ValueError(f"side features train with solver='kernel', not {model.solver!r}")
+        usable = ", ".join(o.name for o in OPTIMIZER_REGISTRY.values() if o.hybrid)
+        raise ValueError(f"side features with solver='kernel' support optimizer {usable}, not "
+                         f"{model.optimizer!r} (solver='minibatch' applies every optimiser)")
 
 
 def build_features(model: BPR, shape: tuple[int, int], user_features, item_features) -> Features | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Mapping, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._optimizers import OptimizerState, _optimizer_rows, _step_code
 from ._plain import Regularization, _check_batch, _check_weights, pair_loss, pair_loss_derivative
-from ._registry import OPTIMIZER_ADAM
+from ._registry import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE
 
 
 # ----------------------------------------------------------------------------- hybrid (side features)
@@ -47,9 +48,10 @@ class HybridGradients(NamedTuple):
     item_bias_embeddings: np.ndarray
 
 
-def _feature_matrix(features, rows: int, columns: int, name: str) -> np.ndarray:
-    dense = features.toarray() if hasattr(features, "toarray") else features
-    X = np.asarray(dense, dtype=np.float64)
+def _feature_matrix(features, rows: int, columns: int, name: str) -> "np.ndarray | sp.csr_matrix":
+    # A sparse matrix stays sparse (CSR, float64): the minibatch trainer passes a batch's rows of
+    # a large catalogue's features, which densified would cost rows x features.
+    X = sp.csr_matrix(features, dtype=np.float64) if sp.issparse(features) else np.asarray(features, np.float64)
     if X.shape != (rows, columns):
         raise ValueError(f"{name} must have shape ({rows}, {columns}), got {X.shape}")
     return X
@@ -96,6 +98,11 @@ def hybrid_representations(
     return X @ E, Y @ F, None if c is None else Y @ c
 
 
+def _touches(rows) -> np.ndarray:
+    """Per feature, the stored nonzero entries of ``rows`` (dense or sparse): the touches of a batch."""
+    return np.asarray((rows != 0).sum(axis=0)).ravel()
+
+
 def _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
                   users, positives, negatives, loss, regularization, weights):
     E, F, c, X, Y = _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
@@ -106,9 +113,7 @@ def _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_f
     x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b_full[i] - b_full[j]
     omega = _check_weights(weights, len(u))
     # Touches per feature row: a stored entry of the row counts, whatever its value.
-    touch_u = (X[u] != 0).sum(axis=0)
-    touch_i = (Y[i] != 0).sum(axis=0)
-    touch_j = (Y[j] != 0).sum(axis=0)
+    touch_u, touch_i, touch_j = _touches(X[u]), _touches(Y[i]), _touches(Y[j])
     value = (omega * pair_loss(x, loss)).sum()
     value += 0.5 * reg.user * touch_u @ np.einsum("rf,rf->r", E, E)
     value += 0.5 * (reg.positive * touch_i + reg.negative * touch_j) @ np.einsum("rf,rf->r", F, F)
@@ -239,11 +244,14 @@ def hybrid_sgd_step(
                           np.array([user]), np.array([positive]), np.array([negative]), loss, regularization, None)
     grads = _hybrid_gradients(terms, loss)
     X, Y, x = terms[3], terms[4], float(terms[10][0])
-    user_rows = np.flatnonzero(X[user])
-    item_rows = np.flatnonzero((Y[positive] != 0) | (Y[negative] != 0))
+    user_rows = np.flatnonzero(_touches(X[[user]]))
+    item_rows = np.flatnonzero(_touches(Y[[positive]]) + _touches(Y[[negative]]))
     if code == OPTIMIZER_ADAM:
         state.user_steps[user_rows] += 1
         state.item_steps[item_rows] += 1
+    elif code == OPTIMIZER_ADAM_DENSE:  # every feature row takes part in every step
+        state.user_steps += 1
+        state.item_steps += 1
     st = state if code else OptimizerState("sgd", 0, 0, user_embeddings.shape[1])
     _optimizer_rows(user_embeddings, grads.user_embeddings, st.user_first, st.user_second, st.user_steps,
                     user_rows, code, learning_rate)
