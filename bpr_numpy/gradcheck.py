@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._parameters import Integer, check_allocation, check_random_state
 from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss,
@@ -347,7 +346,7 @@ def check_hybrid_gradients(
                                   else np.array(item_bias_embeddings, dtype=np.float64),
                                   user_features, item_features)
     # Dense masks of the touched rows below: the oracle is for small problems.
-    X, Y = (M.toarray() if sp.issparse(M) else M for M in (X, Y))
+    X, Y = (M.toarray() if hasattr(M, "toarray") else M for M in (X, Y))
     users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
 
     def loss_of(mask: np.ndarray | None = None) -> float:
