@@ -12,7 +12,8 @@ Loaders
     from the files), :func:`load_delimited` (any delimited file, string or
     integer ids), :func:`load_lightgcn` / :func:`load_adjacency_list` (the
     ``user item item ...`` format of the LightGCN/NGCF benchmarks) and
-    :func:`fetch_movielens` (verified download into a cache). Directories
+    :func:`fetch_movielens` (verified download into a cache), and
+    :func:`from_dataframe` (the columns of a pandas DataFrame, ids of any type). Directories
     and zip archives both work; nothing is extracted. :func:`detect_release`
     says which kind of data a folder or archive holds.
 Id spaces
@@ -28,6 +29,7 @@ Importing this package is cheap: scipy and numba are imported, and the
 numba parsers compiled (cached on disk), only when first used.
 """
 
+from ._dataframe import from_dataframe
 from ._delimited import load_adjacency_list, load_delimited, load_lightgcn
 from ._detect import RELEASES, detect_release, release_files
 from ._download import MOVIELENS_ARCHIVES, DatasetDownloadError, data_home, fetch_movielens
@@ -44,6 +46,7 @@ __all__ = [
     "load_movielens_100k",
     "load_movielens",
     "load_delimited",
+    "from_dataframe",
     "load_lightgcn",
     "load_adjacency_list",
     "fetch_movielens",

@@ -69,6 +69,7 @@ def evaluate(
     per_user: bool = False,
     exclude_train: bool = True,
     block_size: int | None = None,
+    as_frame: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on held-out positives, all metrics in one pass over user blocks.
 
@@ -99,6 +100,9 @@ def evaluate(
     block_size : int, optional
         Users scored at a time. By default chosen so one block of float64 scores
         takes about :data:`DEFAULT_BLOCK_BYTES` (16 MiB).
+    as_frame : bool, default False
+        With ``per_user=True``: ``"per_user"`` is a pandas DataFrame (pandas needed)
+        indexed by ``user``, one column per metric key, instead of a dict of arrays.
 
     Returns
     -------
@@ -135,6 +139,8 @@ def evaluate(
     """
     wanted = _resolve_metrics(metrics)
     ks = _check_k(k)
+    if as_frame and not per_user:
+        raise ValueError("as_frame=True shapes the per-user values: it goes with per_user=True")
     train_csr = _check_matrix(train, "train")
     test_csr = _check_matrix(test, "test")
     if train_csr.shape != test_csr.shape:
@@ -259,6 +265,10 @@ def evaluate(
     result["n_users"] = n_eval
     if per_user:
         result["users"] = users
+        if as_frame:
+            from .._frames import per_user_frame
+
+            per = per_user_frame(users, per)
         result["per_user"] = per
     return result
 

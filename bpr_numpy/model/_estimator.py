@@ -15,7 +15,6 @@ import numpy as np
 
 from .._archives import read_npz
 from .._parameters import ParameterMixin, check_combination, check_parameters
-from .._validation import as_user_items
 from ..objective import OptimizerState, Regularization
 from . import _persistence, _training
 from ._factor_model import FactorModel
@@ -265,8 +264,11 @@ class BPR(ParameterMixin, FactorModel):
 
         Parameters
         ----------
-        user_items : sparse matrix or array_like, shape (n_users, n_items)
-            Interactions; stored values > 0 are positives.
+        user_items : sparse matrix, array_like or Interactions, shape (n_users, n_items)
+            Interactions; stored values > 0 are positives. Given a
+            :class:`bpr_numpy.datasets.Interactions` (say from
+            :func:`~bpr_numpy.datasets.from_dataframe`), the model also keeps
+            its ``user_ids``, ``item_ids`` and ``item_titles``.
         epochs : int, optional
             Overrides the ``epochs`` hyperparameter for this call.
         callback : callable, optional
@@ -313,11 +315,13 @@ class BPR(ParameterMixin, FactorModel):
         epochs actually trained, so a later ``partial_fit`` draws fresh triplets.
         """
         self._check_params()
-        matrix = as_user_items(user_items)
+        matrix, maps = _training.interactions(user_items)
         features = _training.build_features(self, matrix.shape, user_features, item_features)
         tracker = None if validation is None else _Validation(validation, metric, patience, validate_every,
                                                                matrix.shape)
         _training.start(self, matrix, features)
+        if maps is not None:
+            self.user_ids, self.item_ids, self.item_titles = maps
         return _training.train(self, matrix, self.epochs if epochs is None else epochs, callback, show_progress,
                                tracker)
 
@@ -339,8 +343,9 @@ class BPR(ParameterMixin, FactorModel):
 
         Parameters
         ----------
-        user_items : sparse matrix or array_like
-            Same shape as the data the model was fitted on.
+        user_items : sparse matrix, array_like or Interactions
+            Same shape as the data the model was fitted on; an Interactions'
+            ids must be the model's, when it has some.
         epochs : int
         callback, show_progress
             As in :meth:`fit`.
@@ -355,12 +360,16 @@ class BPR(ParameterMixin, FactorModel):
         """
         self._check_params()
         _check_epochs(epochs)  # before anything changes on the model
-        matrix = as_user_items(user_items)
+        matrix, maps = _training.interactions(user_items)
+        if maps is not None and self.user_ids is not None:
+            _training.check_same_ids(self, maps)
         features = _training.build_features(self, matrix.shape, user_features, item_features)
         if self.user_factors is None:
             _training.start(self, matrix, features)
         else:
             _training.resume(self, matrix, features, user_features, item_features)
+        if maps is not None and self.user_ids is None:
+            self.user_ids, self.item_ids, self.item_titles = maps
         return _training.train(self, matrix, epochs, callback, show_progress)
 
     # ------------------------------------------------------------------ inference (the rest: FactorModel)

@@ -209,7 +209,7 @@ class FactorModel:
         return matrix
 
     def recommend(self, users=None, n: int = 10, *, filter_liked: bool = True, user_items=None,
-                  user_factors=None):
+                  user_factors=None, as_frame: bool = False):
         """Top-``n`` items for one user or a batch of users.
 
         Parameters
@@ -227,6 +227,12 @@ class FactorModel:
         user_factors : ndarray, shape (factors,) or (n_new, factors), optional
             Vectors of users that are not rows of the model, such as those
             :meth:`fold_in` returns; recommended for instead of ``users``.
+        as_frame : bool
+            Return one pandas DataFrame instead (pandas needed): a row per
+            recommendation with ``user`` (the row; -1 for ``user_factors``),
+            ``rank`` (1 = best), ``item``, ``score``, and the raw ``user_id``,
+            ``item_id`` and ``title`` where the model holds them. Padding is
+            left out.
 
         Returns
         -------
@@ -272,6 +278,11 @@ class FactorModel:
                                exclude=liked, threads=threads)
         candidates = self.n_items - (np.diff(liked.indptr)[batch] if liked is not None else 0)
         self._check_ranking(items, scores, np.minimum(candidates, k), query[batch])
+        if as_frame:
+            from .._frames import recommendations_frame
+
+            return recommendations_frame(self, batch if user_factors is None else np.full(len(batch), -1),
+                                         items, scores)
         if single:
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]

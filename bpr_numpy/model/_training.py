@@ -21,6 +21,7 @@ from .._runtime import resolve_seed
 from ..hybrid import Features
 from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
+from .._validation import as_user_items
 from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
                         membership_bitmap, initial_rows, numba_threads)
 from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization, loss_code
@@ -107,6 +108,23 @@ def build_features(model: BPR, shape: tuple[int, int], user_features, item_featu
     check_feature_settings(model)
     return Features.build(shape, user_features, item_features, identity=model.identity,
                           normalize=bool(model.normalize_features))
+
+
+def interactions(user_items) -> tuple[sp.csr_matrix, tuple | None]:
+    """The training matrix, and ``(user_ids, item_ids, item_titles)`` when given an Interactions."""
+    from ..datasets import Interactions
+
+    if isinstance(user_items, Interactions):
+        return as_user_items(user_items.matrix), (user_items.user_ids, user_items.item_ids, user_items.item_titles)
+    return as_user_items(user_items), None
+
+
+def check_same_ids(model: BPR, maps: tuple) -> None:
+    """``partial_fit`` on an Interactions: its ids must be the model's (the rows are the same users)."""
+    for name, mine, theirs in zip(("user_ids", "item_ids"), (model.user_ids, model.item_ids), maps[:2]):
+        if mine is not None and (len(mine) != len(theirs) or not np.array_equal(mine, theirs)):
+            raise ValueError(f"the Interactions' {name} differ from the model's: rows would mean other "
+                             "users or items (align them first: Interactions.with_id_space_of)")
 
 
 def start(model: BPR, matrix: sp.csr_matrix, features: Features | None) -> None:
