@@ -357,3 +357,25 @@ def test_progress_line_formatting_and_live_rewrite():
     quiet = Tty()
     _Progress(2, quiet=True, stream=quiet)(r)
     assert quiet.getvalue() == ""
+
+
+def test_the_first_compilation_is_announced_once_on_a_terminal(monkeypatch, capsys):
+    from bpr_numpy import cli
+    from bpr_numpy.cli import _commands
+
+    monkeypatch.setattr(_commands, "_kernels_not_cached", lambda: True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli.main(["train", "--epochs", "1", "--threads", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err.count("compiling the training kernels once") == 1
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a pipe or a log file: nothing said
+    assert cli.main(["train", "--epochs", "1", "--threads", "1", "--quiet"]) == 0
+    assert "compiling" not in capsys.readouterr().err
+
+
+def test_an_empty_numba_cache_is_detected(tmp_path):
+    code = ("from bpr_numpy.cli._commands import _kernels_not_cached as first; from bpr_numpy import BPR; "
+            "import numpy as np; before = first(); BPR(factors=2, epochs=1, threads=1).fit(np.eye(5)); "
+            "print(before, first())")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]

@@ -47,6 +47,20 @@ def _model_params(args) -> dict:
     return params
 
 
+def _kernels_not_cached() -> bool:
+    """Whether numba's cache holds no compiled epoch kernel yet: the first run on this machine.
+
+    Read from numba's on-disk index of the kernel (private to numba, hence the guard: on any
+    surprise, say nothing rather than fail).
+    """
+    try:
+        from .._kernels import _epoch
+
+        return not _epoch._run_chunk._cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - a hint only
+        return False
+
+
 def _train(args) -> int:
     from .. import metrics
     from ..model import BPR
@@ -71,6 +85,9 @@ def _train(args) -> int:
               f"{fit_kwargs['validate_every']} epoch(s)" + (f", patience {args.patience}" if args.patience else ""))
     else:
         train_for_fit = train
+    if sys.stderr.isatty() and _kernels_not_cached():
+        print("compiling the training kernels once (a few seconds; numba caches them for later runs) ...",
+              file=sys.stderr, flush=True)
     try:
         model.fit(train_for_fit, callback=progress, show_progress=False, **fit_kwargs)
     except KeyboardInterrupt:
