@@ -46,6 +46,7 @@ autosummary_imported_members = True
 autodoc_typehints = "none"  # the numpydoc "Parameters" sections say the types
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = True
+autodoc_preserve_defaults = True  # signatures show `dtype=np.float32`, not the repr of the class
 
 # numpydoc: the class pages list their members themselves (templates), so numpydoc's own
 # member tables are off; no cross-reference guessing of types (no intersphinx at build time).
@@ -56,7 +57,8 @@ numpydoc_attributes_as_param_list = True
 
 html_theme = "furo"
 html_title = f"bpr_numpy {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 
 
