@@ -62,3 +62,45 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     for index, code in enumerate(code_blocks):
         code = code.replace(ML100K_IN_DOCS, os.fspath(ML100K))
         exec(compile(code, f"docs/{page} python block {index}", "exec"), namespace)
+
+
+# --------------------------------------------------------------------------- the API reference
+PUBLIC_MODULES = ("bpr_numpy", "bpr_numpy.model", "bpr_numpy.objective", "bpr_numpy.sampling", "bpr_numpy.metrics",
+                  "bpr_numpy.datasets", "bpr_numpy.fold_in", "bpr_numpy.hybrid", "bpr_numpy.gradcheck",
+                  "bpr_numpy.distributed", "bpr_numpy.cli")
+#: Names of ``bpr_numpy.__all__`` that are modules or the version string: pages of their own or prose.
+NOT_AUTOSUMMARISED = {"model", "metrics", "datasets", "cli", "objective", "__version__"}
+
+
+def _documented():
+    """{module: names} listed in the autosummary tables of docs/api/*.md."""
+    documented = {}
+    for path in sorted((DOCS / "api").glob("*.md")):
+        module = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith(".. currentmodule:: "):
+                module = line.split("::", 1)[1].strip()
+            elif module and re.fullmatch(r"   [A-Za-z_]\w*", line):
+                documented.setdefault(module, set()).add(line.strip())
+    return documented
+
+
+def test_the_api_reference_lists_every_public_name():
+    """Every name of each public module's ``__all__`` has its page, here or (for a re-export of
+    the same object) under ``bpr_numpy``; the reference lists no name that is gone."""
+    import importlib
+
+    documented = _documented()
+    assert set(documented) == set(PUBLIC_MODULES), "docs/api/ should have one section per public module"
+    package = importlib.import_module("bpr_numpy")
+    missing, stale = [], []
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        exported = set(module.__all__) - (NOT_AUTOSUMMARISED if name == "bpr_numpy" else set())
+        for attr in sorted(exported - documented[name]):
+            top = documented["bpr_numpy"]
+            if not (attr in top and getattr(package, attr) is getattr(module, attr)):
+                missing.append(f"{name}.{attr}")
+        stale += [f"{name}.{attr}" for attr in sorted(documented[name] - set(module.__all__))]
+    assert not missing, f"public names without an API page (add them to docs/api/): {missing}"
+    assert not stale, f"docs/api/ lists names that are no longer public: {stale}"
