@@ -59,6 +59,12 @@ html_theme = "furo"
 html_title = f"bpr_numpy {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_theme_options = {
+    # DejaVu Sans Mono before Liberation Mono: the latter has no box-drawing glyphs, so the
+    # diagram in architecture.md lost its alignment on Linux (seen in a screenshot).
+    "light_css_variables": {"font-stack--monospace": '"SFMono-Regular", Menlo, Consolas, Monaco, '
+                            '"DejaVu Sans Mono", "Liberation Mono", "Lucida Console", monospace'},
+}
 html_show_sourcelink = False
 
 
