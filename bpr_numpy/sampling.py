@@ -342,7 +342,7 @@ def popularity_weights(user_items, exponent: float) -> np.ndarray:
 
 
 def geometric_rank_probabilities(n_items: int, lam: float) -> np.ndarray:
-    """AOBPR's rank law: ``p(r) ~ exp(-r / lam)`` for ``r = 0 .. n_items - 1``."""
+    """AOBPR's rank law: ``p(r) ~ exp(-r / lam)`` for ``r = 0, 1, ..., n_items - 1``."""
     r = np.arange(n_items, dtype=np.float64)
     logp = -r / lam
     p = np.exp(logp - logp.max())

@@ -16,13 +16,13 @@ __all__ = ["fetch_movielens", "data_home", "MOVIELENS_ARCHIVES"]
 
 _BASE = "https://files.grouplens.org/datasets/movielens/"
 
-# name -> (url, SHA-256 of the archive or None).
-# The pinned digests are those of the official GroupLens archives as
-# recorded by tensorflow/datasets (url_checksums/movielens.txt) and by
-# several independent projects; GroupLens itself publishes MD5s only.
-# ml-10m is not pinned (no published SHA-256 we could confirm) and the
-# "latest" archives change over time, so those are checked against the
-# digest recorded at their first download (trust on first use).
+#: name -> (url, SHA-256 of the archive or None).
+#: The pinned digests are those of the official GroupLens archives as
+#: recorded by tensorflow/datasets (url_checksums/movielens.txt) and by
+#: several independent projects; GroupLens itself publishes MD5s only.
+#: ml-10m is not pinned (no published SHA-256 we could confirm) and the
+#: "latest" archives change over time, so those are checked against the
+#: digest recorded at their first download (trust on first use).
 MOVIELENS_ARCHIVES: dict[str, tuple[str, str | None]] = {
     "ml-100k": (_BASE + "ml-100k.zip", "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"),
     "ml-1m": (_BASE + "ml-1m.zip", "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),

@@ -19,6 +19,7 @@ from ._sources import _Source
 
 __all__ = ["load_movielens", "load_movielens_100k", "ML100K_SPLITS", "ML100K_GENRES"]
 
+#: The official train/test splits of MovieLens 100k (``u1.base``/``u1.test`` ... ``ub.test``).
 ML100K_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 
 _RATING_COLUMNS = [("user", "int"), ("item", "int"), ("rating", "float"), ("timestamp", "int")]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._sources import _Source
 
-# Column order of the 19 genre flags in u.item (also listed in u.genre).
+#: Column order of the 19 genre flags in u.item (also listed in u.genre).
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",

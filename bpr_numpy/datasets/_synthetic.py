@@ -15,8 +15,8 @@ __all__ = ["synthetic", "synthetic_small", "synthetic_benchmark", "PlantedTruth"
 
 _PARALLEL_MIN_NNZ = 2_000_000
 
-# name -> (n_users, n_items, nnz). "benchmark" is the 20M row of the speed table in
-# docs/design.md, 'What the peers do'.
+#: name -> (n_users, n_items, nnz). "benchmark" is the 20M row of the speed table in
+#: docs/design.md, 'What the peers do'.
 SYNTHETIC_PRESETS: dict[str, tuple[int, int, int]] = {
     "small": (2_000, 1_000, 100_000),
     "medium": (20_000, 10_000, 1_000_000),

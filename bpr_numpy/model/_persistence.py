@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION"]
 
+#: The ``format`` entry of a model file: what ``BPR.load`` expects to find there.
 FORMAT_NAME = "bpr_numpy.model"
+#: Version of the model-file layout that ``BPR.save`` writes and ``BPR.load`` reads.
 FORMAT_VERSION = 1
 
 # Every entry BPR.save may write into a model file.

@@ -230,7 +230,7 @@ def triplet_scores(
     positives: np.ndarray,
     negatives: np.ndarray,
 ) -> np.ndarray:
-    """Score differences ``x_uij = w_u . (h_i - h_j) + b_i - b_j`` of a batch.
+    """Score differences ``x_uij = dot(w_u, h_i - h_j) + b_i - b_j`` of a batch.
 
     Parameters
     ----------
