@@ -46,7 +46,7 @@ def _assert_same_factors(a, b):
 def _assert_quality(model, ua):
     train, test = ua
     # The single-machine floors of tests/test_movielens.py for one seed (measured mean - 5 std;
-    # README): the stratified schedule measured 0.9198 / 0.1396 (seed 0), 0.9198 / 0.1423 (seed 1).
+    # docs/guide/tuning.md): the stratified schedule measured 0.9198 / 0.1396 (seed 0), 0.9198 / 0.1423 (seed 1).
     assert metrics.full_auc(model, train, test) >= 0.9202 - 5 * 0.0004
     assert metrics.precision_at_k(model, train, test, k=10) >= 0.1409 - 5 * 0.0017
 

@@ -1,7 +1,7 @@
 """Quality on MovieLens 100k (official ua split, ratings >= 4), with the default hyperparameters.
 
 The floors are the published figure to beat (the Keras example's full AUC, 0.915) and margins
-taken from the measured seed-to-seed spread of the defaults (see README, "Choosing the defaults").
+taken from the measured seed-to-seed spread of the defaults (see docs/guide/tuning.md, "How the defaults were chosen").
 Skipped where ../shared/data/ml-100k is absent; CI has it.
 """
 
@@ -28,7 +28,7 @@ def test_split_is_the_official_one(ua):
 def test_full_auc_beats_the_keras_example(ua, default_models):
     train, test = ua
     p1 = np.array([metrics.full_auc(m, train, test) for m in default_models])
-    # Measured over 5 seeds (README, benchmarks/tune_defaults.py --final-only): mean 0.9202,
+    # Measured over 5 seeds (docs/guide/tuning.md, benchmarks/tune_defaults.py --final-only): mean 0.9202,
     # std 0.0004. Every seed must clear the Keras example's 0.915 (13 std below our mean),
     # and the mean of 3 seeds must stay within 5 std of what we measured, so a real
     # regression fails here.
@@ -42,7 +42,7 @@ def test_precision_at_10_beats_popularity_and_the_tuned_peers_bpr(ua, default_mo
     popularity = metrics.precision_at_k(metrics.popularity_scorer(train), train, test, k=10)
     assert popularity < 0.075  # docs/design.md, 'What the peers do': 0.067
     # implicit's tuned BPR reaches 0.110 here (docs/design.md, 'What the peers do'); default bpr_numpy must do better.
-    # Measured (README): mean 0.1409, std 0.0017.
+    # Measured (docs/guide/tuning.md): mean 0.1409, std 0.0017.
     assert prec.min() > 0.110, prec
     assert prec.mean() >= 0.1409 - 5 * 0.0017, prec
 

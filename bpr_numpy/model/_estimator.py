@@ -93,7 +93,7 @@ class BPR(ParameterMixin, FactorModel):
         the value; runs only keep u's factors in cache. 1 gives fully
         independent samples (Rendle's bootstrap). On 20M interactions 16 is
         1.7x faster than 1; on MovieLens 100k quality was the same within
-        seed-to-seed spread (README). At most 32.
+        seed-to-seed spread (docs/guide/tuning.md). At most 32.
     item_bias : bool, default True
         Learn an item bias ``b_i``.
     init_std : float or None, default None
@@ -173,7 +173,7 @@ class BPR(ParameterMixin, FactorModel):
     Defaults were chosen on MovieLens 100k (``ua.base``, ratings >= 4) by a
     grid over learning rate, regularisation (per role) and epochs, scored by
     full AUC and precision@10 on a validation split carved out of ``ua.base``
-    (never ``ua.test``); see the README.
+    (never ``ua.test``); see docs/guide/tuning.md, "How the defaults were chosen".
     """
 
     def __init__(
