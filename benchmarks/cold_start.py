@@ -74,8 +74,8 @@ def child(cache: str, events: bool) -> dict:
 
 
 def spread(values: Sequence[float]) -> str:
-    lo, hi = min(values), max(values)
-    return f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f}"
+    lo, hi = f"{min(values):.2f}", f"{max(values):.2f}"
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextIO = sys.stderr) -> dict:
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
               f"filled cache; {args.runs} runs (min-max). Steps of the README's quick start in order; fits are "
               "`BPR(factors=32, epochs=20)` on `synthetic_small` (80% of its pairs).", "",
               f"- Command: `{command}`", f"- Machine: {machine_line()}", f"- Code: {code_version()}", "", text, ""]
-        write_markdown(args.markdown, "\n".join(md))
+        write_markdown(args.markdown, "\n".join(md), SECTION_TITLE)
     return {"cold": cold, "cached": cached, "events": events}
 
 
