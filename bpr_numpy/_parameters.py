@@ -14,8 +14,9 @@ import inspect
 import math
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -322,7 +323,7 @@ class ParameterMixin:
         """Hyperparameters as a dict of constructor arguments (scikit-learn convention)."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> "ParameterMixin":
+    def set_params(self, **params: Any) -> ParameterMixin:
         """Set hyperparameters by constructor argument name; validated at once, all or none."""
         names = self._get_param_names()
         unknown = [name for name in params if name not in names]

@@ -7,7 +7,6 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-
 __all__ = ["as_user_items", "check_index_array", "check_sparse_structure", "csr_from_arrays"]
 
 #: Index entries checked at a time: the structure checks of a matrix with

@@ -24,14 +24,20 @@ gradient ~ 1e-8); those are checked to the resolution the differences have.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 
 from ._parameters import Integer, check_allocation, check_random_state
-from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss,
-                        triplet_gradients, triplet_loss)
+from .objective import (
+    Gradients,
+    Regularization,
+    hybrid_triplet_gradients,
+    hybrid_triplet_loss,
+    triplet_gradients,
+    triplet_loss,
+)
 from .objective._hybrid import _check_hybrid
 
 __all__ = ["GradcheckResult", "check_gradients", "check_hybrid_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
@@ -146,7 +152,7 @@ def check_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
     gradient: GradientFunction | None = None,
     eps: float = 1e-4,
@@ -246,7 +252,7 @@ def gradcheck(
     *,
     loss: str = "bpr",
     item_bias: bool = True,
-    regularization: "float | Mapping[str, float] | Regularization | None" = None,
+    regularization: float | Mapping[str, float] | Regularization | None = None,
     scale: float = 1.0,
     random_state: int | None = 0,
     gradient: GradientFunction | None = None,
@@ -313,7 +319,7 @@ def check_hybrid_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     eps: float = 1e-4,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> GradcheckResult:

@@ -156,8 +156,8 @@ class Features:
         self.item_bias_embeddings: np.ndarray | None = None
 
     @classmethod
-    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: "bool | str",
-              normalize: bool) -> "Features":
+    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: bool | str,
+              normalize: bool) -> Features:
         """Validate both sides' metadata and lay out their feature matrices.
 
         ``identity``: True (both sides), False (neither), ``"users"`` or ``"items"`` (that side only);
@@ -216,7 +216,7 @@ class Features:
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: dict, meta, n_users: int, n_items: int, factors: int, dtype) -> "Features":
+    def from_arrays(cls, arrays: dict, meta, n_users: int, n_items: int, factors: int, dtype) -> Features:
         """Rebuild from a model file's entries; ValueError naming what is wrong."""
         if not isinstance(meta, dict):
             raise ValueError("the feature metadata is not a mapping")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from ._assemble import _assemble, _check_options, _map_ids
 from ._ids import _union_ids
 from ._interactions import Interactions
 from ._parsing import (
+    _HEADER_WORDS,
     _first_line,
     _is_ascii_compatible,
     _looks_numeric,
@@ -21,7 +23,6 @@ from ._parsing import (
     _role_of,
     _split_line,
     _tokens_to_ids,
-    _HEADER_WORDS,
 )
 from ._sources import _Source
 
@@ -77,7 +78,7 @@ def _parse_delimiter(delimiter: str | bytes | None, first: str) -> bytes | None:
         raise TypeError(f"delimiter must be a str or None, got {type(delimiter).__name__}")
     if delimiter in ("", "\n", "\r", "\r\n"):
         raise ValueError(f"delimiter {delimiter!r} cannot separate fields")
-    if delimiter in (" ", "whitespace") or delimiter.strip(" \t") == "" and delimiter != "\t":
+    if delimiter in (" ", "whitespace") or (delimiter.strip(" \t") == "" and delimiter != "\t"):
         return None
     return delimiter.encode("utf-8")
 

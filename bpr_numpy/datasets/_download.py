@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import tempfile
 import urllib.error
 import zipfile
@@ -208,7 +207,7 @@ def fetch_movielens(
                         break
                     h.update(block)
                     out.write(block)
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DatasetDownloadError(
                 f"could not download {key} from {url} ({reason}). " + _how_to_help(key, url, folder)

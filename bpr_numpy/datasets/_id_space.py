@@ -10,7 +10,8 @@ stored pairs and the side tables (titles, features, per-user columns).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,8 +12,15 @@ from ._assemble import _assemble, _check_options
 from ._download import _canonical_name, data_home, fetch_movielens
 from ._ids import _IdIndex, _union_ids
 from ._interactions import Interactions
-from ._movielens_tables import (ML100K_GENRES, _genre_matrix, _ml100k_items, _ml100k_users, _movies_csv, _movies_dat,
-                                _users_dat)
+from ._movielens_tables import (
+    ML100K_GENRES,
+    _genre_matrix,
+    _ml100k_items,
+    _ml100k_users,
+    _movies_csv,
+    _movies_dat,
+    _users_dat,
+)
 from ._parsing import _read_table
 from ._sources import _Source
 

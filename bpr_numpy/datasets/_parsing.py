@@ -8,8 +8,8 @@ what was wrong and shows the line.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -261,7 +261,7 @@ def _read_table(
     names = [c[0] for c in columns]
     kinds = np.array([_KIND_CODES[c[1]] for c in columns], dtype=np.int64)
     slots = np.zeros(kinds.size, dtype=np.int64)
-    counts = {k: 0 for k in (K_INT, K_FLOAT, K_STR, K_SKIP)}
+    counts = dict.fromkeys((K_INT, K_FLOAT, K_STR, K_SKIP), 0)
     for j, k in enumerate(kinds):
         slots[j] = counts[int(k)]
         counts[int(k)] += 1

@@ -61,7 +61,7 @@ class _Source:
         if self._zip is not None:
             self._zip.close()
 
-    def __enter__(self) -> "_Source":
+    def __enter__(self) -> _Source:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -32,7 +32,7 @@ def _check_matrix(x: Any, name: str) -> sp.csr_array:
         if x.format != "csr":
             canonical = check_sparse_structure(csr, name)
     else:
-        if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") and not hasattr(x, "__array__"):
+        if isinstance(x, (str, bytes)) or (not hasattr(x, "__len__") and not hasattr(x, "__array__")):
             raise TypeError(
                 f"{name} must be a 2-D scipy.sparse matrix or array-like, got {type(x).__name__}"
             )
@@ -84,8 +84,8 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
     scored from its factors. ``n_users``/``n_items`` are None for a callable.
     """
     if hasattr(model, "user_factors") and hasattr(model, "item_factors"):
-        uf = getattr(model, "user_factors")
-        itf = getattr(model, "item_factors")
+        uf = model.user_factors
+        itf = model.item_factors
         if uf is None or itf is None:
             raise ValueError("model has no factors (is it fitted?)")
         uf = np.asarray(uf)

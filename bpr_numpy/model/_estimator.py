@@ -9,7 +9,7 @@ model files :mod:`bpr_numpy.model._persistence`; see ``docs/architecture.md``.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -181,7 +181,7 @@ class BPR(ParameterMixin, FactorModel):
         self,
         factors: int = 64,
         learning_rate: float = 0.02,
-        regularization: "float | Mapping[str, float]" = 0.02,
+        regularization: float | Mapping[str, float] = 0.02,
         epochs: int = 100,
         loss: str = "bpr",
         sampler: str = "uniform",
@@ -197,7 +197,7 @@ class BPR(ParameterMixin, FactorModel):
         dtype=np.float32,
         threads: int = 0,
         random_state=None,
-        identity: "bool | str" = True,
+        identity: bool | str = True,
         normalize_features: bool = False,
         solver: str = "kernel",
         batch_size: int = 64,
@@ -260,7 +260,7 @@ class BPR(ParameterMixin, FactorModel):
         validate_every: int = 1,
         user_features=None,
         item_features=None,
-    ) -> "BPR":
+    ) -> BPR:
         """Initialise the factors and train, optionally with validation and early stopping.
 
         Parameters
@@ -330,7 +330,7 @@ class BPR(ParameterMixin, FactorModel):
         *,
         user_features=None,
         item_features=None,
-    ) -> "BPR":
+    ) -> BPR:
         """Train more epochs from the current factors (initialising them if needed).
 
         ``fit(X, epochs=a)`` followed by ``partial_fit(X, epochs=b)`` draws the
@@ -400,7 +400,7 @@ class BPR(ParameterMixin, FactorModel):
                              max_pairs=max_pairs, random_state=random_state)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
+    def save(self, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
         """Write the model to one ``.npz`` file, atomically.
 
         The file is written to a temporary file in the same folder and renamed
@@ -418,7 +418,7 @@ class BPR(ParameterMixin, FactorModel):
         _persistence.save(self, path, include_interactions=include_interactions)
 
     @classmethod
-    def load(cls, path: "str | os.PathLike") -> "BPR":
+    def load(cls, path: str | os.PathLike) -> BPR:
         """Read a model written by :meth:`save`.
 
         Raises

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 from .._runtime import available_threads
 from .._validation import as_user_items, check_index_array
 from ..hybrid import Features
-from ._retrieval import top_k
 from ._reporting import TrainingDivergedError
+from ._retrieval import top_k
 
 __all__ = ["FactorModel"]
 

@@ -32,8 +32,18 @@ import scipy.sparse as sp
 from .. import sampling
 from .._parameters import check_allocation
 from ..hybrid import Features
-from ..objective import (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows,
-                         hybrid_representations, hybrid_triplet_gradients, pair_loss, triplet_scores, triplet_terms)
+from ..objective import (
+    OPTIMIZER_ADAM,
+    OPTIMIZER_ADAM_DENSE,
+    OptimizerState,
+    Regularization,
+    apply_rows,
+    hybrid_representations,
+    hybrid_triplet_gradients,
+    pair_loss,
+    triplet_scores,
+    triplet_terms,
+)
 from ..sampling import MAX_NEGATIVE_TRIES
 from ._reporting import EpochReport, epoch_report
 

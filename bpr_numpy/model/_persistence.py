@@ -34,7 +34,7 @@ _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias",
                             "user_items_indices", "user_ids", "item_ids", "item_titles", *Features.ENTRIES})
 
 
-def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
+def save(model: BPR, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
     """:meth:`bpr_numpy.BPR.save`: the metadata and arrays, checked finite, written by :func:`_atomic_savez`."""
     model._check_fitted()
     model._check_params()  # load would refuse parameters that break a rule: refuse to write them
@@ -81,7 +81,7 @@ def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = 
     _atomic_savez(os.fspath(path), arrays)
 
 
-def from_arrays(cls: type[BPR], arrays: dict, path: str) -> "BPR":
+def from_arrays(cls: type[BPR], arrays: dict, path: str) -> BPR:
     def bad(why: str) -> ValueError:
         return ValueError(f"{path} is not a valid bpr_numpy model file: {why}")
 

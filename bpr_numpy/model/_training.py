@@ -17,12 +17,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
-from .._runtime import resolve_seed
-from ..hybrid import Features
 from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
-from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
-                        membership_bitmap, initial_rows, numba_threads)
+from .._runtime import (
+    PARALLEL_LOCK,
+    aligned_empty,
+    available_threads,
+    beyond_cache,
+    initial_rows,
+    kernel_ready,
+    membership_bitmap,
+    numba_threads,
+    resolve_seed,
+)
+from ..hybrid import Features
 from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization, loss_code
 from ._factor_model import PARAMETER_NAMES
 from ._reporting import EpochReport, TrainingDivergedError, epoch_report
@@ -44,7 +52,7 @@ class _Snapshot:
     that they are finite (one pass over memory instead of two).
     """
 
-    def __init__(self, model: "BPR") -> None:
+    def __init__(self, model: BPR) -> None:
         self.model = model
         self.live = self._arrays()
         self.n_parameters = len(model._parameters())
@@ -183,7 +191,7 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     model.history_ = []
 
 
-def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
+def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> BPR:
     _check_epochs(epochs)
     epochs = int(epochs)  # a numpy integer would make the epoch counter wrap at its width
     if model._epochs_done + epochs > INT64_MAX:  # the kernels seed each epoch's streams with its int64 number
@@ -228,7 +236,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
 
 
 def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
-                validation) -> "BPR":
+                validation) -> BPR:
     """The epochs of :meth:`_train`, after its setup."""
     total = model._epochs_done + epochs
     # Compile (or load from the cache) outside the epoch timer: a call

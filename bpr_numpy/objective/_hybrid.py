@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
 from ._optimizers import OptimizerState, _optimizer_rows, _step_code
 from ._plain import Regularization, _check_batch, _check_weights, pair_loss, pair_loss_derivative
 from ._registry import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE
-
 
 # ----------------------------------------------------------------------------- hybrid (side features)
 #
@@ -134,7 +134,7 @@ def hybrid_triplet_loss(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> float:
     """Summed objective of a batch of triplets for the hybrid (side-feature) model.
@@ -166,7 +166,7 @@ def hybrid_triplet_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> HybridGradients:
     """Summed loss and its analytic gradient with respect to the feature embeddings.
@@ -211,7 +211,7 @@ def hybrid_sgd_step(
     *,
     learning_rate: float,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     optimizer: str = "sgd",
     state: OptimizerState | None = None,
 ) -> float:

@@ -6,14 +6,22 @@ apply the same, and are tested against :func:`sgd_step`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from typing import Mapping
-
-from ._registry import (ADAGRAD_INITIAL, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM,
-                        OPTIMIZER_ADAM_DENSE,
-                        OPTIMIZER_SGD, optimizer_code)
 from ._plain import Regularization, triplet_gradients, triplet_scores
+from ._registry import (
+    ADAGRAD_INITIAL,
+    ADAM_BETA1,
+    ADAM_BETA2,
+    ADAM_EPSILON,
+    OPTIMIZER_ADAGRAD,
+    OPTIMIZER_ADAM,
+    OPTIMIZER_ADAM_DENSE,
+    OPTIMIZER_SGD,
+    optimizer_code,
+)
 
 
 class OptimizerState:
@@ -134,7 +142,7 @@ def sgd_step(
     *,
     learning_rate: float,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weight: float = 1.0,
     optimizer: str = "sgd",
     state: OptimizerState | None = None,
