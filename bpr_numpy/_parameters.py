@@ -168,7 +168,7 @@ def _regularization(name: str, value: Any, dtype: np.dtype) -> None:
     from .objective import Regularization
 
     strengths = Regularization.coerce(value)
-    for role, strength in zip(("user", "positive", "negative", "bias"), strengths.as_tuple()):
+    for role, strength in zip(("user", "positive", "negative", "bias"), strengths.as_tuple(), strict=True):
         Real(in_dtype=True).check(f"{name}.{role}" if not _is_real(value) else name, strength, dtype)
 
 

@@ -252,7 +252,7 @@ class Features:
         E, F, c = (arrays[k] for k in ("user_embeddings", "item_embeddings", "item_bias_embeddings"))
         expected = ((sides[0].n_features, factors), (sides[1].n_features, factors), (sides[1].n_features,))
         for name, a, shape in zip(("user_embeddings", "item_embeddings", "item_bias_embeddings"), (E, F, c),
-                                  expected):
+                                  expected, strict=True):
             if a.shape != shape or a.dtype != dtype:
                 raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}; expected {shape} of {dtype}")
             if not np.isfinite(a).all():

@@ -82,8 +82,9 @@ from ._updates import (
     _pair_loss_and_slope,
 )
 
-__all__ = ['_batch_buffers', '_chunk_streams', 'CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH', 'PREFETCH_AHEAD', '_FASTMATH',
-           '_stream_seed', '_fetch_add', 'n_chunks', '_chunk_range', '_prefetch', '_prefetch_row',
+__all__ = ['_batch_buffers', '_chunk_streams', 'CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH',
+           'PREFETCH_AHEAD', '_FASTMATH', '_stream_seed', '_fetch_add', 'n_chunks', '_chunk_range', '_prefetch',
+           '_prefetch_row',
            '_contains', '_copy_finite', '_membership_bitmap', '_draw_candidate', '_draw_negative',
            '_runs_per_batch', '_draw_run_starts', '_prefetch_runs', '_draw_batch', '_item_score',
            '_dns_choose', '_aobpr_draw', '_warp_search', '_warp_weight', '_adaptive_negative',

@@ -1,4 +1,5 @@
-"""The epoch driver: a chunk's seeded streams and updates, serial or Hogwild over chunks, and the sample stream alone."""
+"""The epoch driver: a chunk's seeded streams and updates, serial or Hogwild over chunks, and the sample stream
+alone."""
 
 from __future__ import annotations
 

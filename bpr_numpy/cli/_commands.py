@@ -157,9 +157,9 @@ def _recommend(args) -> int:
     top, scores = model.recommend(rows_idx, n=args.n, filter_liked=filter_liked)
     titles = model.item_titles is not None
     out = []
-    for u, item_row, score_row in zip(rows_idx, top, scores):
+    for u, item_row, score_row in zip(rows_idx, top, scores, strict=True):
         rank = 0
-        for i, s in zip(item_row, score_row):
+        for i, s in zip(item_row, score_row, strict=True):
             if i < 0:  # padding: fewer candidates than n
                 continue
             rank += 1
@@ -179,7 +179,7 @@ def _similar(args) -> int:
     nb, sims = model.similar_items(q, n=args.n)
     titles = model.item_titles is not None
     out = []
-    for rank, (i, s) in enumerate(zip(nb, sims), start=1):
+    for rank, (i, s) in enumerate(zip(nb, sims, strict=True), start=1):
         row = {"similar_to": items.raw(q), "rank": rank, "item": items.raw(int(i)), "score": round(float(s), 6)}
         if titles:
             row["title"] = str(model.item_titles[i])

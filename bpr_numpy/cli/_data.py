@@ -98,8 +98,8 @@ def _load_data(args, seed: int) -> _Data:
         if found != expected:
             what = datasets.RELEASES.get(release, f"no MovieLens or LightGCN files (it holds: {listing})"
                                       if is_container else "a single file, not a folder or .zip")
-            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder or zip "
-                           f"(top level or one folder down), found {what}")
+            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder "
+                           f"or zip (top level or one folder down), found {what}")
     if is_container and release is None:
         if zipfile.is_zipfile(path) and not os.path.isdir(path) and delimited_opts:
             release = "delimited"

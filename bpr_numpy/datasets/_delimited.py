@@ -209,7 +209,7 @@ def load_delimited(
             roles = [_role_of(t) for t in tokens]
             seen: set[str] = set()
             cleaned: list[str | None] = []
-            for t, r in zip(tokens, roles):
+            for t, r in zip(tokens, roles, strict=True):
                 if r is None or r in seen:
                     if t:
                         notes.append(f"column {t!r} ignored")

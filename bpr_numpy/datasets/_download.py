@@ -222,7 +222,9 @@ def fetch_movielens(
                 + _how_to_help(key, url, folder)
             )
         if not zipfile.is_zipfile(tmp):
-            raise ValueError(f"downloaded {url} is not a zip archive; not keeping it. " + _how_to_help(key, url, folder))
+            raise ValueError(
+                f"downloaded {url} is not a zip archive; not keeping it. " + _how_to_help(key, url, folder)
+            )
         _check_archive(tmp, url, key, folder)
         os.replace(tmp, target)
         if expected is None:

@@ -189,7 +189,8 @@ def load_movielens_100k(
     else:
         notes.append("u.user not found: no demographics")
     parts = tuple(
-        _build_from_table(t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side, notes=notes)
+        _build_from_table(t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side,
+                          notes=notes)
         for t in tables
     )
     return parts[0] if split is None else parts

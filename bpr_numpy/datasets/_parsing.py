@@ -103,7 +103,8 @@ def _prepare_bytes(data: bytes, label: str, encoding: str) -> tuple[bytes, int, 
                 ln = _line_of_offset(data, off)
                 hint = " (if the file is Latin-1/Windows-1252, pass encoding='latin-1')" if encoding != "ascii" else ""
                 raise ValueError(
-                    f"{label}, line {ln}: byte {bytes(data[off:off + 1])!r} is not valid {encoding} ({exc.reason}){hint}"
+                    f"{label}, line {ln}: byte {bytes(data[off:off + 1])!r} is not valid {encoding} "
+                    f"({exc.reason}){hint}"
                 ) from None
             pos = end
     nul = data.find(b"\0", start)

@@ -121,7 +121,7 @@ class FactorModel:
         shapes it is given, so a bias shorter than the catalogue would be read and written past
         its end. A few comparisons, so it runs on every call.
         """
-        arrays = dict(zip(PARAMETER_NAMES, self._parameters()))
+        arrays = dict(zip(PARAMETER_NAMES, self._parameters(), strict=False))
         for name, a in arrays.items():
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"model.{name} must be a numpy array, got {type(a).__name__}")

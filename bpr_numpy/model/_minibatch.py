@@ -287,7 +287,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
         ordered += result.ordered
     if features is not None:
         # In place: the epoch snapshot holds these very arrays.
-        for live, fresh in zip(model._parameters(), features.representations(bool(model.item_bias))):
+        for live, fresh in zip(model._parameters(), features.representations(bool(model.item_bias)), strict=False):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     model._epochs_done += 1

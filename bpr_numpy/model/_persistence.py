@@ -38,7 +38,7 @@ def save(model: BPR, path: str | os.PathLike, *, include_interactions: bool = Tr
     """:meth:`bpr_numpy.BPR.save`: the metadata and arrays, checked finite, written by :func:`_atomic_savez`."""
     model._check_fitted()
     model._check_params()  # load would refuse parameters that break a rule: refuse to write them
-    for name, a in zip(PARAMETER_NAMES, model._parameters()):
+    for name, a in zip(PARAMETER_NAMES, model._parameters(), strict=False):
         if not np.isfinite(a).all():  # load would refuse the file: refuse to write it
             raise ValueError(f"cannot save: model.{name} holds NaN or infinite values")
     params = model.get_params()
@@ -181,7 +181,7 @@ def from_arrays(cls: type[BPR], arrays: dict, path: str) -> BPR:
         # The factors are the embeddings' sums: a file whose two disagree is damaged.
         rebuilt = features.representations(bool(model.item_bias))
         tolerance = 1e-4 if dtype == np.float32 else 1e-10
-        for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt):
+        for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt, strict=True):
             if not np.allclose(stored, fresh, rtol=tolerance, atol=tolerance):
                 raise bad(f"its {name} are not the sums of its feature embeddings")
         U, V, b = rebuilt

@@ -69,7 +69,7 @@ class _Snapshot:
         from .._kernels import _copy_finite
 
         bad = -1
-        for k, (src, dst) in enumerate(zip(self.live, self.saved)):
+        for k, (src, dst) in enumerate(zip(self.live, self.saved, strict=True)):
             if k < self.n_parameters and src.size:
                 if not _copy_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
                     bad = k
@@ -78,7 +78,7 @@ class _Snapshot:
         return bad
 
     def restore(self) -> None:
-        for dst, src in zip(self.live, self.saved):
+        for dst, src in zip(self.live, self.saved, strict=True):
             np.copyto(dst, src)
 
 
@@ -180,7 +180,7 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
         model.item_factors = normal(n_items)
         model.item_biases = aligned_empty(n_items, dtype)
         model.item_biases[:] = 0
-    for name, a in zip(("user_factors", "item_factors"), model._parameters()):
+    for name, a in zip(("user_factors", "item_factors"), model._parameters(), strict=False):
         if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
             raise ValueError(f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; "
                              "use a smaller init_std")
@@ -255,14 +255,14 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
         for _ in range(epochs):
             done = model._epochs_done
             completed = False
-            if any(a is not b for a, b in zip(model._parameters(), snapshot.live)):
+            if any(a is not b for a, b in zip(model._parameters(), snapshot.live, strict=False)):
                 # A callback replaced a parameter array: check it, copy it into what the kernels
                 # take, and snapshot that.
                 model._check_parameter_arrays()
                 model._set_parameters([kernel_ready(a, model.user_factors.dtype) for a in model._parameters()])
                 snapshot = _Snapshot(model)
                 snapshot.take()
-            elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved)):
+            elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved, strict=False)):
                 model._check_parameter_arrays()  # reshaped in place: names the array
             report = run(model, matrix, user_of, threads, alias, bitmap, reg)
             completed = True
@@ -364,7 +364,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
             run(c, min(c + group, chunks))
     if hybrid:
         # In place: the epoch snapshot holds these very arrays.
-        for live, fresh in zip(model._parameters(), model._features.representations(bool(model.item_bias))):
+        fresh_arrays = model._features.representations(bool(model.item_bias))
+        for live, fresh in zip(model._parameters(), fresh_arrays, strict=False):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     if warm_up:
