@@ -10,6 +10,7 @@ is :func:`bpr_numpy.model._training.check_feature_settings`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
@@ -276,10 +277,8 @@ def memory_limit() -> int | None:
     (``RLIMIT_AS``, as ``ulimit -v`` sets) where that is lower.
     """
     limits = []
-    try:
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
-        pass
     try:
         import resource
 

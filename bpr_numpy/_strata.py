@@ -359,7 +359,7 @@ def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: S
     _, item_block, stats = train_stratum(hosted.block, item_block, hosted.strata, q, settings, seed, stream,
                                          epoch * n_blocks + s, record)
     if record:
-        stats = stats[:4] + (hosted.first_row + stats[4], stats[5])
+        stats = (*stats[:4], hosted.first_row + stats[4], stats[5])
     hosted.stats.append(stats)
     return item_block
 

@@ -139,7 +139,7 @@ def check_sparse_structure(matrix, name: str) -> bool:
 
 def _check_real_dtype(dtype: np.dtype, name: str) -> None:
     """``TypeError`` unless ``dtype`` holds real numbers (bool, integer or float)."""
-    if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+    if dtype == np.object_ or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
     if np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got complex dtype {dtype}")

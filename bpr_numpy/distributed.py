@@ -179,10 +179,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
     epochs = model.epochs if epochs is None else epochs
     _check_epochs(epochs)
     matrix = as_user_items(user_items)
-    if client is None:
-        executor = _Threads(model.threads or available_threads())
-    else:
-        executor = _Dask(client)
+    executor = _Threads(model.threads or available_threads()) if client is None else _Dask(client)
     try:
         workers = executor.workers()
         n_blocks = int(n_blocks or min(len(workers), *matrix.shape))

@@ -14,7 +14,7 @@ from ._errors import CLIError
 
 _DATASETS = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m")
 _OFFICIAL_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
-_SPLITS = _OFFICIAL_SPLITS + ("leave-k-out", "random")
+_SPLITS = (*_OFFICIAL_SPLITS, "leave-k-out", "random")
 _DELIMITERS = {"csv": ",", "tsv": "\t", "dat": "::", "auto": None}
 
 

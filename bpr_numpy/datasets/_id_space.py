@@ -84,13 +84,13 @@ def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -
         return None
     values = np.asarray(values)
     if values.dtype.kind in "US":
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
+        out = np.zeros((n_new, *values.shape[1:]), dtype=values.dtype)
     elif values.dtype.kind == "O":
-        out = np.full((n_new,) + values.shape[1:], "", dtype=object)
+        out = np.full((n_new, *values.shape[1:]), "", dtype=object)
     elif values.dtype.kind in "iu" and values.ndim == 1:
         out = np.full(n_new, -1, dtype=values.dtype) if values.dtype.kind == "i" else np.zeros(n_new, values.dtype)
     else:
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
+        out = np.zeros((n_new, *values.shape[1:]), dtype=values.dtype)
     ok = old_to_new >= 0
     out[old_to_new[ok]] = values[ok]
     return out

@@ -81,7 +81,7 @@ def _build_from_table(table, uids, iids, *, min_rating, binarize, dedupe, side, 
 
 def _place(ids_in_file: list[int], values: np.ndarray, space: np.ndarray, fill) -> np.ndarray:
     """Put per-id values from a side file at the positions of ``space``."""
-    out = np.empty((space.size,) + values.shape[1:], dtype=values.dtype)
+    out = np.empty((space.size, *values.shape[1:]), dtype=values.dtype)
     out[...] = fill
     codes = _IdIndex(space).codes(np.asarray(ids_in_file, dtype=np.int64))
     ok = codes >= 0

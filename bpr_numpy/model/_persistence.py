@@ -6,6 +6,7 @@ reads the archive itself); the format is versioned by :data:`FORMAT_VERSION`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -260,10 +261,8 @@ def _atomic_savez(path: str, arrays: dict) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:  # make the rename itself durable (a power cut, not only a killed process)
         dir_fd = os.open(folder, os.O_RDONLY)
