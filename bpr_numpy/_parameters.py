@@ -17,7 +17,7 @@ import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def as_finite_float(value: numbers.Real) -> float | None:
+def as_finite_float(value: SupportsFloat) -> float | None:
     """``float(value)`` when it is finite, else None (NaN, infinities, and integers beyond float64)."""
     try:
         result = float(value)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_sparse_structure
+from .._validation import check_sparse_structure, is_sparse
 
 #: ``score_block(users) -> (len(users), n_items)`` scores: what ``evaluate`` calls, and what the baselines return.
 BlockScorer = Callable[[np.ndarray], np.ndarray]
@@ -17,7 +17,7 @@ BlockScorer = Callable[[np.ndarray], np.ndarray]
 
 def _check_matrix(x: Any, name: str) -> sp.csr_array:
     """Return ``x`` as a canonical CSR array (sorted, no duplicates), or raise naming ``name``."""
-    if sp.issparse(x):
+    if is_sparse(x):
         if x.ndim != 2:
             raise ValueError(f"{name} must be 2-D, got a {x.ndim}-D sparse array")
         if x.dtype.kind not in "biuf":
