@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from ._factor_model import FactorModel
 from ._persistence import from_arrays
 from ._reporting import EpochReport, _Validation
 from ._training import _check_epochs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..distributed import TrainingLog
 
 __all__ = ["BPR"]
 
@@ -176,6 +180,9 @@ class BPR(ParameterMixin, FactorModel):
     full AUC and precision@10 on a validation split carved out of ``ua.base``
     (never ``ua.test``); see the README.
     """
+
+    # Set by bpr_numpy.distributed.fit (the model's log of a distributed fit); declared for the type checker.
+    distributed_log_: TrainingLog
 
     def __init__(
         self,
@@ -395,7 +402,8 @@ class BPR(ParameterMixin, FactorModel):
             regularization = Regularization.coerce(self.regularization).user
         else:
             regularization = Regularization.coerce(regularization).user
-        return fold_in_users(self.item_factors, self.item_biases if self.item_bias else None, user_items,
+        _, item_factors, item_biases = self._factors()
+        return fold_in_users(item_factors, item_biases if self.item_bias else None, user_items,
                              loss=self.loss, user_regularization=regularization, max_iter=max_iter, tol=tol,
                              max_pairs=max_pairs, random_state=random_state)
 

@@ -95,7 +95,7 @@ class _Validation:
         self.patience, self.every = patience, every
         self.best_score = -np.inf
         self.best_epoch: int | None = None
-        self.best_params: tuple[np.ndarray, ...] | None = None
+        self.best_params: list[np.ndarray] | None = None
         self.seen = 0
 
     def after_epoch(self, model: BPR, report: EpochReport) -> tuple[EpochReport, bool]:

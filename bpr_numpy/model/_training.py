@@ -167,9 +167,11 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     std = 1.0 / np.sqrt(factors) if model.init_std is None else float(model.init_std)
     threads = min(model.threads or available_threads(), available_threads())
     streams = iter((0, 1))  # users, then items
+    seed = model._seed
+    assert seed is not None, "start() resolves the seed first"
 
     def normal(rows: int) -> np.ndarray:
-        return initial_rows(model._seed, next(streams), rows, factors, std, dtype, threads, model.init)
+        return initial_rows(seed, next(streams), rows, factors, std, dtype, threads, model.init)
 
     if model._features is not None:
         model._features.init_embeddings(normal)
@@ -209,14 +211,13 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     threads = min(model.threads or available_threads(), available_threads())
     user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
     state = model._optimizer_state
+    U, V, _ = model._factors()
     # The trained rows: factor rows, or feature-embedding rows with side features.
-    rows_u, rows_i = (model.user_factors.shape[0], model.item_factors.shape[0]) if model._features is None else \
+    rows_u, rows_i = (U.shape[0], V.shape[0]) if model._features is None else \
         (model._features.users.n_features, model._features.items.n_features)
-    if state is None or not state.fits(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
-                                       model.user_factors.dtype):
+    if state is None or not state.fits(model.optimizer, rows_u, rows_i, U.shape[1], U.dtype):
         # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
-        model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
-                                               dtype=model.user_factors.dtype)
+        model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, U.shape[1], dtype=U.dtype)
     alias = alias_table(model, matrix)
     # Only samplers that draw negatives ahead of the updates test them against the bitmap.
     draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
@@ -259,12 +260,14 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
                 # A callback replaced a parameter array: check it, copy it into what the kernels
                 # take, and snapshot that.
                 model._check_parameter_arrays()
-                model._set_parameters([kernel_ready(a, model.user_factors.dtype) for a in model._parameters()])
+                dtype = model._factors()[0].dtype
+                model._set_parameters([kernel_ready(a, dtype) for a in model._parameters()])
                 snapshot = _Snapshot(model)
                 snapshot.take()
             elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved, strict=False)):
                 model._check_parameter_arrays()  # reshaped in place: names the array
             report = run(model, matrix, user_of, threads, alias, bitmap, reg)
+            assert report is not None, "an epoch with samples reports"
             completed = True
             check_finite(model, snapshot.take())
             stop = False
@@ -316,7 +319,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     n_samples = matrix.nnz if n_samples is None else n_samples
     chunks = _kernels.n_chunks(n_samples)
     outs = epoch_outputs(chunks)
-    n_items = model.item_factors.shape[0]
+    U, V, b = model._factors()
+    n_items = V.shape[0]
     aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
     # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
     # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
@@ -324,47 +328,47 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
         else chunks_per_call(model)
     data = TrainingData(matrix.indptr, matrix.indices, user_of, bitmap)
+    seed, state, features = model._seed, model._optimizer_state, model._features
+    assert seed is not None and state is not None, "start() resolves the seed and the optimiser state first"
     settings = epoch_settings(
-        n_samples=n_samples, user_run=model.user_run, seed=model._seed, epoch=model._epochs_done,
+        n_samples=n_samples, user_run=model.user_run, seed=seed, epoch=model._epochs_done,
         learning_rate=epoch_learning_rate(model, model._epochs_done), regularization=reg,
         loss_code=loss_code(model.loss), use_bias=model.item_bias, skip_liked=codes.skip_liked,
-        dtype=model.user_factors.dtype, prefetch_runs=beyond_cache(model.user_factors, model.item_factors,
-                                                                   matrix.indices))
+        dtype=U.dtype, prefetch_runs=beyond_cache(U, V, matrix.indices))
     kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
-    hybrid = model._features is not None
+    hybrid = features is not None
     if hybrid:
         from .. import _hybrid_kernels
 
         kernel = _hybrid_kernels._hybrid_epoch_serial if threads == 1 else _hybrid_kernels._hybrid_epoch_parallel
     popularity = alias if alias[0].size else None
-    opt = model._optimizer_state.kernel_args() if model._optimizer_state.code else None
+    opt = state.kernel_args() if state.code else None
     adaptive_kind = int(codes.adaptive)
     warp_max_sampled = int(model.max_sampled) if LOSS_REGISTRY[model.loss].draws_negatives else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
 
     def run(chunk_start: int, chunk_stop: int) -> None:
-        if hybrid:
-            kernel(*model._features.kernel_args(), data, settings, popularity, model._optimizer_state.kernel_args(),
+        if features is not None:
+            kernel(*features.kernel_args(), data, settings, popularity, state.kernel_args(),
                    outs, chunk_start, chunk_stop)
             return
         adaptive = None
         if adaptive_kind or warp_max_sampled:
             ranks, spread = no_ranks
             if aobpr and chunk_stop > chunk_start:
-                ranks, spread = sampling.aobpr_rankings(model.item_factors,
-                                                        model.item_biases if model.item_bias else None)
+                ranks, spread = sampling.aobpr_rankings(V, b if model.item_bias else None)
             adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
                         float(model.aobpr_lambda * n_items), ranks, spread)
-        kernel(Parameters(model.user_factors, model.item_factors, model.item_biases), data, settings,
+        kernel(Parameters(U, V, b), data, settings,
                Sampling(popularity, adaptive), opt, None, outs, chunk_start, chunk_stop)
 
     start = time.perf_counter()
     with PARALLEL_LOCK if threads > 1 else nullcontext():
         for c in range(0, max(chunks, 1), group):
             run(c, min(c + group, chunks))
-    if hybrid:
+    if features is not None:
         # In place: the epoch snapshot holds these very arrays.
-        fresh_arrays = model._features.representations(bool(model.item_bias))
+        fresh_arrays = features.representations(bool(model.item_bias))
         for live, fresh in zip(model._parameters(), fresh_arrays, strict=False):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
@@ -414,7 +418,7 @@ def chunks_per_call(model: BPR) -> int:
                                                             *LOSS_REGISTRY[model.loss].parameters)
                      if name in ("dns_candidates", "max_sampled"))
     # Python ints: a numpy int8 parameter would overflow in this product.
-    work = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
+    work: float = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
     if model._features is not None:  # a sample touches every feature row of its user and items
         users, items = model._features.users.matrix, model._features.items.matrix
         work *= (users.nnz / users.shape[0] + 2 * items.nnz / items.shape[0]) / 3
@@ -462,7 +466,9 @@ class TrainingState:
     @property
     def seed(self) -> int:
         """The seed of this fit's streams, resolved from ``random_state`` when it began."""
-        return self.model._seed
+        seed = self.model._seed
+        assert seed is not None, "start() resolves the seed first"
+        return seed
 
     def learning_rate(self) -> float:
         """The step size of the next epoch."""
