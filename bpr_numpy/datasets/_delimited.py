@@ -32,7 +32,7 @@ ROLES = ("user", "item", "rating", "timestamp")
 _AUTO_DELIMITERS = (b"\t", b"::", b",", b";", b"|")
 
 
-def _read_file(path: str | os.PathLike, member: str | None) -> tuple[bytes, str]:
+def _read_file(path: str | os.PathLike, member: str | None) -> tuple[bytes | bytearray, str]:
     """Bytes and display label of a plain file or of one member of a zip archive."""
     p = Path(path).expanduser() if isinstance(path, (str, os.PathLike)) else None
     if p is None:
@@ -264,7 +264,7 @@ def load_delimited(
         if id_kind == "int":
             return lambda k: int(table.ints[role][k])
         s, ln = table.strs[role]
-        return lambda k: bytes(table.buf[s[k] : s[k] + ln[k]]).decode(token_encoding, errors="replace")
+        return lambda k: bytes(table.file_bytes()[s[k] : s[k] + ln[k]]).decode(token_encoding, errors="replace")
 
     return _assemble(
         spaces["user"][1],

@@ -193,7 +193,7 @@ def load_movielens_100k(
                           notes=notes)
         for t in tables
     )
-    return parts[0] if split is None else parts
+    return parts[0] if split is None else (parts[0], parts[1])  # a split: its base and test tables
 
 
 def _variant_of(src: _Source, where: str, fallback: str) -> str:
@@ -298,6 +298,7 @@ def load_movielens(
                 movies = _movies_dat(src, movies_where) if movies_where else None
                 users = _users_dat(src, users_where) if users_where else None
             else:
+                assert ratings_csv is not None  # one of the two was found (checked above)
                 variant = _variant_of(src, ratings_csv, "ml-csv")
                 label = src.label(ratings_csv)
                 data = src.read(ratings_csv)

@@ -23,7 +23,7 @@ ML100K_GENRES = (
 _NO_GENRE = "(no genres listed)"
 
 
-def _text_lines(data: bytes, label: str, encodings: tuple[str, ...]) -> tuple[list[str], str]:
+def _text_lines(data: bytes | bytearray, label: str, encodings: tuple[str, ...]) -> tuple[list[str], str]:
     """Decode a small side file, trying encodings in order; returns (lines, encoding used)."""
     last = None
     for enc in encodings:
@@ -32,6 +32,7 @@ def _text_lines(data: bytes, label: str, encodings: tuple[str, ...]) -> tuple[li
             return text.lstrip("\ufeff").splitlines(), enc
         except UnicodeDecodeError as exc:
             last = exc
+    assert last is not None, "no encoding to try"
     ln = data[: last.start].count(b"\n") + 1
     raise ValueError(f"{label}, line {ln}: bytes that are not valid {' or '.join(encodings)} ({last.reason})")
 
