@@ -35,12 +35,12 @@ class _Threads:
         return list(range(self._threads))
 
     def put(self, value, worker):
-        future = concurrent.futures.Future()
+        future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_result(value)
         return future
 
     def submit(self, fn, *args, worker):
-        result = concurrent.futures.Future()
+        result: concurrent.futures.Future = concurrent.futures.Future()
         inputs = [a for a in args if isinstance(a, concurrent.futures.Future)]
         waiting = [len(inputs)]
         lock = threading.Lock()

@@ -61,7 +61,7 @@ class Integer:
     high: int = INT64_MAX
     why: str = ""
 
-    def check(self, name: str, value: Any, dtype: np.dtype) -> None:
+    def check(self, name: str, value: Any, dtype: np.dtype | None) -> None:
         if not _is_integer(value):
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
         if value < self.low:
@@ -87,7 +87,8 @@ class Real:
     high: float = math.inf
     why: str = ""
 
-    def check(self, name: str, value: Any, dtype: np.dtype) -> None:
+    def check(self, name: str, value: Any, dtype: np.dtype | None) -> None:
+        """``dtype`` (the model's) matters only with ``in_dtype``; None: float64's range."""
         if value is None and self.optional:
             return
         if not _is_real(value):

@@ -241,7 +241,7 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
         else:
             _kernels._epoch_serial(*args)
     user_step[0] = item_step[0] = step + 1
-    stats = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
+    stats: tuple = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
     if record:  # the rows whose values changed
         changed_items = (before[1] != item_factors).any(axis=1) | (before[2] != item_bias)
         stats += (np.flatnonzero((before[0] != user_factors).any(axis=1)), item_ids[changed_items])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,8 @@ def check_gradients(
 
     reported = gradient(U.copy(), V.copy(), None if b is None else b.copy(), users, positives, negatives,
                         loss=loss, regularization=reg, **extra)
-    value, gU, gV, gb = tuple(reported)
+    parts: tuple[Any, ...] = tuple(reported)  # any sequence of four (a Gradients, a list...)
+    value, gU, gV, gb = parts
     gU, gV = np.asarray(gU, dtype=np.float64), np.asarray(gV, dtype=np.float64)
     if gU.shape != U.shape or gV.shape != V.shape:
         raise ValueError(f"gradient returned shapes {gU.shape}, {gV.shape}; expected {U.shape}, {V.shape}")

@@ -38,7 +38,9 @@ def _model_params(args) -> dict:
     if any(v is not None for v in roles.values()):
         base = args.regularization
         if base is None:
-            base = BPR.__init__.__defaults__[1]  # regularization's default
+            defaults = BPR.__init__.__defaults__
+            assert defaults is not None
+            base = defaults[1]  # regularization's default
         params["regularization"] = {role: base if v is None else v for role, v in roles.items()}
     elif args.regularization is not None:
         params["regularization"] = args.regularization

@@ -155,7 +155,7 @@ def _fraction(text: str) -> float:
 
 def _columns(text: str) -> list:
     roles = [c.strip().lower() for c in text.split(",")]
-    out = []
+    out: list[str | None] = []
     for role in roles:
         if role in ("", "-", "_", "skip", "none"):
             out.append(None)

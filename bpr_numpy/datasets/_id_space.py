@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -56,6 +56,7 @@ def _reindex(x: Interactions, user_ids: Any, item_ids: Any, *, unknown: str) -> 
     order = _order_by_row_col(r, c, new_u.size)
     r, c, data = r[order], c[order], data[order]
     indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=new_u.size), dtype=np.int64)))
+    assert x.summary is not None  # Interactions.__post_init__ fills it in
     summary = dataclasses.replace(
         x.summary,
         stored=int(r.size),
@@ -78,6 +79,12 @@ def _reindex(x: Interactions, user_ids: Any, item_ids: Any, *, unknown: str) -> 
     )
 
 
+@overload
+def _remap_side(values: np.ndarray, old_to_new: np.ndarray, n_new: int) -> np.ndarray: ...
+@overload
+def _remap_side(values: None, old_to_new: np.ndarray, n_new: int) -> None: ...
+@overload
+def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -> np.ndarray | None: ...
 def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -> np.ndarray | None:
     """Move a per-row side table to a new id space; rows new to it are empty."""
     if values is None:

@@ -239,6 +239,7 @@ class Interactions:
         new = _make_csr(m.data[keep], m.indices[keep], indptr, m.shape)
         n_dropped = self.nnz - int(indptr[-1])
         s = self.summary
+        assert s is not None  # __post_init__ fills it in
         summary = dataclasses.replace(
             s,
             stored=new.nnz,

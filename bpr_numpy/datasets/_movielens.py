@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -89,6 +89,51 @@ def _place(ids_in_file: list[int], values: np.ndarray, space: np.ndarray, fill) 
     return out
 
 
+# The return type follows ``split`` (the overloads say so to type checkers).
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    split: None = None,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None,
+    split: str,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    *,
+    split: str,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    split: str | None = None,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions | tuple[Interactions, Interactions]: ...
 def load_movielens_100k(
     path: str | os.PathLike | None = None,
     split: str | None = None,
@@ -204,6 +249,42 @@ def _variant_of(src: _Source, where: str, fallback: str) -> str:
     return fallback
 
 
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: None = None,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions: ...
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: str,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions | tuple[Interactions, Interactions]: ...
 def load_movielens(
     path: str | os.PathLike | None = None,
     *,

@@ -66,7 +66,7 @@ def _check_k(k: int | Sequence[int]) -> list[int]:
     for kk in ks:
         if isinstance(kk, bool) or not isinstance(kk, (numbers.Integral, np.integer)):
             raise TypeError(f"k must be an int or a sequence of ints, got {kk!r}")
-        if not 1 <= kk < 2**63:  # counts of items are int64
+        if not 1 <= int(kk) < 2**63:  # counts of items are int64
             raise ValueError(f"k must be >= 1 and below 2**63, got {kk}")
         if int(kk) not in out:
             out.append(int(kk))
