@@ -10,7 +10,7 @@ Top-k retrieval is :mod:`bpr_numpy.model._retrieval`; see ``docs/architecture.md
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,12 +83,14 @@ class FactorModel:
     @property
     def n_users(self) -> int:
         self._check_trained()
-        return self._factors()[0].shape[0]
+        U = self.user_factors
+        assert U is not None  # _check_trained
+        return U.shape[0]
 
     @property
     def n_items(self) -> int:
         self._check_trained()
-        return self._factors()[1].shape[0]
+        return cast(np.ndarray, self.item_factors).shape[0]  # set with user_factors
 
     def _factors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(user_factors, item_factors, item_biases)`` of a trained model, for the type checker.
