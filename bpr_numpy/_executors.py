@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 
 from . import _strata
@@ -34,12 +35,12 @@ class _Threads:
         return list(range(self._threads))
 
     def put(self, value, worker):
-        future = concurrent.futures.Future()
+        future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_result(value)
         return future
 
     def submit(self, fn, *args, worker):
-        result = concurrent.futures.Future()
+        result: concurrent.futures.Future = concurrent.futures.Future()
         inputs = [a for a in args if isinstance(a, concurrent.futures.Future)]
         waiting = [len(inputs)]
         lock = threading.Lock()
@@ -140,16 +141,12 @@ class _Dask:
         return self._client.gather(handles)
 
     def cancel(self, handles: list) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the cluster may be gone
             self._client.cancel(handles)
-        except Exception:  # the cluster may be gone
-            pass
 
     def run_everywhere(self, fn, *args) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the cluster may be gone: the workers' memory went with it
             self._client.run(fn, *args, on_error="ignore")
-        except Exception:  # the cluster may be gone: the workers' memory went with it
-            pass
 
     def close(self) -> None:
         pass  # the client is the caller's

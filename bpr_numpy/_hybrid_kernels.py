@@ -17,8 +17,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (_FASTMATH, BATCH, _adam_corrections, _adaptive_rule, _batch_buffers, _chunk_streams,
-                       _draw_batch, _fetch_add, _pair_loss_and_slope)
+from ._kernels import (
+    _FASTMATH,
+    BATCH,
+    _adam_corrections,
+    _adaptive_rule,
+    _batch_buffers,
+    _chunk_streams,
+    _draw_batch,
+    _fetch_add,
+    _pair_loss_and_slope,
+)
 from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 

@@ -10,12 +10,14 @@ is :func:`bpr_numpy.model._training.check_feature_settings`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -42,7 +44,7 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def as_finite_float(value: numbers.Real) -> float | None:
+def as_finite_float(value: SupportsFloat) -> float | None:
     """``float(value)`` when it is finite, else None (NaN, infinities, and integers beyond float64)."""
     try:
         result = float(value)
@@ -59,7 +61,7 @@ class Integer:
     high: int = INT64_MAX
     why: str = ""
 
-    def check(self, name: str, value: Any, dtype: np.dtype) -> None:
+    def check(self, name: str, value: Any, dtype: np.dtype | None) -> None:
         if not _is_integer(value):
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
         if value < self.low:
@@ -85,7 +87,8 @@ class Real:
     high: float = math.inf
     why: str = ""
 
-    def check(self, name: str, value: Any, dtype: np.dtype) -> None:
+    def check(self, name: str, value: Any, dtype: np.dtype | None) -> None:
+        """``dtype`` (the model's) matters only with ``in_dtype``; None: float64's range."""
         if value is None and self.optional:
             return
         if not _is_real(value):
@@ -167,7 +170,7 @@ def _regularization(name: str, value: Any, dtype: np.dtype) -> None:
     from .objective import Regularization
 
     strengths = Regularization.coerce(value)
-    for role, strength in zip(("user", "positive", "negative", "bias"), strengths.as_tuple()):
+    for role, strength in zip(("user", "positive", "negative", "bias"), strengths.as_tuple(), strict=True):
         Real(in_dtype=True).check(f"{name}.{role}" if not _is_real(value) else name, strength, dtype)
 
 
@@ -275,10 +278,8 @@ def memory_limit() -> int | None:
     (``RLIMIT_AS``, as ``ulimit -v`` sets) where that is lower.
     """
     limits = []
-    try:
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
-        pass
     try:
         import resource
 
@@ -322,7 +323,7 @@ class ParameterMixin:
         """Hyperparameters as a dict of constructor arguments (scikit-learn convention)."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> "ParameterMixin":
+    def set_params(self, **params: Any) -> ParameterMixin:
         """Set hyperparameters by constructor argument name; validated at once, all or none."""
         names = self._get_param_names()
         unknown = [name for name in params if name not in names]

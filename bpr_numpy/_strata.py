@@ -241,7 +241,7 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
         else:
             _kernels._epoch_serial(*args)
     user_step[0] = item_step[0] = step + 1
-    stats = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
+    stats: tuple = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
     if record:  # the rows whose values changed
         changed_items = (before[1] != item_factors).any(axis=1) | (before[2] != item_bias)
         stats += (np.flatnonzero((before[0] != user_factors).any(axis=1)), item_ids[changed_items])
@@ -359,7 +359,7 @@ def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: S
     _, item_block, stats = train_stratum(hosted.block, item_block, hosted.strata, q, settings, seed, stream,
                                          epoch * n_blocks + s, record)
     if record:
-        stats = stats[:4] + (hosted.first_row + stats[4], stats[5])
+        stats = (*stats[:4], hosted.first_row + stats[4], stats[5])
     hosted.stats.append(stats)
     return item_block
 

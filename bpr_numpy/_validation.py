@@ -7,7 +7,6 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-
 __all__ = ["as_user_items", "check_index_array", "check_sparse_structure", "csr_from_arrays"]
 
 #: Index entries checked at a time: the structure checks of a matrix with
@@ -138,9 +137,18 @@ def check_sparse_structure(matrix, name: str) -> bool:
     return False  # dia, lil, dok: their arrays are not reachable without scipy's own checks
 
 
+def is_sparse(x: object) -> bool:
+    """:func:`scipy.sparse.issparse`, typed as a plain ``bool``.
+
+    scipy-stubs narrow ``issparse`` to ``SparseABC``, which declares none of the attributes
+    (``ndim``, ``dtype``, ``format``, ``indptr``...) the checks of any scipy sparse format read.
+    """
+    return sp.issparse(x)
+
+
 def _check_real_dtype(dtype: np.dtype, name: str) -> None:
     """``TypeError`` unless ``dtype`` holds real numbers (bool, integer or float)."""
-    if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+    if dtype == np.object_ or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
     if np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got complex dtype {dtype}")
@@ -198,7 +206,7 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
         sparse index arrays that do not describe a matrix of its shape.
     """
     canonical = False
-    if sp.issparse(user_items):
+    if is_sparse(user_items):
         if user_items.ndim != 2:
             raise ValueError(f"{name} must be 2-D (users x items), got {user_items.ndim}-D")
         _check_real_dtype(user_items.dtype, name)

@@ -32,8 +32,8 @@ import operator
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -179,10 +179,7 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
     epochs = model.epochs if epochs is None else epochs
     _check_epochs(epochs)
     matrix = as_user_items(user_items)
-    if client is None:
-        executor = _Threads(model.threads or available_threads())
-    else:
-        executor = _Dask(client)
+    executor = _Threads(model.threads or available_threads()) if client is None else _Dask(client)
     try:
         workers = executor.workers()
         n_blocks = int(n_blocks or min(len(workers), *matrix.shape))
@@ -222,14 +219,15 @@ class _Trainer:
         self.record = record
         self.bounds = _strata.user_block_bounds(matrix.indptr, n_blocks)
         self.log = model.distributed_log_
-        self.fit_id = None
+        self.fit_id: str | None = None
         # Bytes of an item row on the move: its factors, bias and id.
-        self.row_bytes = (model.factors + 1) * model.user_factors.dtype.itemsize + 8
+        self.row_bytes = (model.factors + 1) * model._factors()[0].dtype.itemsize + 8
 
     # ---------------------------------------------------------------- placement
     def distribute(self) -> None:
         """Send the interactions, user blocks and the current epoch's item blocks from the client."""
         model, matrix, P, ex = self.model, self.matrix, self.n_blocks, self.executor
+        user_factors, item_factors, item_biases = model._factors()
         self.release()
         self.fit_id = uuid.uuid4().hex
         workers = ex.workers()
@@ -241,13 +239,13 @@ class _Trainer:
             indptr = matrix.indptr[a:b + 1].astype(np.int64) - matrix.indptr[a]
             indices = matrix.indices[matrix.indptr[a]:matrix.indptr[b]]
             w = self.worker_of[p]
-            data, factors = ex.put((indptr, indices), w), ex.put(model.user_factors[a:b].copy(), w)
+            data, factors = ex.put((indptr, indices), w), ex.put(user_factors[a:b].copy(), w)
             self.after.append(ex.submit(_strata.host_block, self.fit_id, p, data, factors, int(a), self.step(0),
                                         worker=w))
         self.layout_epoch = self.state.epochs_done
         layout = self.layout(self.layout_epoch)
         # Sub-epoch 0 pairs user block q with item block q.
-        self.items = [ex.put(_strata.new_block(model.item_factors[layout.block(q)], model.item_biases[layout.block(q)],
+        self.items = [ex.put(_strata.new_block(item_factors[layout.block(q)], item_biases[layout.block(q)],
                                                layout.block(q), step=self.step(0)), self.worker_of[q])
                       for q in range(P)]
         self.item_worker = list(self.worker_of)
@@ -326,7 +324,7 @@ class _Trainer:
             users = [r[1] for r in ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True,
                                                         worker=self.worker_of[p]) for p in range(P)])]
         items = ex.gather(self.items)
-        fresh = [aligned_empty(a.shape, a.dtype) for a in (model.user_factors, model.item_factors, model.item_biases)]
+        fresh = [aligned_empty(a.shape, a.dtype) for a in model._factors()]
         for p in range(P):
             fresh[0][self.bounds[p]:self.bounds[p + 1]] = users[p]
         for rows, bias, ids, _ in items:

@@ -28,6 +28,7 @@ differently.
 from __future__ import annotations
 
 import zlib
+from typing import cast
 
 import numpy as np
 from scipy.optimize import minimize
@@ -112,7 +113,7 @@ def fold_in_users(
         raise ValueError(f"user_items has {matrix.shape[1]} item columns; the model has {n_items} items")
     # One generator per row, seeded by the row's items: a row's vector does not depend on the batch.
     if random_state is None:
-        seed = np.random.SeedSequence().entropy
+        seed = cast(int, np.random.SeedSequence().entropy)  # fresh entropy is an int
     elif isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(0, INT64_MAX))
     else:

@@ -24,14 +24,21 @@ gradient ~ 1e-8); those are checked to the resolution the differences have.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from ._parameters import Integer, check_allocation, check_random_state
-from .objective import (Gradients, Regularization, hybrid_triplet_gradients, hybrid_triplet_loss,
-                        triplet_gradients, triplet_loss)
+from .objective import (
+    Gradients,
+    Regularization,
+    hybrid_triplet_gradients,
+    hybrid_triplet_loss,
+    triplet_gradients,
+    triplet_loss,
+)
 from .objective._hybrid import _check_hybrid
 
 __all__ = ["GradcheckResult", "check_gradients", "check_hybrid_gradients", "gradcheck", "DEFAULT_TOLERANCE"]
@@ -146,7 +153,7 @@ def check_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
     gradient: GradientFunction | None = None,
     eps: float = 1e-4,
@@ -206,7 +213,8 @@ def check_gradients(
 
     reported = gradient(U.copy(), V.copy(), None if b is None else b.copy(), users, positives, negatives,
                         loss=loss, regularization=reg, **extra)
-    value, gU, gV, gb = tuple(reported)
+    parts: tuple[Any, ...] = tuple(reported)  # any sequence of four (a Gradients, a list...)
+    value, gU, gV, gb = parts
     gU, gV = np.asarray(gU, dtype=np.float64), np.asarray(gV, dtype=np.float64)
     if gU.shape != U.shape or gV.shape != V.shape:
         raise ValueError(f"gradient returned shapes {gU.shape}, {gV.shape}; expected {U.shape}, {V.shape}")
@@ -246,7 +254,7 @@ def gradcheck(
     *,
     loss: str = "bpr",
     item_bias: bool = True,
-    regularization: "float | Mapping[str, float] | Regularization | None" = None,
+    regularization: float | Mapping[str, float] | Regularization | None = None,
     scale: float = 1.0,
     random_state: int | None = 0,
     gradient: GradientFunction | None = None,
@@ -313,7 +321,7 @@ def check_hybrid_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     eps: float = 1e-4,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> GradcheckResult:

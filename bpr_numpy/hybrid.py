@@ -22,11 +22,13 @@ This module holds the state; :class:`bpr_numpy.BPR` drives it
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
 from ._kernel_args import FeatureMatrices, Parameters
-from ._validation import _check_real_dtype, check_sparse_structure, csr_from_arrays, dense_matrix
+from ._validation import _check_real_dtype, check_sparse_structure, csr_from_arrays, dense_matrix, is_sparse
 
 __all__ = ["as_feature_matrix", "Features"]
 
@@ -51,7 +53,7 @@ def as_feature_matrix(features, n_rows: int | None, name: str) -> sp.csr_matrix:
         Not 2-D, NaN or infinite values, wrong number of rows, broken
         sparse structure.
     """
-    if sp.issparse(features):
+    if is_sparse(features):
         if features.ndim != 2:
             raise ValueError(f"{name} must be 2-D, got {features.ndim}-D")
         _check_real_dtype(features.dtype, name)
@@ -156,8 +158,8 @@ class Features:
         self.item_bias_embeddings: np.ndarray | None = None
 
     @classmethod
-    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: "bool | str",
-              normalize: bool) -> "Features":
+    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: bool | str,
+              normalize: bool) -> Features:
         """Validate both sides' metadata and lay out their feature matrices.
 
         ``identity``: True (both sides), False (neither), ``"users"`` or ``"items"`` (that side only);
@@ -177,25 +179,33 @@ class Features:
         self.item_embeddings = normal(self.items.n_features)
         self.item_bias_embeddings = np.zeros(self.items.n_features, dtype=self.item_embeddings.dtype)
 
-    def embeddings(self) -> list[np.ndarray]:
+    def embeddings(self) -> list[Any]:
+        """The three embeddings as the attributes hold them (None before they are drawn)."""
         return [self.user_embeddings, self.item_embeddings, self.item_bias_embeddings]
+
+    def drawn_embeddings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three embeddings once drawn (:meth:`init_embeddings`) or set, for the type checker."""
+        E, F, c = self.user_embeddings, self.item_embeddings, self.item_bias_embeddings
+        assert E is not None and F is not None and c is not None, "the embeddings are not drawn yet"
+        return E, F, c
 
     def set_embeddings(self, arrays) -> None:
         self.user_embeddings, self.item_embeddings, self.item_bias_embeddings = arrays
 
     def representations(self, use_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(X E, Y F, Y c)`` in the embeddings' dtype, C-contiguous (zeros for the bias without ``use_bias``)."""
-        dtype = self.user_embeddings.dtype
-        U = np.ascontiguousarray(self.users.matrix @ self.user_embeddings, dtype=dtype)
-        V = np.ascontiguousarray(self.items.matrix @ self.item_embeddings, dtype=dtype)
-        b = (np.ascontiguousarray(self.items.matrix @ self.item_bias_embeddings, dtype=dtype) if use_bias
+        E, F, c = self.drawn_embeddings()
+        dtype = E.dtype
+        U = np.ascontiguousarray(self.users.matrix @ E, dtype=dtype)
+        V = np.ascontiguousarray(self.items.matrix @ F, dtype=dtype)
+        b = (np.ascontiguousarray(self.items.matrix @ c, dtype=dtype) if use_bias
              else np.zeros(V.shape[0], dtype=dtype))
         return U, V, b
 
     def kernel_args(self) -> tuple[Parameters, FeatureMatrices]:
         """The embeddings and the feature matrices as the hybrid kernels take them."""
         X, Y = self.users.matrix, self.items.matrix
-        return (Parameters(self.user_embeddings, self.item_embeddings, self.item_bias_embeddings),
+        return (Parameters(*self.drawn_embeddings()),
                 FeatureMatrices(X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data))
 
     # ------------------------------------------------------------------ persistence
@@ -216,7 +226,7 @@ class Features:
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: dict, meta, n_users: int, n_items: int, factors: int, dtype) -> "Features":
+    def from_arrays(cls, arrays: dict, meta, n_users: int, n_items: int, factors: int, dtype) -> Features:
         """Rebuild from a model file's entries; ValueError naming what is wrong."""
         if not isinstance(meta, dict):
             raise ValueError("the feature metadata is not a mapping")
@@ -252,7 +262,7 @@ class Features:
         E, F, c = (arrays[k] for k in ("user_embeddings", "item_embeddings", "item_bias_embeddings"))
         expected = ((sides[0].n_features, factors), (sides[1].n_features, factors), (sides[1].n_features,))
         for name, a, shape in zip(("user_embeddings", "item_embeddings", "item_bias_embeddings"), (E, F, c),
-                                  expected):
+                                  expected, strict=True):
             if a.shape != shape or a.dtype != dtype:
                 raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}; expected {shape} of {dtype}")
             if not np.isfinite(a).all():

@@ -53,7 +53,8 @@ counted, never looped on. Redraws stop after
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -440,14 +441,16 @@ def negative_distribution(
     if liked.all():
         return np.zeros(n_items), 1.0
     if codes.adaptive == ADAPTIVE_AOBPR:
-        pf, sign = _user_factor_weights(user_factors_row, spread)
-        pr = geometric_rank_probabilities(n_items, lam)
+        # AOBPR's law needs user_factors_row, ranks, spread and lam (see above).
+        ranks = cast(np.ndarray, ranks)
+        pf, sign = _user_factor_weights(cast(np.ndarray, user_factors_row), cast(np.ndarray, spread))
+        pr = geometric_rank_probabilities(n_items, cast(float, lam))
         p = np.zeros(n_items)
         for f in range(pf.size):
             order = ranks[f] if sign[f] else ranks[f][::-1]
             p[order] += pf[f] * pr
     elif codes.candidate == CANDIDATE_POPULARITY:
-        p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        p = np.asarray(weights, dtype=np.float64) / np.sum(cast(np.ndarray, weights))  # given for popularity
     else:
         p = np.full(n_items, 1.0 / n_items)
     p = np.where(liked, 0.0, p)

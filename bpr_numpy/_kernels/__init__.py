@@ -39,19 +39,52 @@ Every function compiles lazily, on first call, and is cached on disk
 """
 
 from ..sampling import MAX_NEGATIVE_TRIES
-from ._primitives import (CHUNK_SIZE, MIN_CHUNKS, BATCH, PREFETCH_AHEAD, _FASTMATH)
-from ._primitives import (_stream_seed, _fetch_add, n_chunks, _chunk_range, _prefetch, _prefetch_row,
-                          _contains, _copy_finite, _membership_bitmap)
-from ._draws import (_batch_buffers, _chunk_streams, _draw_candidate, _draw_negative, _runs_per_batch, _draw_run_starts, _prefetch_runs,
-                     _draw_batch, _item_score, _dns_choose, _aobpr_draw, _warp_search, _warp_weight,
-                     _adaptive_negative, _draw_adaptive_negatives)
-from ._updates import (_pair_loss_and_slope, _adaptive_rule, _adam_factors, _adam_corrections, _apply_batch,
-                       _apply_triplets)
-from ._epoch import (_run_chunk, _epoch_chunk, _epoch_serial, _epoch_parallel, _sample_stream,
-                     _sample_stream_arrays)
+from ._draws import (
+    _adaptive_negative,
+    _aobpr_draw,
+    _batch_buffers,
+    _chunk_streams,
+    _dns_choose,
+    _draw_adaptive_negatives,
+    _draw_batch,
+    _draw_candidate,
+    _draw_negative,
+    _draw_run_starts,
+    _item_score,
+    _prefetch_runs,
+    _runs_per_batch,
+    _warp_search,
+    _warp_weight,
+)
+from ._epoch import _epoch_chunk, _epoch_parallel, _epoch_serial, _run_chunk, _sample_stream, _sample_stream_arrays
+from ._primitives import (
+    _FASTMATH,
+    BATCH,
+    CHUNK_SIZE,
+    MIN_CHUNKS,
+    PREFETCH_AHEAD,
+    _chunk_range,
+    _contains,
+    _copy_finite,
+    _fetch_add,
+    _membership_bitmap,
+    _prefetch,
+    _prefetch_row,
+    _stream_seed,
+    n_chunks,
+)
+from ._updates import (
+    _adam_corrections,
+    _adam_factors,
+    _adaptive_rule,
+    _apply_batch,
+    _apply_triplets,
+    _pair_loss_and_slope,
+)
 
-__all__ = ['_batch_buffers', '_chunk_streams', 'CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH', 'PREFETCH_AHEAD', '_FASTMATH',
-           '_stream_seed', '_fetch_add', 'n_chunks', '_chunk_range', '_prefetch', '_prefetch_row',
+__all__ = ['_batch_buffers', '_chunk_streams', 'CHUNK_SIZE', 'MIN_CHUNKS', 'MAX_NEGATIVE_TRIES', 'BATCH',
+           'PREFETCH_AHEAD', '_FASTMATH', '_stream_seed', '_fetch_add', 'n_chunks', '_chunk_range', '_prefetch',
+           '_prefetch_row',
            '_contains', '_copy_finite', '_membership_bitmap', '_draw_candidate', '_draw_negative',
            '_runs_per_batch', '_draw_run_starts', '_prefetch_runs', '_draw_batch', '_item_score',
            '_dns_choose', '_aobpr_draw', '_warp_search', '_warp_weight', '_adaptive_negative',

@@ -1,4 +1,5 @@
-"""Drawing triplets: positives in user runs, negatives by each sampler's law (uniform, popularity, DNS, AOBPR, WARP's search).
+"""Drawing triplets: positives in user runs, negatives by each sampler's law (uniform, popularity, DNS, AOBPR,
+WARP's search).
 
 The laws are defined in :mod:`bpr_numpy.sampling`, which tests them against these draws.
 """
@@ -80,7 +81,8 @@ def _chunk_streams(epoch_samples, n_positives, user_run, seed, epoch, chunk):
 
 @njit(cache=True, inline="always")
 def _batch_buffers():
-    """A batch's triplets ``(users, positives, negatives)`` and its runs' ``(base, length)``, for :func:`_draw_batch`."""
+    """A batch's triplets ``(users, positives, negatives)`` and its runs' ``(base, length)``, for
+    :func:`_draw_batch`."""
     return (np.empty(BATCH, np.int64), np.empty(BATCH, np.int64), np.empty(BATCH, np.int64),
             np.empty(BATCH, np.int64), np.empty(BATCH, np.int64))
 

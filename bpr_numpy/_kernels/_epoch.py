@@ -1,4 +1,5 @@
-"""The epoch driver: a chunk's seeded streams and updates, serial or Hogwild over chunks, and the sample stream alone."""
+"""The epoch driver: a chunk's seeded streams and updates, serial or Hogwild over chunks, and the sample stream
+alone."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..sampling import ADAPTIVE_AOBPR
-from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _prefetch_runs
+from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._updates import _apply_batch
 
 

@@ -11,11 +11,10 @@ import math
 import numpy as np
 from numba import njit
 
-from ..objective import (ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_WARP, OPTIMIZER_ADAGRAD,
-                         OPTIMIZER_ADAM)
+from ..objective import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_WARP, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM
 from ..sampling import ADAPTIVE_DNS
-from ._primitives import _FASTMATH, BATCH, PREFETCH_AHEAD, _prefetch, _prefetch_row
 from ._draws import _adaptive_negative, _dns_choose
+from ._primitives import _FASTMATH, BATCH, PREFETCH_AHEAD, _prefetch, _prefetch_row
 
 
 @njit(cache=True, inline="always")

@@ -29,7 +29,7 @@ result rows) and ``_errors`` (one-line errors, exit statuses, Ctrl-C).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ._commands import _bench, _evaluate, _gradcheck, _recommend, _similar, _train
 from ._errors import CLIError, _interrupt_once, _report_errors

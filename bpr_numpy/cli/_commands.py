@@ -38,7 +38,9 @@ def _model_params(args) -> dict:
     if any(v is not None for v in roles.values()):
         base = args.regularization
         if base is None:
-            base = BPR.__init__.__defaults__[1]  # regularization's default
+            defaults = BPR.__init__.__defaults__
+            assert defaults is not None
+            base = defaults[1]  # regularization's default
         params["regularization"] = {role: base if v is None else v for role, v in roles.items()}
     elif args.regularization is not None:
         params["regularization"] = args.regularization
@@ -57,7 +59,7 @@ def _kernels_not_cached() -> bool:
         from .._kernels import _epoch
 
         return not _epoch._run_chunk._cache._cache_file._load_index()
-    except Exception:  # noqa: BLE001 - a hint only
+    except Exception:  # a hint only: say nothing rather than fail
         return False
 
 
@@ -174,9 +176,9 @@ def _recommend(args) -> int:
     top, scores = model.recommend(rows_idx, n=args.n, filter_liked=filter_liked)
     titles = model.item_titles is not None
     out = []
-    for u, item_row, score_row in zip(rows_idx, top, scores):
+    for u, item_row, score_row in zip(rows_idx, top, scores, strict=True):
         rank = 0
-        for i, s in zip(item_row, score_row):
+        for i, s in zip(item_row, score_row, strict=True):
             if i < 0:  # padding: fewer candidates than n
                 continue
             rank += 1
@@ -196,7 +198,7 @@ def _similar(args) -> int:
     nb, sims = model.similar_items(q, n=args.n)
     titles = model.item_titles is not None
     out = []
-    for rank, (i, s) in enumerate(zip(nb, sims), start=1):
+    for rank, (i, s) in enumerate(zip(nb, sims, strict=True), start=1):
         row = {"similar_to": items.raw(q), "rank": rank, "item": items.raw(int(i)), "score": round(float(s), 6)}
         if titles:
             row["title"] = str(model.item_titles[i])

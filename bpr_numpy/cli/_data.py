@@ -14,7 +14,7 @@ from ._errors import CLIError
 
 _DATASETS = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m")
 _OFFICIAL_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
-_SPLITS = _OFFICIAL_SPLITS + ("leave-k-out", "random")
+_SPLITS = (*_OFFICIAL_SPLITS, "leave-k-out", "random")
 _DELIMITERS = {"csv": ",", "tsv": "\t", "dat": "::", "auto": None}
 
 
@@ -96,10 +96,11 @@ def _load_data(args, seed: int) -> _Data:
     if expected is not None:
         found = release if release != "ml-csv" or expected not in ("ml-20m", "ml-25m") else expected
         if found != expected:
-            what = datasets.RELEASES.get(release, f"no MovieLens or LightGCN files (it holds: {listing})"
-                                      if is_container else "a single file, not a folder or .zip")
-            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder or zip "
-                           f"(top level or one folder down), found {what}")
+            default = (f"no MovieLens or LightGCN files (it holds: {listing})" if is_container
+                       else "a single file, not a folder or .zip")
+            what = default if release is None else datasets.RELEASES.get(release, default)
+            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder "
+                           f"or zip (top level or one folder down), found {what}")
     if is_container and release is None:
         if zipfile.is_zipfile(path) and not os.path.isdir(path) and delimited_opts:
             release = "delimited"
@@ -136,6 +137,7 @@ def _load_data(args, seed: int) -> _Data:
         train, test, how = _split(data, args, seed, "MovieLens 100k")
         return _Data(f"MovieLens 100k ({path}), ratings >= {min_rating:g}; {how}", train, test, True)
     data = datasets.load_movielens(path, min_rating=min_rating)
+    assert data.summary is not None  # Interactions fills it in
     label = expected or next((n[len("MovieLens release detected: "):] for n in data.summary.notes
                               if n.startswith("MovieLens release detected: ")), "MovieLens")
     train, test, how = _split(data, args, seed, f"{label} (only MovieLens 100k ships official splits)")

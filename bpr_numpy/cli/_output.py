@@ -108,5 +108,5 @@ def _emit(rows: list[dict], key: str, fmt: str, titles: bool, header=None) -> No
             if row[key] != current:
                 current = row[key]
                 print(f"{key} {current}:" if header is None else header(current))
-            line = f"  {row['rank']:3d}  {str(row['item']):>10s}  {row['score']:9.4f}"
+            line = f"  {row['rank']:3d}  {row['item']!s:>10s}  {row['score']:9.4f}"
             print(line + (f"  {row['title']}" if titles else ""))

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="a .npz file written by train --save or BPR.save")
     _add_data_options(evaluate, evaluate=True)
     evaluate.add_argument("--seed", type=_nonneg_int, default=None,
-                          help="seed of the split (and of the synthetic data) (default: the model's random_state, as train --seed sets it, else 0)")
+                          help="seed of the split (and of the synthetic data) "
+                               "(default: the model's random_state, as train --seed sets it, else 0)")
     evaluate.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -154,7 +155,7 @@ def _fraction(text: str) -> float:
 
 def _columns(text: str) -> list:
     roles = [c.strip().lower() for c in text.split(",")]
-    out = []
+    out: list[str | None] = []
     for role in roles:
         if role in ("", "-", "_", "skip", "none"):
             out.append(None)

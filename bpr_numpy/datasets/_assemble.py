@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -207,6 +208,7 @@ def _assemble(
 
     n_below = 0
     if min_rating is not None:
+        assert rat is not None  # checked above: min_rating needs ratings
         keep = rat >= min_rating
         n_below = int(keep.size - np.count_nonzero(keep))
         if n_below:

@@ -10,7 +10,8 @@ and sorts (row, column) pairs, merging repeated ones by the ``dedupe`` rules of
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from ._assemble import _assemble, _check_options, _map_ids
 from ._ids import _union_ids
 from ._interactions import Interactions
 from ._parsing import (
+    _HEADER_WORDS,
     _first_line,
     _is_ascii_compatible,
     _looks_numeric,
@@ -21,7 +23,6 @@ from ._parsing import (
     _role_of,
     _split_line,
     _tokens_to_ids,
-    _HEADER_WORDS,
 )
 from ._sources import _Source
 
@@ -31,7 +32,7 @@ ROLES = ("user", "item", "rating", "timestamp")
 _AUTO_DELIMITERS = (b"\t", b"::", b",", b";", b"|")
 
 
-def _read_file(path: str | os.PathLike, member: str | None) -> tuple[bytes, str]:
+def _read_file(path: str | os.PathLike, member: str | None) -> tuple[bytes | bytearray, str]:
     """Bytes and display label of a plain file or of one member of a zip archive."""
     p = Path(path).expanduser() if isinstance(path, (str, os.PathLike)) else None
     if p is None:
@@ -77,7 +78,7 @@ def _parse_delimiter(delimiter: str | bytes | None, first: str) -> bytes | None:
         raise TypeError(f"delimiter must be a str or None, got {type(delimiter).__name__}")
     if delimiter in ("", "\n", "\r", "\r\n"):
         raise ValueError(f"delimiter {delimiter!r} cannot separate fields")
-    if delimiter in (" ", "whitespace") or delimiter.strip(" \t") == "" and delimiter != "\t":
+    if delimiter in (" ", "whitespace") or (delimiter.strip(" \t") == "" and delimiter != "\t"):
         return None
     return delimiter.encode("utf-8")
 
@@ -208,7 +209,7 @@ def load_delimited(
             roles = [_role_of(t) for t in tokens]
             seen: set[str] = set()
             cleaned: list[str | None] = []
-            for t, r in zip(tokens, roles):
+            for t, r in zip(tokens, roles, strict=True):
                 if r is None or r in seen:
                     if t:
                         notes.append(f"column {t!r} ignored")
@@ -263,7 +264,7 @@ def load_delimited(
         if id_kind == "int":
             return lambda k: int(table.ints[role][k])
         s, ln = table.strs[role]
-        return lambda k: bytes(table.buf[s[k] : s[k] + ln[k]]).decode(token_encoding, errors="replace")
+        return lambda k: bytes(table.file_bytes()[s[k] : s[k] + ln[k]]).decode(token_encoding, errors="replace")
 
     return _assemble(
         spaces["user"][1],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import tempfile
 import urllib.error
 import zipfile
@@ -208,7 +207,7 @@ def fetch_movielens(
                         break
                     h.update(block)
                     out.write(block)
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DatasetDownloadError(
                 f"could not download {key} from {url} ({reason}). " + _how_to_help(key, url, folder)
@@ -223,7 +222,9 @@ def fetch_movielens(
                 + _how_to_help(key, url, folder)
             )
         if not zipfile.is_zipfile(tmp):
-            raise ValueError(f"downloaded {url} is not a zip archive; not keeping it. " + _how_to_help(key, url, folder))
+            raise ValueError(
+                f"downloaded {url} is not a zip archive; not keeping it. " + _how_to_help(key, url, folder)
+            )
         _check_archive(tmp, url, key, folder)
         os.replace(tmp, target)
         if expected is None:

@@ -10,7 +10,8 @@ stored pairs and the side tables (titles, features, per-user columns).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -55,6 +56,7 @@ def _reindex(x: Interactions, user_ids: Any, item_ids: Any, *, unknown: str) -> 
     order = _order_by_row_col(r, c, new_u.size)
     r, c, data = r[order], c[order], data[order]
     indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=new_u.size), dtype=np.int64)))
+    assert x.summary is not None  # Interactions.__post_init__ fills it in
     summary = dataclasses.replace(
         x.summary,
         stored=int(r.size),
@@ -77,19 +79,25 @@ def _reindex(x: Interactions, user_ids: Any, item_ids: Any, *, unknown: str) -> 
     )
 
 
+@overload
+def _remap_side(values: np.ndarray, old_to_new: np.ndarray, n_new: int) -> np.ndarray: ...
+@overload
+def _remap_side(values: None, old_to_new: np.ndarray, n_new: int) -> None: ...
+@overload
+def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -> np.ndarray | None: ...
 def _remap_side(values: np.ndarray | None, old_to_new: np.ndarray, n_new: int) -> np.ndarray | None:
     """Move a per-row side table to a new id space; rows new to it are empty."""
     if values is None:
         return None
     values = np.asarray(values)
     if values.dtype.kind in "US":
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
+        out = np.zeros((n_new, *values.shape[1:]), dtype=values.dtype)
     elif values.dtype.kind == "O":
-        out = np.full((n_new,) + values.shape[1:], "", dtype=object)
+        out = np.full((n_new, *values.shape[1:]), "", dtype=object)
     elif values.dtype.kind in "iu" and values.ndim == 1:
         out = np.full(n_new, -1, dtype=values.dtype) if values.dtype.kind == "i" else np.zeros(n_new, values.dtype)
     else:
-        out = np.zeros((n_new,) + values.shape[1:], dtype=values.dtype)
+        out = np.zeros((n_new, *values.shape[1:]), dtype=values.dtype)
     ok = old_to_new >= 0
     out[old_to_new[ok]] = values[ok]
     return out

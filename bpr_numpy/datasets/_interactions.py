@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Interactions:
         What loading did (counts of everything read, merged and dropped).
     """
 
-    matrix: "sp.csr_matrix"
+    matrix: sp.csr_matrix
     user_ids: np.ndarray
     item_ids: np.ndarray
     ratings: np.ndarray | None = None
@@ -210,7 +211,7 @@ class Interactions:
         rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.matrix.indptr))
         return rows, self.matrix.indices.astype(np.int64)
 
-    def select_pairs(self, keep: np.ndarray, *, note: str | None = None, moved: int | None = None) -> "Interactions":
+    def select_pairs(self, keep: np.ndarray, *, note: str | None = None, moved: int | None = None) -> Interactions:
         """A new Interactions holding the stored pairs where ``keep`` is True.
 
         Same id space, side tables shared (not copied).
@@ -238,6 +239,7 @@ class Interactions:
         new = _make_csr(m.data[keep], m.indices[keep], indptr, m.shape)
         n_dropped = self.nnz - int(indptr[-1])
         s = self.summary
+        assert s is not None  # __post_init__ fills it in
         summary = dataclasses.replace(
             s,
             stored=new.nnz,
@@ -268,7 +270,7 @@ class Interactions:
         item_ids: Any = None,
         unknown: str = "raise",
         source: str = "arrays",
-    ) -> "Interactions":
+    ) -> Interactions:
         """Build from parallel sequences of raw ids (one entry per interaction).
 
         Order of operations: map ids, merge duplicate pairs, then apply
@@ -347,7 +349,7 @@ class Interactions:
         *,
         dtype: Any = np.float32,
         source: str = "matrix",
-    ) -> "Interactions":
+    ) -> Interactions:
         """Wrap an existing sparse users x items matrix.
 
         Stored entries are kept as they are (explicit zeros included);
@@ -394,7 +396,7 @@ class Interactions:
         )
         return cls(matrix=csr, user_ids=uids, item_ids=iids, summary=summary)
 
-    def reindex(self, user_ids: Any = None, item_ids: Any = None, *, unknown: str = "raise") -> "Interactions":
+    def reindex(self, user_ids: Any = None, item_ids: Any = None, *, unknown: str = "raise") -> Interactions:
         """The same pairs expressed in another id space (e.g. a superset).
 
         Parameters
@@ -414,13 +416,13 @@ class Interactions:
 
         return _reindex(self, user_ids, item_ids, unknown=unknown)
 
-    def with_id_space_of(self, other: "Interactions", *, unknown: str = "raise") -> "Interactions":
+    def with_id_space_of(self, other: Interactions, *, unknown: str = "raise") -> Interactions:
         """:meth:`reindex` onto ``other``'s ``user_ids`` and ``item_ids``."""
         if not isinstance(other, Interactions):
             raise TypeError(f"other must be an Interactions, got {type(other).__name__}")
         return self.reindex(other.user_ids, other.item_ids, unknown=unknown)
 
-    def same_id_space(self, other: "Interactions") -> bool:
+    def same_id_space(self, other: Interactions) -> bool:
         """True when rows and columns of both matrices mean the same users and items."""
         return (
             self.user_ids.dtype.kind == other.user_ids.dtype.kind

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -12,8 +12,15 @@ from ._assemble import _assemble, _check_options
 from ._download import _canonical_name, data_home, fetch_movielens
 from ._ids import _IdIndex, _union_ids
 from ._interactions import Interactions
-from ._movielens_tables import (ML100K_GENRES, _genre_matrix, _ml100k_items, _ml100k_users, _movies_csv, _movies_dat,
-                                _users_dat)
+from ._movielens_tables import (
+    ML100K_GENRES,
+    _genre_matrix,
+    _ml100k_items,
+    _ml100k_users,
+    _movies_csv,
+    _movies_dat,
+    _users_dat,
+)
 from ._parsing import _read_table
 from ._sources import _Source
 
@@ -75,7 +82,7 @@ def _build_from_table(table, uids, iids, *, min_rating, binarize, dedupe, side, 
 
 def _place(ids_in_file: list[int], values: np.ndarray, space: np.ndarray, fill) -> np.ndarray:
     """Put per-id values from a side file at the positions of ``space``."""
-    out = np.empty((space.size,) + values.shape[1:], dtype=values.dtype)
+    out = np.empty((space.size, *values.shape[1:]), dtype=values.dtype)
     out[...] = fill
     codes = _IdIndex(space).codes(np.asarray(ids_in_file, dtype=np.int64))
     ok = codes >= 0
@@ -83,6 +90,51 @@ def _place(ids_in_file: list[int], values: np.ndarray, space: np.ndarray, fill) 
     return out
 
 
+# The return type follows ``split`` (the overloads say so to type checkers).
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    split: None = None,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None,
+    split: str,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    *,
+    split: str,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens_100k(
+    path: str | os.PathLike | None = None,
+    split: str | None = None,
+    *,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions | tuple[Interactions, Interactions]: ...
 def load_movielens_100k(
     path: str | os.PathLike | None = None,
     split: str | None = None,
@@ -183,10 +235,11 @@ def load_movielens_100k(
     else:
         notes.append("u.user not found: no demographics")
     parts = tuple(
-        _build_from_table(t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side, notes=notes)
+        _build_from_table(t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side,
+                          notes=notes)
         for t in tables
     )
-    return parts[0] if split is None else parts
+    return parts[0] if split is None else (parts[0], parts[1])  # a split: its base and test tables
 
 
 def _variant_of(src: _Source, where: str, fallback: str) -> str:
@@ -197,6 +250,42 @@ def _variant_of(src: _Source, where: str, fallback: str) -> str:
     return fallback
 
 
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: None = None,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions: ...
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: str,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Interactions, Interactions]: ...
+@overload
+def load_movielens(
+    path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    min_rating: float | None = 4.0,
+    binarize: bool = True,
+    dedupe: str = "max",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Interactions | tuple[Interactions, Interactions]: ...
 def load_movielens(
     path: str | os.PathLike | None = None,
     *,
@@ -291,6 +380,7 @@ def load_movielens(
                 movies = _movies_dat(src, movies_where) if movies_where else None
                 users = _users_dat(src, users_where) if users_where else None
             else:
+                assert ratings_csv is not None  # one of the two was found (checked above)
                 variant = _variant_of(src, ratings_csv, "ml-csv")
                 label = src.label(ratings_csv)
                 data = src.read(ratings_csv)

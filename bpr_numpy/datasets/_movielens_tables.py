@@ -23,7 +23,7 @@ ML100K_GENRES = (
 _NO_GENRE = "(no genres listed)"
 
 
-def _text_lines(data: bytes, label: str, encodings: tuple[str, ...]) -> tuple[list[str], str]:
+def _text_lines(data: bytes | bytearray, label: str, encodings: tuple[str, ...]) -> tuple[list[str], str]:
     """Decode a small side file, trying encodings in order; returns (lines, encoding used)."""
     last = None
     for enc in encodings:
@@ -32,6 +32,7 @@ def _text_lines(data: bytes, label: str, encodings: tuple[str, ...]) -> tuple[li
             return text.lstrip("\ufeff").splitlines(), enc
         except UnicodeDecodeError as exc:
             last = exc
+    assert last is not None, "no encoding to try"
     ln = data[: last.start].count(b"\n") + 1
     raise ValueError(f"{label}, line {ln}: bytes that are not valid {' or '.join(encodings)} ({last.reason})")
 
@@ -77,7 +78,8 @@ def _ml100k_items(src: _Source):
             order = sorted(pairs, key=lambda p: int(p[1]))
             genre_names = [p[0] for p in order]
     ids, titles, rel, vrel, url, flags = [], [], [], [], [], []
-    for ln, f in _split_fixed(lines, "|", 24, label, "u.item (id|title|release date|video release date|URL|19 genre flags)"):
+    for ln, f in _split_fixed(lines, "|", 24, label,
+                              "u.item (id|title|release date|video release date|URL|19 genre flags)"):
         ids.append(_int_field(f[0], label, ln, "movie id"))
         titles.append(f[1])
         rel.append(f[2])

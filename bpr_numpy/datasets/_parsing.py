@@ -8,8 +8,8 @@ what was wrong and shows the line.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class _Table:
     """Parsed columns of a delimited file (views into arrays sized to the file)."""
 
     label: str
-    buf: np.ndarray
+    buf: np.ndarray | None  # None once only numeric columns are needed (the loaders drop the bytes)
     ints: dict[str, np.ndarray] = field(default_factory=dict)
     floats: dict[str, np.ndarray] = field(default_factory=dict)
     strs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -42,6 +42,11 @@ class _Table:
     @property
     def n_rows(self) -> int:
         return int(self.lines.size)
+
+    def file_bytes(self) -> np.ndarray:
+        """``buf``, which the string columns point into (present until a loader drops it)."""
+        assert self.buf is not None, "the file's bytes were dropped"
+        return self.buf
 
     def summary_fields(self, notes=()) -> dict:
         """The load-summary counts of this table, with ``notes`` as given."""
@@ -66,11 +71,13 @@ def _is_ascii_compatible(encoding: str) -> bool:
         raise ValueError(f"unknown encoding {encoding!r}") from None
 
 
-def _line_of_offset(data: bytes, offset: int) -> int:
+def _line_of_offset(data: bytes | bytearray, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _prepare_bytes(data: bytes, label: str, encoding: str) -> tuple[bytes, int, tuple[str, ...]]:
+def _prepare_bytes(
+    data: bytes | bytearray, label: str, encoding: str
+) -> tuple[bytes | bytearray, int, tuple[str, ...]]:
     """Check the encoding and return (bytes to parse, start offset, notes).
 
     ASCII-compatible encodings are parsed byte-wise (only ids need decoding);
@@ -103,7 +110,8 @@ def _prepare_bytes(data: bytes, label: str, encoding: str) -> tuple[bytes, int, 
                 ln = _line_of_offset(data, off)
                 hint = " (if the file is Latin-1/Windows-1252, pass encoding='latin-1')" if encoding != "ascii" else ""
                 raise ValueError(
-                    f"{label}, line {ln}: byte {bytes(data[off:off + 1])!r} is not valid {encoding} ({exc.reason}){hint}"
+                    f"{label}, line {ln}: byte {bytes(data[off:off + 1])!r} is not valid {encoding} "
+                    f"({exc.reason}){hint}"
                 ) from None
             pos = end
     nul = data.find(b"\0", start)
@@ -113,7 +121,7 @@ def _prepare_bytes(data: bytes, label: str, encoding: str) -> tuple[bytes, int, 
     return data, start, notes
 
 
-def _first_line(data: bytes, start: int) -> tuple[str | None, int, int, int]:
+def _first_line(data: bytes | bytearray, start: int) -> tuple[str | None, int, int, int]:
     """First non-blank line: (text or None, offset after it, its line number, blank lines before it)."""
     pos, line, blanks = start, 0, 0
     n = len(data)
@@ -152,7 +160,7 @@ _ERROR_TEXT = {
 
 
 def _describe_error(
-    data: bytes,
+    data: bytes | bytearray,
     code: int,
     line: int,
     field_: int,
@@ -213,7 +221,7 @@ def _role_of(name: str) -> str | None:
 
 
 def _read_table(
-    data: bytes,
+    data: bytes | bytearray,
     label: str,
     *,
     sep: bytes | None,
@@ -221,7 +229,7 @@ def _read_table(
     skip_header: bool,
     encoding: str = "utf-8",
     on_bad_line: str = "raise",
-    prepared: tuple[bytes, int, tuple[str, ...]] | None = None,
+    prepared: tuple[bytes | bytearray, int, tuple[str, ...]] | None = None,
 ) -> _Table:
     """Parse a delimited file into typed columns.
 
@@ -261,7 +269,7 @@ def _read_table(
     names = [c[0] for c in columns]
     kinds = np.array([_KIND_CODES[c[1]] for c in columns], dtype=np.int64)
     slots = np.zeros(kinds.size, dtype=np.int64)
-    counts = {k: 0 for k in (K_INT, K_FLOAT, K_STR, K_SKIP)}
+    counts = dict.fromkeys((K_INT, K_FLOAT, K_STR, K_SKIP), 0)
     for j, k in enumerate(kinds):
         slots[j] = counts[int(k)]
         counts[int(k)] += 1
@@ -333,7 +341,8 @@ def _header_like_rows(table: _Table) -> np.ndarray:
         keys_of_words = np.array(forms, dtype=f"S{width}")
         starts, lens = table.strs[role]
         if hit is None:  # candidates: a token starting with a letter or a quote
-            first = table.buf[np.minimum(starts, len(table.buf) - 1)] | 0x20  # ASCII lower case
+            buf = table.file_bytes()
+            first = buf[np.minimum(starts, len(buf) - 1)] | 0x20  # ASCII lower case
             hit = np.flatnonzero((lens > 0) & (lens <= width)
                                  & (((first >= 0x61) & (first <= 0x7A)) | (first == 0x22) | (first == 0x27)))
         found = []
@@ -341,14 +350,16 @@ def _header_like_rows(table: _Table) -> np.ndarray:
         for a in range(0, len(hit), 1 << 16):
             rows = hit[a:a + (1 << 16)]
             rows = rows[(lens[rows] > 0) & (lens[rows] <= width)]
-            pos = np.minimum(starts[rows][:, None] + offsets, len(table.buf) - 1)
-            chars = np.where(offsets < lens[rows][:, None], table.buf[pos], 0).astype(np.uint8)
+            buf = table.file_bytes()
+            pos = np.minimum(starts[rows][:, None] + offsets, len(buf) - 1)
+            chars = np.where(offsets < lens[rows][:, None], buf[pos], 0).astype(np.uint8)
             chars = np.where((chars >= 65) & (chars <= 90), chars + 32, chars).astype(np.uint8)
             keys = np.ascontiguousarray(chars).view(f"S{width}").ravel()
             found.append(rows[np.isin(keys, keys_of_words)])
         hit = np.concatenate(found) if found else np.zeros(0, np.int64)
         if not len(hit):
             break
+    assert hit is not None  # set for the first role
     return hit
 
 
@@ -362,7 +373,7 @@ def _drop_header_rows(table: _Table, raise_: bool) -> None:
 
     def token(role: str, k: int) -> str:
         s, ln = table.strs[role]
-        return bytes(table.buf[s[k]:s[k] + ln[k]]).decode("utf-8", errors="replace")
+        return bytes(table.file_bytes()[s[k]:s[k] + ln[k]]).decode("utf-8", errors="replace")
 
     k = int(heads[0])
     what = (f"the user and item fields {token('user', k)!r} and {token('item', k)!r} are column names: this looks "
@@ -403,11 +414,11 @@ def _tokens_to_ids(
     starts = np.ascontiguousarray(starts)
     lens = np.ascontiguousarray(lens)
     if id_type == "auto" and starts.size:
-        values, ok = pk.tokens_to_ints(table.buf, starts, lens)
+        values, ok = pk.tokens_to_ints(table.file_bytes(), starts, lens)
         if ok:
             return _factorize(values)
     width = int(lens.max()) if lens.size else 1
-    mat = pk.gather_tokens(table.buf, starts, lens, width)
+    mat = pk.gather_tokens(table.file_bytes(), starts, lens, width)
     raw = mat.view(f"S{width}").reshape(-1)
     uniq, codes = np.unique(raw, return_inverse=True)
     decoded = []
@@ -429,7 +440,7 @@ def _tokens_to_ids(
     return ids, codes
 
 
-def _read_adjacency(data: bytes, label: str, encoding: str = "utf-8"):
+def _read_adjacency(data: bytes | bytearray, label: str, encoding: str = "utf-8"):
     """Parse a ``user item item ...`` file.
 
     Returns

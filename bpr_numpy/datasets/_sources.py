@@ -61,7 +61,7 @@ class _Source:
         if self._zip is not None:
             self._zip.close()
 
-    def __enter__(self) -> "_Source":
+    def __enter__(self) -> _Source:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -77,8 +77,8 @@ class _Source:
         top = self.path / name
         if top.is_file():
             return str(top)
-        hits = sorted(p for p in self.path.glob(f"*/{name}") if p.is_file())
-        return str(hits[0]) if hits else None
+        paths = sorted(p for p in self.path.glob(f"*/{name}") if p.is_file())
+        return str(paths[0]) if paths else None
 
     def has(self, name: str) -> bool:
         return self.find(name) is not None

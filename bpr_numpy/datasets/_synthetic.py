@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -118,6 +118,58 @@ def _unit_rows(rng: np.random.Generator, n: int, f: int) -> np.ndarray:
     return x
 
 
+# The return type follows ``return_truth`` (the overloads say so to type checkers).
+@overload
+def synthetic(
+    n_users: int = 10_000,
+    n_items: int = 5_000,
+    nnz: int = 500_000,
+    *,
+    factors: int = 16,
+    popularity_exponent: float = 0.8,
+    activity_exponent: float = 0.5,
+    affinity_scale: float = 3.0,
+    random_state: int | np.random.Generator = 0,
+    dtype: Any = np.float32,
+    max_items_per_user: int | None = None,
+    chunk_users: int = 1024,
+    parallel: bool | None = None,
+    return_truth: Literal[False] = False,
+) -> Interactions: ...
+@overload
+def synthetic(
+    n_users: int = 10_000,
+    n_items: int = 5_000,
+    nnz: int = 500_000,
+    *,
+    factors: int = 16,
+    popularity_exponent: float = 0.8,
+    activity_exponent: float = 0.5,
+    affinity_scale: float = 3.0,
+    random_state: int | np.random.Generator = 0,
+    dtype: Any = np.float32,
+    max_items_per_user: int | None = None,
+    chunk_users: int = 1024,
+    parallel: bool | None = None,
+    return_truth: Literal[True],
+) -> tuple[Interactions, PlantedTruth]: ...
+@overload
+def synthetic(
+    n_users: int = 10_000,
+    n_items: int = 5_000,
+    nnz: int = 500_000,
+    *,
+    factors: int = 16,
+    popularity_exponent: float = 0.8,
+    activity_exponent: float = 0.5,
+    affinity_scale: float = 3.0,
+    random_state: int | np.random.Generator = 0,
+    dtype: Any = np.float32,
+    max_items_per_user: int | None = None,
+    chunk_users: int = 1024,
+    parallel: bool | None = None,
+    return_truth: bool = False,
+) -> Interactions | tuple[Interactions, PlantedTruth]: ...
 def synthetic(
     n_users: int = 10_000,
     n_items: int = 5_000,
@@ -285,7 +337,14 @@ def synthetic(
     return data
 
 
-def synthetic_small(random_state: int | np.random.Generator = 0, **kwargs: Any) -> Interactions:
+@overload
+def synthetic_small(random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False,
+                    **kwargs: Any) -> Interactions: ...
+@overload
+def synthetic_small(random_state: int | np.random.Generator = 0, *, return_truth: Literal[True],
+                    **kwargs: Any) -> tuple[Interactions, PlantedTruth]: ...
+def synthetic_small(random_state: int | np.random.Generator = 0,
+                    **kwargs: Any) -> Interactions | tuple[Interactions, PlantedTruth]:
     """2,000 users x 1,000 items, 100,000 pairs: for examples, CI and quick runs.
 
     Parameters
@@ -303,7 +362,14 @@ def synthetic_small(random_state: int | np.random.Generator = 0, **kwargs: Any) 
     return synthetic(n_users, n_items, nnz, random_state=random_state, **kwargs)
 
 
-def synthetic_benchmark(random_state: int | np.random.Generator = 0, **kwargs: Any) -> Interactions:
+@overload
+def synthetic_benchmark(random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False,
+                        **kwargs: Any) -> Interactions: ...
+@overload
+def synthetic_benchmark(random_state: int | np.random.Generator = 0, *, return_truth: Literal[True],
+                        **kwargs: Any) -> tuple[Interactions, PlantedTruth]: ...
+def synthetic_benchmark(random_state: int | np.random.Generator = 0,
+                        **kwargs: Any) -> Interactions | tuple[Interactions, PlantedTruth]:
     """200,000 users x 50,000 items, 20,000,000 pairs: the benchmark scale row.
 
     Parameters

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_sparse_structure
+from .._validation import check_sparse_structure, is_sparse
 
 #: ``score_block(users) -> (len(users), n_items)`` scores: what ``evaluate`` calls, and what the baselines return.
 BlockScorer = Callable[[np.ndarray], np.ndarray]
@@ -17,7 +17,7 @@ BlockScorer = Callable[[np.ndarray], np.ndarray]
 
 def _check_matrix(x: Any, name: str) -> sp.csr_array:
     """Return ``x`` as a canonical CSR array (sorted, no duplicates), or raise naming ``name``."""
-    if sp.issparse(x):
+    if is_sparse(x):
         if x.ndim != 2:
             raise ValueError(f"{name} must be 2-D, got a {x.ndim}-D sparse array")
         if x.dtype.kind not in "biuf":
@@ -32,7 +32,7 @@ def _check_matrix(x: Any, name: str) -> sp.csr_array:
         if x.format != "csr":
             canonical = check_sparse_structure(csr, name)
     else:
-        if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") and not hasattr(x, "__array__"):
+        if isinstance(x, (str, bytes)) or (not hasattr(x, "__len__") and not hasattr(x, "__array__")):
             raise TypeError(
                 f"{name} must be a 2-D scipy.sparse matrix or array-like, got {type(x).__name__}"
             )
@@ -66,7 +66,7 @@ def _check_k(k: int | Sequence[int]) -> list[int]:
     for kk in ks:
         if isinstance(kk, bool) or not isinstance(kk, (numbers.Integral, np.integer)):
             raise TypeError(f"k must be an int or a sequence of ints, got {kk!r}")
-        if not 1 <= kk < 2**63:  # counts of items are int64
+        if not 1 <= int(kk) < 2**63:  # counts of items are int64
             raise ValueError(f"k must be >= 1 and below 2**63, got {kk}")
         if int(kk) not in out:
             out.append(int(kk))
@@ -84,8 +84,8 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
     scored from its factors. ``n_users``/``n_items`` are None for a callable.
     """
     if hasattr(model, "user_factors") and hasattr(model, "item_factors"):
-        uf = getattr(model, "user_factors")
-        itf = getattr(model, "item_factors")
+        uf = model.user_factors
+        itf = model.item_factors
         if uf is None or itf is None:
             raise ValueError("model has no factors (is it fitted?)")
         uf = np.asarray(uf)

@@ -186,9 +186,7 @@ def evaluate(
     if "auc" in wanted:
         keys_user.append("auc")
     for kk in ks:
-        for m in ("precision", "recall", "ndcg", "map", "hit_rate"):
-            if m in wanted:
-                keys_user.append(f"{m}@{kk}")
+        keys_user.extend(f"{m}@{kk}" for m in ("precision", "recall", "ndcg", "map", "hit_rate") if m in wanted)
     if do_mrr:
         keys_user.append("mrr")
     for key in keys_user:

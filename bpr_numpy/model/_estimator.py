@@ -9,7 +9,8 @@ model files :mod:`bpr_numpy.model._persistence`; see ``docs/architecture.md``.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from ._factor_model import FactorModel
 from ._persistence import from_arrays
 from ._reporting import EpochReport, _Validation
 from ._training import _check_epochs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..distributed import TrainingLog
 
 __all__ = ["BPR"]
 
@@ -176,11 +180,14 @@ class BPR(ParameterMixin, FactorModel):
     (never ``ua.test``); see docs/guide/tuning.md, "How the defaults were chosen".
     """
 
+    # Set by bpr_numpy.distributed.fit (the model's log of a distributed fit); declared for the type checker.
+    distributed_log_: TrainingLog
+
     def __init__(
         self,
         factors: int = 64,
         learning_rate: float = 0.02,
-        regularization: "float | Mapping[str, float]" = 0.02,
+        regularization: float | Mapping[str, float] = 0.02,
         epochs: int = 100,
         loss: str = "bpr",
         sampler: str = "uniform",
@@ -196,7 +203,7 @@ class BPR(ParameterMixin, FactorModel):
         dtype=np.float32,
         threads: int = 0,
         random_state=None,
-        identity: "bool | str" = True,
+        identity: bool | str = True,
         normalize_features: bool = False,
         solver: str = "kernel",
         batch_size: int = 64,
@@ -259,7 +266,7 @@ class BPR(ParameterMixin, FactorModel):
         validate_every: int = 1,
         user_features=None,
         item_features=None,
-    ) -> "BPR":
+    ) -> BPR:
         """Initialise the factors and train, optionally with validation and early stopping.
 
         Parameters
@@ -334,7 +341,7 @@ class BPR(ParameterMixin, FactorModel):
         *,
         user_features=None,
         item_features=None,
-    ) -> "BPR":
+    ) -> BPR:
         """Train more epochs from the current factors (initialising them if needed).
 
         ``fit(X, epochs=a)`` followed by ``partial_fit(X, epochs=b)`` draws the
@@ -404,12 +411,13 @@ class BPR(ParameterMixin, FactorModel):
             regularization = Regularization.coerce(self.regularization).user
         else:
             regularization = Regularization.coerce(regularization).user
-        return fold_in_users(self.item_factors, self.item_biases if self.item_bias else None, user_items,
+        _, item_factors, item_biases = self._factors()
+        return fold_in_users(item_factors, item_biases if self.item_bias else None, user_items,
                              loss=self.loss, user_regularization=regularization, max_iter=max_iter, tol=tol,
                              max_pairs=max_pairs, random_state=random_state)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
+    def save(self, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
         """Write the model to one ``.npz`` file, atomically.
 
         The file is written to a temporary file in the same folder and renamed
@@ -427,7 +435,7 @@ class BPR(ParameterMixin, FactorModel):
         _persistence.save(self, path, include_interactions=include_interactions)
 
     @classmethod
-    def load(cls, path: "str | os.PathLike") -> "BPR":
+    def load(cls, path: str | os.PathLike) -> BPR:
         """Read a model written by :meth:`save`.
 
         Raises

@@ -10,14 +10,16 @@ Top-k retrieval is :mod:`bpr_numpy.model._retrieval`; see ``docs/architecture.md
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import scipy.sparse as sp
 
 from .._runtime import available_threads
 from .._validation import as_user_items, check_index_array
 from ..hybrid import Features
-from ._retrieval import top_k
 from ._reporting import TrainingDivergedError
+from ._retrieval import top_k
 
 __all__ = ["FactorModel"]
 
@@ -81,12 +83,23 @@ class FactorModel:
     @property
     def n_users(self) -> int:
         self._check_trained()
-        return self.user_factors.shape[0]
+        U = self.user_factors
+        assert U is not None  # _check_trained
+        return U.shape[0]
 
     @property
     def n_items(self) -> int:
         self._check_trained()
-        return self.item_factors.shape[0]
+        return cast(np.ndarray, self.item_factors).shape[0]  # set with user_factors
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(user_factors, item_factors, item_biases)`` of a trained model, for the type checker.
+
+        Call after :meth:`_check_trained` or :meth:`_check_fitted`: a trained model holds all three.
+        """
+        U, V, b = self.user_factors, self.item_factors, self.item_biases
+        assert U is not None and V is not None and b is not None, "the model is not trained"
+        return U, V, b
 
     @property
     def user_items(self) -> sp.csr_matrix | None:
@@ -121,13 +134,13 @@ class FactorModel:
         shapes it is given, so a bias shorter than the catalogue would be read and written past
         its end. A few comparisons, so it runs on every call.
         """
-        arrays = dict(zip(PARAMETER_NAMES, self._parameters()))
+        arrays = dict(zip(PARAMETER_NAMES, self._parameters(), strict=False))
         for name, a in arrays.items():
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"model.{name} must be a numpy array, got {type(a).__name__}")
             if a.dtype not in (np.float32, np.float64):
                 raise TypeError(f"model.{name} has dtype {a.dtype}; the model's arrays hold float32 or float64")
-        U, V, b = self.user_factors, self.item_factors, self.item_biases
+        U, V, b = self._factors()  # arrays: checked just above
         f = self.factors
         if U.ndim != 2 or U.shape[1] != f or U.shape[0] < 1:
             raise ValueError(f"model.user_factors has shape {U.shape}; expected (n_users, {f}) (factors={f})")
@@ -158,8 +171,12 @@ class FactorModel:
                 raise ValueError(f"the model's factors are for {shape[0]} users x {shape[1]} items but its side "
                                  f"features are for {users.n_rows} x {items.n_rows}")
 
-    def _parameters(self) -> list[np.ndarray]:
-        """Every trained array: the factors and biases, then (side features) the embeddings."""
+    def _parameters(self) -> list[Any]:
+        """Every trained array: the factors and biases, then (side features) the embeddings.
+
+        As the attributes hold them: a user may have replaced one, and :meth:`_check_parameter_arrays`
+        checks that they are arrays.
+        """
         arrays = [self.user_factors, self.item_factors, self.item_biases]
         return arrays if self._features is None else arrays + self._features.embeddings()
 
@@ -196,8 +213,9 @@ class FactorModel:
         i = check_index_array(items, self.n_items, "item")
         u, i = np.broadcast_arrays(u, i)
         flat_u, flat_i = u.reshape(-1), i.reshape(-1)
-        out = np.einsum("nf,nf->n", self.user_factors[flat_u], self.item_factors[flat_i])
-        out += self.item_biases[flat_i]
+        U, V, b = self._factors()
+        out = np.einsum("nf,nf->n", U[flat_u], V[flat_i])
+        out += b[flat_i]
         return out.reshape(u.shape)
 
     def _user_items_for(self, user_items) -> sp.csr_matrix | None:
@@ -270,11 +288,12 @@ class FactorModel:
             liked = self._user_items_for(user_items) if filter_liked else None
             if filter_liked and liked is None:
                 raise ValueError("filter_liked=True needs user_items: this model holds no training interactions")
-            query, batch = self.user_factors, np.atleast_1d(u)
+            query, batch = self._factors()[0], np.atleast_1d(u)
         # Capped at the catalogue: a huge n must not allocate a huge padded array.
         k = min(int(n), self.n_items)
         threads = self._threads()
-        items, scores = top_k(query, self.item_factors, self.item_biases, k, rows=batch,
+        _, V, b = self._factors()
+        items, scores = top_k(query, V, b, k, rows=batch,
                                exclude=liked, threads=threads)
         candidates = self.n_items - (np.diff(liked.indptr)[batch] if liked is not None else 0)
         self._check_ranking(items, scores, np.minimum(candidates, k), query[batch])
@@ -290,7 +309,7 @@ class FactorModel:
 
     def _nonfinite_parameter(self, query: np.ndarray | None = None) -> str | None:
         """The name of the first parameter array (or the query vectors) holding NaN or inf, else None."""
-        named = [("user_factors", query)] if query is not None else []
+        named: list[tuple[str, np.ndarray | None]] = [("user_factors", query)] if query is not None else []
         named += [("user_factors", self.user_factors), ("item_factors", self.item_factors),
                   ("item_biases", self.item_biases)]
         for name, a in named:
@@ -335,7 +354,8 @@ class FactorModel:
         """
         features = self._fitted_features()
         X = features.users.new_rows(user_features, "user_features")
-        return np.ascontiguousarray(X @ features.user_embeddings, dtype=self.user_factors.dtype)
+        E, _, _ = features.drawn_embeddings()
+        return np.ascontiguousarray(X @ E, dtype=self._factors()[0].dtype)
 
     def item_representations(self, item_features) -> tuple[np.ndarray, np.ndarray]:
         """Factors and biases of items never seen in training, from their features alone.
@@ -352,9 +372,10 @@ class FactorModel:
         """
         features = self._fitted_features()
         Y = features.items.new_rows(item_features, "item_features")
-        dtype = self.item_factors.dtype
-        bias = Y @ features.item_bias_embeddings if self.item_bias else np.zeros(Y.shape[0])
-        return np.ascontiguousarray(Y @ features.item_embeddings, dtype=dtype), np.asarray(bias, dtype=dtype)
+        dtype = self._factors()[1].dtype
+        _, F, c = features.drawn_embeddings()
+        bias = Y @ c if self.item_bias else np.zeros(Y.shape[0])
+        return np.ascontiguousarray(Y @ F, dtype=dtype), np.asarray(bias, dtype=dtype)
 
     def score_new_items(self, users, item_features) -> np.ndarray:
         """Scores of trained users for items known only by their features.
@@ -373,7 +394,7 @@ class FactorModel:
         u = check_index_array(users, self.n_users, "user")
         if np.ndim(u) > 1:
             raise ValueError(f"users must be an int or a 1-D array of ints, got shape {np.shape(u)}")
-        return self.user_factors[u] @ factors.T + bias
+        return self._factors()[0][u] @ factors.T + bias
 
     def _check_user_vectors(self, user_factors) -> np.ndarray:
         try:
@@ -382,11 +403,12 @@ class FactorModel:
             raise TypeError(f"user_factors could not be read as an array: {exc}") from None
         if q.dtype.kind not in "fiu" or q.dtype == np.bool_:
             raise TypeError(f"user_factors must hold real numbers, got dtype {q.dtype}")
-        factors = self.item_factors.shape[1]
+        V = self._factors()[1]
+        factors = V.shape[1]
         if q.ndim not in (1, 2) or q.shape[-1] != factors:
             raise ValueError(f"user_factors must have shape ({factors},) or (n, {factors}), got {q.shape}")
         with np.errstate(over="ignore"):  # checked just below, in the precision the scores use
-            q = np.ascontiguousarray(np.atleast_2d(q), dtype=self.item_factors.dtype)
+            q = np.ascontiguousarray(np.atleast_2d(q), dtype=V.dtype)
         if not np.isfinite(q).all():
             raise ValueError(f"user_factors holds NaN or infinite values (in the model's {q.dtype.name})")
         return q
@@ -412,10 +434,11 @@ class FactorModel:
             raise ValueError(f"items must be an int or a 1-D array of ints, got shape {np.shape(q)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        V = self._factors()[1]
         if self._item_norms is None:
-            norms = np.linalg.norm(self.item_factors, axis=1)
-            self._item_norms = np.where(norms > 0, norms, 1.0).astype(self.item_factors.dtype)
-        unit = self.item_factors / self._item_norms[:, None]
+            norms = np.linalg.norm(V, axis=1)
+            self._item_norms = np.where(norms > 0, norms, 1.0).astype(V.dtype)
+        unit = V / self._item_norms[:, None]
         batch = np.atleast_1d(q)
         k = min(int(n), self.n_items - 1)
         # Row i of the identity excludes item i: the query is not its own neighbour.

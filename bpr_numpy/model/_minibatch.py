@@ -32,8 +32,18 @@ import scipy.sparse as sp
 from .. import sampling
 from .._parameters import check_allocation
 from ..hybrid import Features
-from ..objective import (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, OptimizerState, Regularization, apply_rows,
-                         hybrid_representations, hybrid_triplet_gradients, pair_loss, triplet_scores, triplet_terms)
+from ..objective import (
+    OPTIMIZER_ADAM,
+    OPTIMIZER_ADAM_DENSE,
+    OptimizerState,
+    Regularization,
+    apply_rows,
+    hybrid_representations,
+    hybrid_triplet_gradients,
+    pair_loss,
+    triplet_scores,
+    triplet_terms,
+)
 from ..sampling import MAX_NEGATIVE_TRIES
 from ._reporting import EpochReport, epoch_report
 
@@ -114,9 +124,10 @@ def apply_hybrid_batch(features: Features, use_bias: bool, state: OptimizerState
     n = len(users)
     rows_u, X = _used_columns(features.users.matrix[users])
     rows_i, Y = _used_columns(features.items.matrix[np.concatenate([positives, negatives])])
-    E = features.user_embeddings[rows_u].astype(np.float64)
-    F = features.item_embeddings[rows_i].astype(np.float64)
-    c = features.item_bias_embeddings[rows_i].astype(np.float64) if use_bias else None
+    user_embeddings, item_embeddings, item_bias_embeddings = features.drawn_embeddings()
+    E = user_embeddings[rows_u].astype(np.float64)
+    F = item_embeddings[rows_i].astype(np.float64)
+    c = item_bias_embeddings[rows_i].astype(np.float64) if use_bias else None
     local = np.arange(n)
     grads = hybrid_triplet_gradients(E, F, c, X, Y, local, local, local + n, loss=loss,
                                      regularization=regularization)
@@ -213,7 +224,9 @@ def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray
 def _drawn(spec: sampling.Sampler, rng: np.random.Generator, users: np.ndarray, positives: np.ndarray,
            matrix: sp.csr_matrix) -> np.ndarray:
     """A sampler's own ``draw`` for a batch, checked: one item (or -1, skip) per triplet."""
-    drawn = np.asarray(spec.draw(users, positives, matrix, rng))
+    draw = spec.draw
+    assert draw is not None, "called for a sampler with its own draw"
+    drawn = np.asarray(draw(users, positives, matrix, rng))
     if drawn.shape != users.shape or drawn.dtype.kind not in "iu":
         raise ValueError(f"sampler {spec.name!r}: draw must return one integer item per triplet "
                          f"(shape {users.shape}), got dtype {drawn.dtype} and shape {drawn.shape}")
@@ -238,13 +251,16 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     from ._training import epoch_learning_rate
 
     epoch = model._epochs_done
-    rng = np.random.default_rng((model._seed, epoch))
+    seed, state = model._seed, model._optimizer_state
+    assert seed is not None and state is not None, "start() resolves the seed and the optimiser state first"
+    rng = np.random.default_rng((seed, epoch))
     learning_rate = epoch_learning_rate(model, epoch)
     spec = sampling.REGISTRY[model.sampler]
     n_items = matrix.shape[1]
     keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
     features = model._features
-    biases = model.item_biases if model.item_bias else None
+    user_factors, item_factors, item_biases = model._factors()
+    biases = item_biases if model.item_bias else None
     batch = min(int(model.batch_size), max(matrix.nnz, 1))  # a larger batch is the whole epoch
     # About ten float64 arrays of batch x factors are alive at once during a step.
     check_allocation(10 * batch * (int(model.factors) + 2) * 8, f"batch_size={model.batch_size}")
@@ -266,18 +282,18 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
         if not len(users):
             continue
         if features is None:
-            result = apply_batch(model.user_factors, model.item_factors, biases, model._optimizer_state, users,
+            result = apply_batch(user_factors, item_factors, biases, state, users,
                                  positives, negatives, learning_rate=learning_rate, loss=model.loss,
                                  regularization=reg)
         else:
-            result = apply_hybrid_batch(features, bool(model.item_bias), model._optimizer_state, users, positives,
+            result = apply_hybrid_batch(features, bool(model.item_bias), state, users, positives,
                                         negatives, learning_rate=learning_rate, loss=model.loss,
                                         regularization=reg)
         loss_sum += result.loss
         ordered += result.ordered
     if features is not None:
         # In place: the epoch snapshot holds these very arrays.
-        for live, fresh in zip(model._parameters(), features.representations(bool(model.item_bias))):
+        for live, fresh in zip(model._parameters(), features.representations(bool(model.item_bias)), strict=False):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     model._epochs_done += 1

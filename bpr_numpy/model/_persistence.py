@@ -6,6 +6,7 @@ reads the archive itself); the format is versioned by :data:`FORMAT_VERSION`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -36,11 +37,11 @@ _MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias",
                             "user_items_indices", "user_ids", "item_ids", "item_titles", *Features.ENTRIES})
 
 
-def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = True) -> None:
+def save(model: BPR, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
     """:meth:`bpr_numpy.BPR.save`: the metadata and arrays, checked finite, written by :func:`_atomic_savez`."""
     model._check_fitted()
     model._check_params()  # load would refuse parameters that break a rule: refuse to write them
-    for name, a in zip(PARAMETER_NAMES, model._parameters()):
+    for name, a in zip(PARAMETER_NAMES, model._parameters(), strict=False):
         if not np.isfinite(a).all():  # load would refuse the file: refuse to write it
             raise ValueError(f"cannot save: model.{name} holds NaN or infinite values")
     params = model.get_params()
@@ -83,7 +84,7 @@ def save(model: BPR, path: "str | os.PathLike", *, include_interactions: bool = 
     _atomic_savez(os.fspath(path), arrays)
 
 
-def from_arrays(cls: type[BPR], arrays: dict, path: str) -> "BPR":
+def from_arrays(cls: type[BPR], arrays: dict, path: str) -> BPR:
     def bad(why: str) -> ValueError:
         return ValueError(f"{path} is not a valid bpr_numpy model file: {why}")
 
@@ -183,7 +184,7 @@ def from_arrays(cls: type[BPR], arrays: dict, path: str) -> "BPR":
         # The factors are the embeddings' sums: a file whose two disagree is damaged.
         rebuilt = features.representations(bool(model.item_bias))
         tolerance = 1e-4 if dtype == np.float32 else 1e-10
-        for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt):
+        for name, stored, fresh in zip(("user_factors", "item_factors", "item_bias"), (U, V, b), rebuilt, strict=True):
             if not np.allclose(stored, fresh, rtol=tolerance, atol=tolerance):
                 raise bad(f"its {name} are not the sums of its feature embeddings")
         U, V, b = rebuilt
@@ -262,10 +263,8 @@ def _atomic_savez(path: str, arrays: dict) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:  # make the rename itself durable (a power cut, not only a killed process)
         dir_fd = os.open(folder, os.O_RDONLY)

@@ -95,10 +95,10 @@ class _Validation:
         self.patience, self.every = patience, every
         self.best_score = -np.inf
         self.best_epoch: int | None = None
-        self.best_params: tuple[np.ndarray, ...] | None = None
+        self.best_params: list[np.ndarray] | None = None
         self.seen = 0
 
-    def after_epoch(self, model: "BPR", report: EpochReport) -> tuple[EpochReport, bool]:
+    def after_epoch(self, model: BPR, report: EpochReport) -> tuple[EpochReport, bool]:
         from .. import metrics
 
         self.seen += 1
@@ -113,7 +113,7 @@ class _Validation:
             and self.best_epoch is not None
         return report, stop
 
-    def restore_best(self, model: "BPR") -> None:
+    def restore_best(self, model: BPR) -> None:
         if self.best_params is not None:
             model._set_parameters(self.best_params)
         model.best_epoch_ = self.best_epoch

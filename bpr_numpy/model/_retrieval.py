@@ -95,6 +95,8 @@ def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k:
     eps = float(np.finfo(dtype).eps)
     # Rounding of a length-f dot product plus the bias add, with room to spare.
     slack, floor = 2 * (f + 2) * eps, (f + 2) * float(np.finfo(dtype).tiny)
+    indptr: np.ndarray
+    indices: np.ndarray
     if exclude is None:
         indptr, indices = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     else:

@@ -17,13 +17,21 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
-from .._runtime import resolve_seed
-from ..hybrid import Features
 from .._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
 from .._parameters import INT64_MAX, check_allocation
+from .._runtime import (
+    PARALLEL_LOCK,
+    aligned_empty,
+    available_threads,
+    beyond_cache,
+    initial_rows,
+    kernel_ready,
+    membership_bitmap,
+    numba_threads,
+    resolve_seed,
+)
 from .._validation import as_user_items
-from .._runtime import (PARALLEL_LOCK, aligned_empty, available_threads, beyond_cache, kernel_ready,
-                        membership_bitmap, initial_rows, numba_threads)
+from ..hybrid import Features
 from ..objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, OptimizerState, Regularization, loss_code
 from ._factor_model import PARAMETER_NAMES
 from ._reporting import EpochReport, TrainingDivergedError, epoch_report
@@ -45,7 +53,7 @@ class _Snapshot:
     that they are finite (one pass over memory instead of two).
     """
 
-    def __init__(self, model: "BPR") -> None:
+    def __init__(self, model: BPR) -> None:
         self.model = model
         self.live = self._arrays()
         self.n_parameters = len(model._parameters())
@@ -62,7 +70,7 @@ class _Snapshot:
         from .._kernels import _copy_finite
 
         bad = -1
-        for k, (src, dst) in enumerate(zip(self.live, self.saved)):
+        for k, (src, dst) in enumerate(zip(self.live, self.saved, strict=True)):
             if k < self.n_parameters and src.size:
                 if not _copy_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
                     bad = k
@@ -71,7 +79,7 @@ class _Snapshot:
         return bad
 
     def restore(self) -> None:
-        for dst, src in zip(self.live, self.saved):
+        for dst, src in zip(self.live, self.saved, strict=True):
             np.copyto(dst, src)
 
 
@@ -121,7 +129,7 @@ def interactions(user_items) -> tuple[sp.csr_matrix, tuple | None]:
 
 def check_same_ids(model: BPR, maps: tuple) -> None:
     """``partial_fit`` on an Interactions: its ids must be the model's (the rows are the same users)."""
-    for name, mine, theirs in zip(("user_ids", "item_ids"), (model.user_ids, model.item_ids), maps[:2]):
+    for name, mine, theirs in zip(("user_ids", "item_ids"), (model.user_ids, model.item_ids), maps[:2], strict=True):
         if mine is not None and (len(mine) != len(theirs) or not np.array_equal(mine, theirs)):
             raise ValueError(f"the Interactions' {name} differ from the model's: rows would mean other "
                              "users or items (align them first: Interactions.with_id_space_of)")
@@ -177,9 +185,11 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     std = 1.0 / np.sqrt(factors) if model.init_std is None else float(model.init_std)
     threads = min(model.threads or available_threads(), available_threads())
     streams = iter((0, 1))  # users, then items
+    seed = model._seed
+    assert seed is not None, "start() resolves the seed first"
 
     def normal(rows: int) -> np.ndarray:
-        return initial_rows(model._seed, next(streams), rows, factors, std, dtype, threads, model.init)
+        return initial_rows(seed, next(streams), rows, factors, std, dtype, threads, model.init)
 
     if model._features is not None:
         model._features.init_embeddings(normal)
@@ -190,7 +200,7 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
         model.item_factors = normal(n_items)
         model.item_biases = aligned_empty(n_items, dtype)
         model.item_biases[:] = 0
-    for name, a in zip(("user_factors", "item_factors"), model._parameters()):
+    for name, a in zip(("user_factors", "item_factors"), model._parameters(), strict=False):
         if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
             raise ValueError(f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; "
                              "use a smaller init_std")
@@ -201,7 +211,7 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     model.history_ = []
 
 
-def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> "BPR":
+def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progress, validation=None) -> BPR:
     _check_epochs(epochs)
     epochs = int(epochs)  # a numpy integer would make the epoch counter wrap at its width
     if model._epochs_done + epochs > INT64_MAX:  # the kernels seed each epoch's streams with its int64 number
@@ -219,14 +229,13 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     threads = min(model.threads or available_threads(), available_threads())
     user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
     state = model._optimizer_state
+    U, V, _ = model._factors()
     # The trained rows: factor rows, or feature-embedding rows with side features.
-    rows_u, rows_i = (model.user_factors.shape[0], model.item_factors.shape[0]) if model._features is None else \
+    rows_u, rows_i = (U.shape[0], V.shape[0]) if model._features is None else \
         (model._features.users.n_features, model._features.items.n_features)
-    if state is None or not state.fits(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
-                                       model.user_factors.dtype):
+    if state is None or not state.fits(model.optimizer, rows_u, rows_i, U.shape[1], U.dtype):
         # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
-        model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, model.user_factors.shape[1],
-                                               dtype=model.user_factors.dtype)
+        model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, U.shape[1], dtype=U.dtype)
     alias = alias_table(model, matrix)
     # Only samplers that draw negatives ahead of the updates test them against the bitmap.
     draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
@@ -246,7 +255,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
 
 
 def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
-                validation) -> "BPR":
+                validation) -> BPR:
     """The epochs of :meth:`_train`, after its setup."""
     total = model._epochs_done + epochs
     # Compile (or load from the cache) outside the epoch timer: a call
@@ -265,16 +274,18 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
         for _ in range(epochs):
             done = model._epochs_done
             completed = False
-            if any(a is not b for a, b in zip(model._parameters(), snapshot.live)):
+            if any(a is not b for a, b in zip(model._parameters(), snapshot.live, strict=False)):
                 # A callback replaced a parameter array: check it, copy it into what the kernels
                 # take, and snapshot that.
                 model._check_parameter_arrays()
-                model._set_parameters([kernel_ready(a, model.user_factors.dtype) for a in model._parameters()])
+                dtype = model._factors()[0].dtype
+                model._set_parameters([kernel_ready(a, dtype) for a in model._parameters()])
                 snapshot = _Snapshot(model)
                 snapshot.take()
-            elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved)):
+            elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved, strict=False)):
                 model._check_parameter_arrays()  # reshaped in place: names the array
             report = run(model, matrix, user_of, threads, alias, bitmap, reg)
+            assert report is not None, "an epoch with samples reports"
             completed = True
             check_finite(model, snapshot.take())
             stop = False
@@ -326,7 +337,8 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     n_samples = matrix.nnz if n_samples is None else n_samples
     chunks = _kernels.n_chunks(n_samples)
     outs = epoch_outputs(chunks)
-    n_items = model.item_factors.shape[0]
+    U, V, b = model._factors()
+    n_items = V.shape[0]
     aobpr = codes.adaptive == sampling.ADAPTIVE_AOBPR
     # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
     # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
@@ -334,47 +346,48 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
         else chunks_per_call(model)
     data = TrainingData(matrix.indptr, matrix.indices, user_of, bitmap)
+    seed, state, features = model._seed, model._optimizer_state, model._features
+    assert seed is not None and state is not None, "start() resolves the seed and the optimiser state first"
     settings = epoch_settings(
-        n_samples=n_samples, user_run=model.user_run, seed=model._seed, epoch=model._epochs_done,
+        n_samples=n_samples, user_run=model.user_run, seed=seed, epoch=model._epochs_done,
         learning_rate=epoch_learning_rate(model, model._epochs_done), regularization=reg,
         loss_code=loss_code(model.loss), use_bias=model.item_bias, skip_liked=codes.skip_liked,
-        dtype=model.user_factors.dtype, prefetch_runs=beyond_cache(model.user_factors, model.item_factors,
-                                                                   matrix.indices))
+        dtype=U.dtype, prefetch_runs=beyond_cache(U, V, matrix.indices))
     kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
-    hybrid = model._features is not None
+    hybrid = features is not None
     if hybrid:
         from .. import _hybrid_kernels
 
         kernel = _hybrid_kernels._hybrid_epoch_serial if threads == 1 else _hybrid_kernels._hybrid_epoch_parallel
     popularity = alias if alias[0].size else None
-    opt = model._optimizer_state.kernel_args() if model._optimizer_state.code else None
+    opt = state.kernel_args() if state.code else None
     adaptive_kind = int(codes.adaptive)
     warp_max_sampled = int(model.max_sampled) if LOSS_REGISTRY[model.loss].draws_negatives else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
 
     def run(chunk_start: int, chunk_stop: int) -> None:
-        if hybrid:
-            kernel(*model._features.kernel_args(), data, settings, popularity, model._optimizer_state.kernel_args(),
+        if features is not None:
+            kernel(*features.kernel_args(), data, settings, popularity, state.kernel_args(),
                    outs, chunk_start, chunk_stop)
             return
         adaptive = None
         if adaptive_kind or warp_max_sampled:
             ranks, spread = no_ranks
             if aobpr and chunk_stop > chunk_start:
-                ranks, spread = sampling.aobpr_rankings(model.item_factors,
-                                                        model.item_biases if model.item_bias else None)
+                ranks, spread = sampling.aobpr_rankings(V, b if model.item_bias else None)
             adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
                         float(model.aobpr_lambda * n_items), ranks, spread)
-        kernel(Parameters(model.user_factors, model.item_factors, model.item_biases), data, settings,
+        kernel(Parameters(U, V, b), data, settings,
                Sampling(popularity, adaptive), opt, None, outs, chunk_start, chunk_stop)
 
     start = time.perf_counter()
     with PARALLEL_LOCK if threads > 1 else nullcontext():
         for c in range(0, max(chunks, 1), group):
             run(c, min(c + group, chunks))
-    if hybrid:
+    if features is not None:
         # In place: the epoch snapshot holds these very arrays.
-        for live, fresh in zip(model._parameters(), model._features.representations(bool(model.item_bias))):
+        fresh_arrays = features.representations(bool(model.item_bias))
+        for live, fresh in zip(model._parameters(), fresh_arrays, strict=False):
             np.copyto(live, fresh)
     seconds = time.perf_counter() - start
     if warm_up:
@@ -423,7 +436,7 @@ def chunks_per_call(model: BPR) -> int:
                                                             *LOSS_REGISTRY[model.loss].parameters)
                      if name in ("dns_candidates", "max_sampled"))
     # Python ints: a numpy int8 parameter would overflow in this product.
-    work = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
+    work: float = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
     if model._features is not None:  # a sample touches every feature row of its user and items
         users, items = model._features.users.matrix, model._features.items.matrix
         work *= (users.nnz / users.shape[0] + 2 * items.nnz / items.shape[0]) / 3
@@ -471,7 +484,9 @@ class TrainingState:
     @property
     def seed(self) -> int:
         """The seed of this fit's streams, resolved from ``random_state`` when it began."""
-        return self.model._seed
+        seed = self.model._seed
+        assert seed is not None, "start() resolves the seed first"
+        return seed
 
     def learning_rate(self) -> float:
         """The step size of the next epoch."""

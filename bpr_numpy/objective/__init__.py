@@ -65,15 +65,48 @@ each element of those rows with learning rate ``eta`` (:func:`sgd_step`):
   only the steps that touched it. An item bias shares its item's count.
 """
 
-from ._registry import (ADAGRAD_INITIAL, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_REGISTRY,
-                        LOSS_SIGMOID, LOSS_WARP, LOSSES, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE,
-                        OPTIMIZER_REGISTRY,
-                        OPTIMIZER_SGD, OPTIMIZERS, Loss, Optimizer, loss_code, optimizer_code)
-from ._plain import (Gradients, Regularization, TripletTerms, fold_in_objective, pair_loss, pair_loss_derivative,
-                     triplet_gradients, triplet_loss, triplet_scores, triplet_terms, warp_weight)
+from ._hybrid import (
+    HybridGradients,
+    hybrid_representations,
+    hybrid_sgd_step,
+    hybrid_triplet_gradients,
+    hybrid_triplet_loss,
+)
 from ._optimizers import OptimizerState, apply_rows, sgd_step
-from ._hybrid import (HybridGradients, hybrid_representations, hybrid_sgd_step,
-                      hybrid_triplet_gradients, hybrid_triplet_loss)
+from ._plain import (
+    Gradients,
+    Regularization,
+    TripletTerms,
+    fold_in_objective,
+    pair_loss,
+    pair_loss_derivative,
+    triplet_gradients,
+    triplet_loss,
+    triplet_scores,
+    triplet_terms,
+    warp_weight,
+)
+from ._registry import (
+    ADAGRAD_INITIAL,
+    ADAM_BETA1,
+    ADAM_BETA2,
+    ADAM_EPSILON,
+    LOSS_BPR,
+    LOSS_REGISTRY,
+    LOSS_SIGMOID,
+    LOSS_WARP,
+    LOSSES,
+    OPTIMIZER_ADAGRAD,
+    OPTIMIZER_ADAM,
+    OPTIMIZER_ADAM_DENSE,
+    OPTIMIZER_REGISTRY,
+    OPTIMIZER_SGD,
+    OPTIMIZERS,
+    Loss,
+    Optimizer,
+    loss_code,
+    optimizer_code,
+)
 
 __all__ = [
     "LOSS_BPR",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
 from ._optimizers import OptimizerState, _optimizer_rows, _step_code
 from ._plain import Regularization, _check_batch, _check_weights, pair_loss, pair_loss_derivative
 from ._registry import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE
-
 
 # ----------------------------------------------------------------------------- hybrid (side features)
 #
@@ -134,7 +134,7 @@ def hybrid_triplet_loss(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> float:
     """Summed objective of a batch of triplets for the hybrid (side-feature) model.
@@ -166,7 +166,7 @@ def hybrid_triplet_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> HybridGradients:
     """Summed loss and its analytic gradient with respect to the feature embeddings.
@@ -211,7 +211,7 @@ def hybrid_sgd_step(
     *,
     learning_rate: float,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     optimizer: str = "sgd",
     state: OptimizerState | None = None,
 ) -> float:
@@ -247,13 +247,14 @@ def hybrid_sgd_step(
     X, Y, x = terms[3], terms[4], float(terms[10][0])
     user_rows = np.flatnonzero(_touches(X[[user]]))
     item_rows = np.flatnonzero(_touches(Y[[positive]]) + _touches(Y[[negative]]))
+    # _step_code: an adaptive optimiser (code != 0) comes with its state.
+    st = state if code and state is not None else OptimizerState("sgd", 0, 0, user_embeddings.shape[1])
     if code == OPTIMIZER_ADAM:
-        state.user_steps[user_rows] += 1
-        state.item_steps[item_rows] += 1
+        st.user_steps[user_rows] += 1
+        st.item_steps[item_rows] += 1
     elif code == OPTIMIZER_ADAM_DENSE:  # every feature row takes part in every step
-        state.user_steps += 1
-        state.item_steps += 1
-    st = state if code else OptimizerState("sgd", 0, 0, user_embeddings.shape[1])
+        st.user_steps += 1
+        st.item_steps += 1
     _optimizer_rows(user_embeddings, grads.user_embeddings, st.user_first, st.user_second, st.user_steps,
                     user_rows, code, learning_rate)
     _optimizer_rows(item_embeddings, grads.item_embeddings, st.item_first, st.item_second, st.item_steps,

@@ -6,14 +6,23 @@ apply the same, and are tested against :func:`sgd_step`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 import numpy as np
 
-from typing import Mapping
-
-from ._registry import (ADAGRAD_INITIAL, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM,
-                        OPTIMIZER_ADAM_DENSE,
-                        OPTIMIZER_SGD, optimizer_code)
 from ._plain import Regularization, triplet_gradients, triplet_scores
+from ._registry import (
+    ADAGRAD_INITIAL,
+    ADAM_BETA1,
+    ADAM_BETA2,
+    ADAM_EPSILON,
+    OPTIMIZER_ADAGRAD,
+    OPTIMIZER_ADAM,
+    OPTIMIZER_ADAM_DENSE,
+    OPTIMIZER_SGD,
+    optimizer_code,
+)
 
 
 class OptimizerState:
@@ -92,6 +101,7 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
         second[rows] += g * g
         theta[rows] -= learning_rate * g / np.sqrt(second[rows])
         return
+    t = cast(np.ndarray, t)  # the Adam rules are given the rows' step counts (not None)
     if code == OPTIMIZER_ADAM_DENSE:
         # Keras 1's Adam on a dense gradient (zero outside ``rows``), as Theano applied it to
         # embeddings: every row's moments decay and every row moves at every step, one step
@@ -134,7 +144,7 @@ def sgd_step(
     *,
     learning_rate: float,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weight: float = 1.0,
     optimizer: str = "sgd",
     state: OptimizerState | None = None,
@@ -177,13 +187,14 @@ def sgd_step(
                               loss=loss, regularization=regularization, weights=np.array([weight]))
     x = triplet_scores(user_factors, item_factors, item_bias, u, i, j)[0]
     items = np.array([positive, negative])
+    # _step_code: an adaptive optimiser (code != 0) comes with its state.
+    st = state if code and state is not None else OptimizerState("sgd", 0, 0, user_factors.shape[1])
     if code == OPTIMIZER_ADAM:
-        state.user_steps[user] += 1
-        state.item_steps[items] += 1
+        st.user_steps[user] += 1
+        st.item_steps[items] += 1
     elif code == OPTIMIZER_ADAM_DENSE:  # every row takes part in every step
-        state.user_steps += 1
-        state.item_steps += 1
-    st = state if code else OptimizerState("sgd", 0, 0, user_factors.shape[1])
+        st.user_steps += 1
+        st.item_steps += 1
     # Gradients are dense but zero outside the touched rows: update only those.
     _optimizer_rows(user_factors, grads.user_factors, st.user_first, st.user_second, st.user_steps,
                     np.array([user]), code, learning_rate)

@@ -6,8 +6,9 @@ Derivation in the package docstring (:mod:`bpr_numpy.objective`) and ``docs/desi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Regularization:
             object.__setattr__(self, name, float(value))
 
     @classmethod
-    def coerce(cls, value: "float | Mapping[str, float] | Regularization") -> "Regularization":
+    def coerce(cls, value: float | Mapping[str, float] | Regularization) -> Regularization:
         """Build from a single float (same for every role) or a mapping of roles.
 
         Parameters
@@ -259,7 +260,7 @@ def triplet_loss(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> float:
     """Summed objective ``sum_t L(u_t, i_t, j_t)`` of a batch of triplets.
@@ -313,7 +314,7 @@ class TripletTerms(NamedTuple):
 
 
 def triplet_terms(Wu: np.ndarray, Hi: np.ndarray, Hj: np.ndarray, bi: np.ndarray, bj: np.ndarray, *,
-                  loss: str = "bpr", regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+                  loss: str = "bpr", regularization: float | Mapping[str, float] | Regularization = 0.0,
                   weights: np.ndarray | None = None) -> TripletTerms:
     """The gradient of each triplet's objective ``L`` at the rows it reads (see the module's notes).
 
@@ -348,7 +349,7 @@ def triplet_gradients(
     negatives: np.ndarray,
     *,
     loss: str = "bpr",
-    regularization: "float | Mapping[str, float] | Regularization" = 0.0,
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
     weights: np.ndarray | None = None,
 ) -> Gradients:
     """Summed loss and its analytic gradient for a batch of triplets.
