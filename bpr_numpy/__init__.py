@@ -25,8 +25,16 @@ _EXPORTS = {
 }
 _SUBMODULES = ("model", "metrics", "datasets", "cli")
 
-__all__ = [*_EXPORTS, *_SUBMODULES, "objective", "Regularization", "GradcheckResult", "check_gradients",
-           "gradcheck", "__version__"]
+__all__ = [
+    *_EXPORTS,
+    *_SUBMODULES,
+    "objective",
+    "Regularization",
+    "GradcheckResult",
+    "check_gradients",
+    "gradcheck",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from . import cli, datasets, metrics, model  # noqa: F401

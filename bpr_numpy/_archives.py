@@ -40,8 +40,10 @@ def _check_fits_in_memory(size: int, what: str) -> None:
     """``ValueError`` when ``size`` bytes could not be held; ``what`` names them in the message."""
     limit = memory_limit()
     if limit is not None and size > limit:
-        raise ValueError(f"{what} {size} bytes ({_amount(size)}) uncompressed: reading them would need that much "
-                         f"memory, more than the {_amount(limit)} this process can have")
+        raise ValueError(
+            f"{what} {size} bytes ({_amount(size)}) uncompressed: reading them would need that much "
+            f"memory, more than the {_amount(limit)} this process can have"
+        )
 
 
 def _check_member_sizes(info, archive_size: int, label: Callable[[str], str]) -> None:
@@ -49,17 +51,25 @@ def _check_member_sizes(info, archive_size: int, label: Callable[[str], str]) ->
     where = label(info.filename)
     method = _ZIP_METHODS.get(info.compress_type)
     if method is None:
-        raise ValueError(f"{where}: compressed with zip method {info.compress_type}; only stored and deflated "
-                         "members are read (re-zip it with deflate, as zip tools do by default)")
+        raise ValueError(
+            f"{where}: compressed with zip method {info.compress_type}; only stored and deflated "
+            "members are read (re-zip it with deflate, as zip tools do by default)"
+        )
     if info.header_offset + info.compress_size > archive_size:
-        raise ValueError(f"{where}: its {info.compress_size} compressed bytes at offset {info.header_offset} "
-                         f"run past the end of the {archive_size}-byte archive (truncated?)")
+        raise ValueError(
+            f"{where}: its {info.compress_size} compressed bytes at offset {info.header_offset} "
+            f"run past the end of the {archive_size}-byte archive (truncated?)"
+        )
     if method == "stored" and info.compress_size != info.file_size:
-        raise ValueError(f"{where}: stored uncompressed, yet its zip directory declares {info.file_size} bytes "
-                         f"held in {info.compress_size}")
+        raise ValueError(
+            f"{where}: stored uncompressed, yet its zip directory declares {info.file_size} bytes "
+            f"held in {info.compress_size}"
+        )
     if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size:
-        raise ValueError(f"{where}: declares {info.file_size} bytes inflated from {info.compress_size} compressed, "
-                         f"more than deflate's {_DEFLATE_MAX_RATIO}:1 ceiling (a zip bomb or a corrupt directory)")
+        raise ValueError(
+            f"{where}: declares {info.file_size} bytes inflated from {info.compress_size} compressed, "
+            f"more than deflate's {_DEFLATE_MAX_RATIO}:1 ceiling (a zip bomb or a corrupt directory)"
+        )
 
 
 def check_zip_directory(archive, label: Callable[[str], str]) -> None:
@@ -89,14 +99,19 @@ def check_zip_directory(archive, label: Callable[[str], str]) -> None:
     for info in archive.infolist():
         name = info.filename
         if "\0" in info.orig_filename:
-            raise ValueError(f"{label(name)}: the zip directory names this member {info.orig_filename!r}, with a "
-                             "NUL character (zipfile cuts the name there); refusing a name that would be misread")
+            raise ValueError(
+                f"{label(name)}: the zip directory names this member {info.orig_filename!r}, with a "
+                "NUL character (zipfile cuts the name there); refusing a name that would be misread"
+            )
         if name.startswith("/") or ".." in name.split("/"):
-            raise ValueError(f"{label(name)}: an absolute name or one with a '..' part, which no file inside the "
-                             "archive has (a crafted archive)")
+            raise ValueError(
+                f"{label(name)}: an absolute name or one with a '..' part, which no file inside the "
+                "archive has (a crafted archive)"
+            )
         if name in seen:
-            raise ValueError(f"{label(name)}: two members of the archive have this name; which one is meant is "
-                             "ambiguous")
+            raise ValueError(
+                f"{label(name)}: two members of the archive have this name; which one is meant is ambiguous"
+            )
         seen.add(name)
         _check_member_sizes(info, archive_size, label)
     # Members sharing compressed data (an overlap bomb: one deflated stream listed a thousand
@@ -104,8 +119,10 @@ def check_zip_directory(archive, label: Callable[[str], str]) -> None:
     previous = None
     for info in sorted(archive.infolist(), key=lambda info: info.header_offset):
         if previous is not None and info.header_offset < previous.header_offset + previous.compress_size:
-            raise ValueError(f"{label(info.filename)}: starts inside the compressed data of member "
-                             f"{previous.filename!r} (overlapping members: a crafted archive)")
+            raise ValueError(
+                f"{label(info.filename)}: starts inside the compressed data of member "
+                f"{previous.filename!r} (overlapping members: a crafted archive)"
+            )
         previous = info
 
 
@@ -152,18 +169,20 @@ def read_zip_member(archive, info, label: Callable[[str], str]) -> bytearray:
     try:
         buffer = bytearray(size)
     except MemoryError:
-        raise ValueError(f"{where}: declares {size} bytes ({_amount(size)}) uncompressed, more memory than this "
-                         "process can allocate") from None
+        raise ValueError(
+            f"{where}: declares {size} bytes ({_amount(size)}) uncompressed, more memory than this process can allocate"
+        ) from None
     window = copy.copy(info)
     window.file_size = size + 1  # how much zipfile will inflate: one byte more shows a stream that goes on
     try:
         with archive.open(window) as fh, memoryview(buffer) as view:
             filled = 0
             while filled < size:
-                got = fh.readinto(view[filled:filled + _ZIP_CHUNK])
+                got = fh.readinto(view[filled : filled + _ZIP_CHUNK])
                 if not got:
-                    raise ValueError(f"{where}: inflates to {filled} bytes, fewer than the {size} its zip directory "
-                                     "declares")
+                    raise ValueError(
+                        f"{where}: inflates to {filled} bytes, fewer than the {size} its zip directory declares"
+                    )
                 filled += got
             if fh.read(1):
                 raise ValueError(f"{where}: inflates to more than the {size} bytes its zip directory declares")
@@ -199,8 +218,9 @@ def _npy_array(raw: bytearray, name: str) -> np.ndarray:
         count *= int(n)
     header = head.tell()
     if header + count * dtype.itemsize != len(raw):
-        raise ValueError(f"member {name!r} declares {shape} {dtype} ({count * dtype.itemsize} bytes) but holds "
-                         f"{len(raw) - header}")
+        raise ValueError(
+            f"member {name!r} declares {shape} {dtype} ({count * dtype.itemsize} bytes) but holds {len(raw) - header}"
+        )
     flat = np.frombuffer(raw, dtype, count, offset=header) if count and dtype.itemsize else np.empty(count, dtype)
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -247,8 +267,20 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         return arrays
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, NotImplementedError, RuntimeError,
-            EOFError, OSError, KeyError, OverflowError, SyntaxError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        struct.error,
+        NotImplementedError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        KeyError,
+        OverflowError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         # RuntimeError: an encrypted member; NotImplementedError: an unknown compression;
         # SyntaxError/ValueError: an unreadable .npy header.
         raise ValueError(f"{type(exc).__name__}: {exc}") from None

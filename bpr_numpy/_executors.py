@@ -110,8 +110,14 @@ class _Dask:
         # pinned to it would wait forever), futures that needed its data are cancelled, its
         # tasks failed too often, a transfer or a scatter to it broke (OSError: connection
         # errors and timeouts), or a task found its block gone or moved on.
-        self.lost = (WorkerLostError, concurrent.futures.CancelledError, KilledWorker, CommClosedError, OSError,
-                     _strata.StaleBlockError)
+        self.lost = (
+            WorkerLostError,
+            concurrent.futures.CancelledError,
+            KilledWorker,
+            CommClosedError,
+            OSError,
+            _strata.StaleBlockError,
+        )
 
     def workers(self) -> list:
         self._client.wait_for_workers(1, timeout=WORKER_TIMEOUT)

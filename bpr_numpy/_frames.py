@@ -31,17 +31,20 @@ def recommendations_frame(model: Any, users: np.ndarray, items: np.ndarray, scor
     items, scores = np.atleast_2d(items), np.atleast_2d(scores)
     keep = items >= 0
     row = np.repeat(np.arange(items.shape[0]), keep.sum(axis=1))
-    frame = pd.DataFrame({
-        "user": np.asarray(users, dtype=np.int64)[row],
-        "rank": (np.cumsum(keep, axis=1)[keep]).astype(np.int64),
-        "item": items[keep].astype(np.int64),
-        "score": scores[keep],
-    })
+    frame = pd.DataFrame(
+        {
+            "user": np.asarray(users, dtype=np.int64)[row],
+            "rank": (np.cumsum(keep, axis=1)[keep]).astype(np.int64),
+            "item": items[keep].astype(np.int64),
+            "score": scores[keep],
+        }
+    )
     user_ids, item_ids, titles = (getattr(model, name, None) for name in ("user_ids", "item_ids", "item_titles"))
     if user_ids is not None:
         known = frame["user"].to_numpy() >= 0
-        frame.insert(1, "user_id", pd.Series(np.asarray(user_ids, dtype=object)[np.where(known, frame["user"], 0)])
-                     .where(known))
+        frame.insert(
+            1, "user_id", pd.Series(np.asarray(user_ids, dtype=object)[np.where(known, frame["user"], 0)]).where(known)
+        )
     if item_ids is not None:
         frame.insert(frame.columns.get_loc("item") + 1, "item_id", np.asarray(item_ids, dtype=object)[frame["item"]])
     if titles is not None:

@@ -78,8 +78,31 @@ def _step_bias(theta, row, g, code, lr, first, second, c1, c2):
 
 
 @njit(cache=True, inline="always")
-def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, reg_u, reg_i, reg_j, reg_b,
-                   loss_code, use_bias, w, hi, hj, opt):
+def _hybrid_update(
+    E,
+    Fm,
+    c,
+    xptr,
+    xidx,
+    xval,
+    yptr,
+    yidx,
+    yval,
+    u,
+    i,
+    j,
+    lr,
+    reg_u,
+    reg_i,
+    reg_j,
+    reg_b,
+    loss_code,
+    use_bias,
+    w,
+    hi,
+    hj,
+    opt,
+):
     """One step of :func:`bpr_numpy.objective.hybrid_sgd_step`; returns ``(x, linear, factor)``.
 
     Gradients are taken at the old values: the representations are built
@@ -139,16 +162,43 @@ def _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, u, i, j, lr, re
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, epoch_samples,
-                      user_run, seed, epoch, chunk, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
-                      popularity, opt):
+def _hybrid_run_chunk(
+    E,
+    Fm,
+    c,
+    xptr,
+    xidx,
+    xval,
+    yptr,
+    yidx,
+    yval,
+    indptr,
+    indices,
+    user_of,
+    epoch_samples,
+    user_run,
+    seed,
+    epoch,
+    chunk,
+    lr,
+    reg_u,
+    reg_i,
+    reg_j,
+    reg_b,
+    loss_code,
+    use_bias,
+    skip_liked,
+    popularity,
+    opt,
+):
     """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunk` does.
 
     Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = yptr.shape[0] - 1
-    _, n_samples, pos_state, neg_state, starts = _chunk_streams(epoch_samples, indices.shape[0], user_run, seed,
-                                                                epoch, chunk)
+    _, n_samples, pos_state, neg_state, starts = _chunk_streams(
+        epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
+    )
     bu, bi, bj, base, length = _batch_buffers()
     w = np.empty(E.shape[1])
     hi = np.empty(E.shape[1])
@@ -159,15 +209,59 @@ def _hybrid_run_chunk(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indi
     skipped = 0
     for start in range(0, n_samples, BATCH):
         n = min(BATCH, n_samples - start)
-        pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
-                                           bu, bi, bj, base, length, E, Fm, False, True, skip_liked, popularity, None,
-                                           starts, start // BATCH)
+        pos_state, neg_state = _draw_batch(
+            pos_state,
+            neg_state,
+            indptr,
+            indices,
+            user_of,
+            n_items,
+            n,
+            user_run,
+            bu,
+            bi,
+            bj,
+            base,
+            length,
+            E,
+            Fm,
+            False,
+            True,
+            skip_liked,
+            popularity,
+            None,
+            starts,
+            start // BATCH,
+        )
         for t in range(n):
             if bj[t] < 0:
                 skipped += 1
                 continue
-            x, linear, factor = _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, bu[t], bi[t], bj[t],
-                                               lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, w, hi, hj, opt)
+            x, linear, factor = _hybrid_update(
+                E,
+                Fm,
+                c,
+                xptr,
+                xidx,
+                xval,
+                yptr,
+                yidx,
+                yval,
+                bu[t],
+                bi[t],
+                bj[t],
+                lr,
+                reg_u,
+                reg_i,
+                reg_j,
+                reg_b,
+                loss_code,
+                use_bias,
+                w,
+                hi,
+                hj,
+                opt,
+            )
             loss_sum += linear
             product *= factor
             if x > 0.0:
@@ -183,12 +277,37 @@ def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs,
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
     indptr, indices, user_of, _ = data
-    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
-     _) = settings
+    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, _) = settings
     out_loss, out_ordered, out_skipped = outs
     out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-        E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, indptr, indices, user_of, n_samples, user_run, seed, epoch,
-        ch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, opt)
+        E,
+        Fm,
+        c,
+        xptr,
+        xidx,
+        xval,
+        yptr,
+        yidx,
+        yval,
+        indptr,
+        indices,
+        user_of,
+        n_samples,
+        user_run,
+        seed,
+        epoch,
+        ch,
+        lr,
+        reg_u,
+        reg_i,
+        reg_j,
+        reg_b,
+        loss_code,
+        use_bias,
+        skip_liked,
+        popularity,
+        opt,
+    )
 
 
 @njit(cache=True)
@@ -229,7 +348,29 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
     hi = np.empty(E.shape[1])
     hj = np.empty(E.shape[1])
     for k in range(users.shape[0]):
-        xs[k], _, _ = _hybrid_update(E, Fm, c, xptr, xidx, xval, yptr, yidx, yval, users[k], positives[k],
-                                     negatives[k], lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, w, hi, hj,
-                                     opt)
+        xs[k], _, _ = _hybrid_update(
+            E,
+            Fm,
+            c,
+            xptr,
+            xidx,
+            xval,
+            yptr,
+            yidx,
+            yval,
+            users[k],
+            positives[k],
+            negatives[k],
+            lr,
+            reg_u,
+            reg_i,
+            reg_j,
+            reg_b,
+            loss_code,
+            use_bias,
+            w,
+            hi,
+            hj,
+            opt,
+        )
     return xs

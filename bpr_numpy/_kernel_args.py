@@ -20,8 +20,17 @@ import numpy as np
 
 from .objective import Regularization
 
-__all__ = ["Parameters", "TrainingData", "EpochSettings", "Sampling", "Outputs", "FeatureMatrices",
-           "epoch_settings", "epoch_outputs", "training_data"]
+__all__ = [
+    "Parameters",
+    "TrainingData",
+    "EpochSettings",
+    "Sampling",
+    "Outputs",
+    "FeatureMatrices",
+    "epoch_settings",
+    "epoch_outputs",
+    "training_data",
+]
 
 
 class Parameters(NamedTuple):
@@ -90,27 +99,50 @@ class FeatureMatrices(NamedTuple):
     item_data: np.ndarray
 
 
-def training_data(indptr: np.ndarray, indices: np.ndarray, bitmap: np.ndarray | None = None,
-                  user_of: np.ndarray | None = None) -> TrainingData:
+def training_data(
+    indptr: np.ndarray, indices: np.ndarray, bitmap: np.ndarray | None = None, user_of: np.ndarray | None = None
+) -> TrainingData:
     """The :class:`TrainingData` of a canonical CSR; ``user_of`` is derived when not given."""
     if user_of is None:
         user_of = np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int32), np.diff(indptr))
     return TrainingData(indptr, indices, user_of, bitmap)
 
 
-def epoch_settings(*, n_samples: int, user_run: int, seed: int, epoch: int, learning_rate: float,
-                   regularization: Regularization, loss_code: int, use_bias: bool, skip_liked: bool, dtype,
-                   prefetch_runs: bool = False) -> EpochSettings:
+def epoch_settings(
+    *,
+    n_samples: int,
+    user_run: int,
+    seed: int,
+    epoch: int,
+    learning_rate: float,
+    regularization: Regularization,
+    loss_code: int,
+    use_bias: bool,
+    skip_liked: bool,
+    dtype,
+    prefetch_runs: bool = False,
+) -> EpochSettings:
     """An epoch's :class:`EpochSettings`, every value of the type the kernels are compiled for.
 
     ``loss_code`` is :func:`bpr_numpy.objective.loss_code` of the loss; the step size and the
     penalties are cast to ``dtype``, the parameters' (the kernels compute the SGD step in it).
     """
     t = np.dtype(dtype).type
-    return EpochSettings(int(n_samples), int(user_run), int(seed), int(epoch), t(learning_rate),
-                         t(regularization.user), t(regularization.positive), t(regularization.negative),
-                         t(regularization.bias), int(loss_code), bool(use_bias), bool(skip_liked),
-                         bool(prefetch_runs))
+    return EpochSettings(
+        int(n_samples),
+        int(user_run),
+        int(seed),
+        int(epoch),
+        t(learning_rate),
+        t(regularization.user),
+        t(regularization.positive),
+        t(regularization.negative),
+        t(regularization.bias),
+        int(loss_code),
+        bool(use_bias),
+        bool(skip_liked),
+        bool(prefetch_runs),
+    )
 
 
 def epoch_outputs(chunks: int) -> Outputs:

@@ -99,8 +99,10 @@ class Real:
             raise ValueError(f"{name} must be <= {self.high:g} ({self.why}), got {value}")
         largest = float(np.finfo(dtype).max) if self.in_dtype else math.inf
         if abs(float(value)) > largest:
-            raise ValueError(f"{name}={value} is beyond the model's dtype {np.dtype(dtype).name} "
-                             f"(largest {largest:.4g}); use a smaller value or dtype=numpy.float64")
+            raise ValueError(
+                f"{name}={value} is beyond the model's dtype {np.dtype(dtype).name} "
+                f"(largest {largest:.4g}); use a smaller value or dtype=numpy.float64"
+            )
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,7 @@ class Boolean:
     names: tuple[str, ...] = ()
 
     def check(self, name: str, value: Any, dtype: np.dtype) -> None:
-        allowed = ", ".join(["a bool", *map(repr, self.names[:-1])]) + (f" or {self.names[-1]!r}" if self.names
-                                                                         else "")
+        allowed = ", ".join(["a bool", *map(repr, self.names[:-1])]) + (f" or {self.names[-1]!r}" if self.names else "")
         if isinstance(value, str) and self.names:
             if value not in self.names:
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
@@ -209,12 +210,15 @@ CONSTRAINTS: dict[str, Any] = {
     "sampler": Choice(_samplers),
     "user_run": Integer(1, MAX_USER_RUN, "runs restart at each batch of the kernels"),
     "popularity_exponent": Real(),
-    "dns_candidates": Integer(1, MAX_CANDIDATES, "a larger count would make a kernel call too long to "
-                                                 "interrupt with Ctrl-C"),
-    "aobpr_lambda": Real(strict=True, high=1e6, why="the rank law exp(-r / (aobpr_lambda * n_items)) is then "
-                                                   "uniform to 1e-6"),
-    "max_sampled": Integer(1, MAX_CANDIDATES, "a larger count would make a kernel call too long to interrupt "
-                                              "with Ctrl-C"),
+    "dns_candidates": Integer(
+        1, MAX_CANDIDATES, "a larger count would make a kernel call too long to interrupt with Ctrl-C"
+    ),
+    "aobpr_lambda": Real(
+        strict=True, high=1e6, why="the rank law exp(-r / (aobpr_lambda * n_items)) is then uniform to 1e-6"
+    ),
+    "max_sampled": Integer(
+        1, MAX_CANDIDATES, "a larger count would make a kernel call too long to interrupt with Ctrl-C"
+    ),
     "optimizer": Choice(_optimizers),
     "learning_rate_decay": Real(strict=True),
     "item_bias": Boolean(),
@@ -247,28 +251,38 @@ def check_combination(params: dict[str, Any]) -> None:
     from . import sampling
     from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY
 
-    loss, sampler, optimizer = LOSS_REGISTRY[params["loss"]], sampling.REGISTRY[params["sampler"]], \
-        OPTIMIZER_REGISTRY[params["optimizer"]]
+    loss, sampler, optimizer = (
+        LOSS_REGISTRY[params["loss"]],
+        sampling.REGISTRY[params["sampler"]],
+        OPTIMIZER_REGISTRY[params["optimizer"]],
+    )
     if params["solver"] == "kernel":
         if not optimizer.kernel:
             raise ValueError(f"optimizer={optimizer.name!r} is applied by solver='minibatch' only")
         if sampler.keeps_liked:
-            raise ValueError(f"sampler={sampler.name!r} keeps a positive drawn as its negative, which only "
-                             "solver='minibatch' does")
+            raise ValueError(
+                f"sampler={sampler.name!r} keeps a positive drawn as its negative, which only solver='minibatch' does"
+            )
         if sampler.draw is not None:
-            raise ValueError(f"sampler={sampler.name!r} draws with a NumPy function, which only "
-                             "solver='minibatch' calls")
+            raise ValueError(
+                f"sampler={sampler.name!r} draws with a NumPy function, which only solver='minibatch' calls"
+            )
     else:
         if loss.draws_negatives:
-            raise ValueError(f"solver='minibatch' takes the losses that do not draw their own negatives, "
-                             f"not {loss.name!r}")
+            raise ValueError(
+                f"solver='minibatch' takes the losses that do not draw their own negatives, not {loss.name!r}"
+            )
         if sampler.codes.adaptive != sampling.ADAPTIVE_NONE:
-            raise ValueError(f"solver='minibatch' draws negatives from a fixed law; sampler={sampler.name!r} "
-                             "depends on the factors (use solver='kernel')")
+            raise ValueError(
+                f"solver='minibatch' draws negatives from a fixed law; sampler={sampler.name!r} "
+                "depends on the factors (use solver='kernel')"
+            )
     if loss.draws_negatives and not sampler.warp:
         usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)
-        raise ValueError(f"loss={loss.name!r} draws its own negatives until one violates the margin: "
-                         f"use sampler={usable}, not {sampler.name!r}")
+        raise ValueError(
+            f"loss={loss.name!r} draws its own negatives until one violates the margin: "
+            f"use sampler={usable}, not {sampler.name!r}"
+        )
 
 
 def memory_limit() -> int | None:
@@ -300,8 +314,10 @@ def check_allocation(nbytes: int, what: str) -> None:
     """
     memory = memory_limit()
     if memory is not None and nbytes > memory:
-        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB, more than the "
-                         f"{memory / 2**30:.3g} GiB of memory this process can have")
+        raise ValueError(
+            f"{what} would need {nbytes / 2**30:.3g} GiB, more than the "
+            f"{memory / 2**30:.3g} GiB of memory this process can have"
+        )
 
 
 class ParameterMixin:

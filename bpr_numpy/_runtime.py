@@ -13,8 +13,17 @@ import numpy as np
 
 from ._parameters import check_random_state
 
-__all__ = ["PARALLEL_LOCK", "aligned_empty", "available_threads", "beyond_cache", "kernel_ready", "membership_bitmap",
-           "initial_rows", "numba_threads", "resolve_seed"]
+__all__ = [
+    "PARALLEL_LOCK",
+    "aligned_empty",
+    "available_threads",
+    "beyond_cache",
+    "kernel_ready",
+    "membership_bitmap",
+    "initial_rows",
+    "numba_threads",
+    "resolve_seed",
+]
 
 # One parallel epoch at a time in the process: numba's workqueue layer aborts on concurrent
 # parallel regions (two models fitted from two Python threads), and on a machine's few cores two
@@ -60,7 +69,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     buffer = np.empty(count * dtype.itemsize + _ALIGN, np.uint8)
     offset = -buffer.ctypes.data % _ALIGN
-    return buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+    return buffer[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def kernel_ready(a: np.ndarray, dtype) -> np.ndarray:
@@ -72,8 +81,9 @@ def kernel_ready(a: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def initial_rows(seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int,
-                 law: str = "normal") -> np.ndarray:
+def initial_rows(
+    seed: int, stream: int, rows: int, factors: int, std: float, dtype, threads: int, law: str = "normal"
+) -> np.ndarray:
     """``rows x factors`` random draws of standard deviation ``std``, in ``dtype``, on ``threads`` threads.
 
     ``law`` is ``"normal"`` or ``"uniform"`` (on ``[-a, a)`` with ``a = sqrt(3) std``, Keras's
@@ -87,7 +97,7 @@ def initial_rows(seed: int, stream: int, rows: int, factors: int, std: float, dt
     out = aligned_empty((rows, factors), dtype)
 
     def fill(block: int) -> None:
-        part = out[block * _INIT_BLOCK:(block + 1) * _INIT_BLOCK]
+        part = out[block * _INIT_BLOCK : (block + 1) * _INIT_BLOCK]
         rng = np.random.default_rng([seed, stream, block])
         with np.errstate(over="ignore"):  # an overflow is reported by model._training.init_factors, naming init_std
             if law == "uniform":

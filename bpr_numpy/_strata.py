@@ -55,7 +55,7 @@ class ItemBlocks(NamedTuple):
     bounds: np.ndarray
 
     def block(self, q: int) -> np.ndarray:
-        return self.items[self.bounds[q]:self.bounds[q + 1]]
+        return self.items[self.bounds[q] : self.bounds[q + 1]]
 
 
 class StratumSettings(NamedTuple):
@@ -179,8 +179,17 @@ def new_block(*arrays: np.ndarray, step: int) -> tuple:
     return (*arrays, np.array([step], np.int64))
 
 
-def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings: StratumSettings, seed: int,
-                  stream: int, step: int, record: bool = False):
+def train_stratum(
+    user_block: tuple,
+    item_block: tuple,
+    strata,
+    q: int,
+    settings: StratumSettings,
+    seed: int,
+    stream: int,
+    step: int,
+    record: bool = False,
+):
     """Train stratum ``q`` of a user block, in place, with the single-machine kernel.
 
     ``user_block = (user rows, counter)`` holds the block's user rows,
@@ -214,8 +223,10 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     user_factors, user_step = user_block
     item_factors, item_bias, item_ids, item_step = item_block
     if user_step[0] != step or item_step[0] != step:
-        raise StaleBlockError(f"stratum {q} of sub-epoch step {step} was given blocks at steps "
-                              f"{int(user_step[0])} (users) and {int(item_step[0])} (items; -1: in training)")
+        raise StaleBlockError(
+            f"stratum {q} of sub-epoch step {step} was given blocks at steps "
+            f"{int(user_step[0])} (users) and {int(item_step[0])} (items; -1: in training)"
+        )
     user_step[0] = item_step[0] = -1
     indptr, indices, user_of = stratum_csr(strata, q, user_factors.shape[0])
     n_samples = indices.shape[0]
@@ -227,14 +238,31 @@ def train_stratum(user_block: tuple, item_block: tuple, strata, q: int, settings
     if n_samples:
         bitmap = membership_bitmap(indptr, indices, item_factors.shape[0])
         epoch = epoch_settings(
-            n_samples=n_samples, user_run=settings.user_run, seed=seed, epoch=stream,
+            n_samples=n_samples,
+            user_run=settings.user_run,
+            seed=seed,
+            epoch=stream,
             learning_rate=settings.learning_rate,
-            regularization=Regularization(settings.reg_user, settings.reg_positive, settings.reg_negative,
-                                          settings.reg_bias),
-            loss_code=settings.loss_code, use_bias=settings.use_bias, skip_liked=settings.skip_liked,
-            dtype=user_factors.dtype, prefetch_runs=beyond_cache(user_factors, item_factors, indices))
-        args = (Parameters(user_factors, item_factors, item_bias), TrainingData(indptr, indices, user_of, bitmap),
-                epoch, Sampling(None, None), None, None, outs, 0, chunks)
+            regularization=Regularization(
+                settings.reg_user, settings.reg_positive, settings.reg_negative, settings.reg_bias
+            ),
+            loss_code=settings.loss_code,
+            use_bias=settings.use_bias,
+            skip_liked=settings.skip_liked,
+            dtype=user_factors.dtype,
+            prefetch_runs=beyond_cache(user_factors, item_factors, indices),
+        )
+        args = (
+            Parameters(user_factors, item_factors, item_bias),
+            TrainingData(indptr, indices, user_of, bitmap),
+            epoch,
+            Sampling(None, None),
+            None,
+            None,
+            outs,
+            0,
+            chunks,
+        )
         if threads > 1:
             with numba_threads(threads), PARALLEL_LOCK:
                 _kernels._epoch_parallel(*args)
@@ -333,8 +361,20 @@ def _hosted(fit: str, p: int) -> HostedBlock:
         raise StaleBlockError(f"user block {p} of fit {fit} is not on this worker (restarted since?)") from None
 
 
-def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: StratumSettings, seed: int,
-                 epoch: int, s: int, n_blocks: int, n_items: int, record: bool = False) -> tuple:
+def train_hosted(
+    fit: str,
+    p: int,
+    item_block: tuple,
+    after,
+    q: int,
+    settings: StratumSettings,
+    seed: int,
+    epoch: int,
+    s: int,
+    n_blocks: int,
+    n_items: int,
+    record: bool = False,
+) -> tuple:
     """Sub-epoch ``s`` of epoch ``epoch`` for hosted user block ``p``: stratum ``q`` (a task).
 
     ``after`` is the result of the block's previous task, unused: it orders this task after
@@ -356,8 +396,9 @@ def train_hosted(fit: str, p: int, item_block: tuple, after, q: int, settings: S
     # With one block the streams are the single-machine model's (epoch), so that P = 1 is that
     # model bitwise; with more they live far above any epoch number a later partial_fit uses.
     stream = epoch if n_blocks == 1 else STREAM_BASE + (epoch * n_blocks + s) * n_blocks + p
-    _, item_block, stats = train_stratum(hosted.block, item_block, hosted.strata, q, settings, seed, stream,
-                                         epoch * n_blocks + s, record)
+    _, item_block, stats = train_stratum(
+        hosted.block, item_block, hosted.strata, q, settings, seed, stream, epoch * n_blocks + s, record
+    )
     if record:
         stats = (*stats[:4], hosted.first_row + stats[4], stats[5])
     hosted.stats.append(stats)

@@ -120,8 +120,18 @@ def _in_sorted(a: np.ndarray, lo: int, hi: int, x: int) -> bool:
 
 
 @njit(cache=True)
-def _offer_row(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, excl: np.ndarray, ex_lo: int,
-               ex_hi: int, hs: np.ndarray, hix: np.ndarray, size: int) -> int:
+def _offer_row(
+    s: np.ndarray,
+    bias: np.ndarray,
+    order: np.ndarray,
+    t0: int,
+    excl: np.ndarray,
+    ex_lo: int,
+    ex_hi: int,
+    hs: np.ndarray,
+    hix: np.ndarray,
+    size: int,
+) -> int:
     """Offer one row's scores for the items ``order[t0:t0 + len(s)]`` to its top-k heap.
 
     Parameters
@@ -184,9 +194,21 @@ def _offer_row(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, excl
 
 
 @njit(cache=True, nogil=True)
-def _offer_tile(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, active: np.ndarray, n_active: int,
-                rows: np.ndarray, indptr: np.ndarray, indices: np.ndarray, exclude: bool, hs: np.ndarray,
-                hix: np.ndarray, sizes: np.ndarray) -> None:
+def _offer_tile(
+    s: np.ndarray,
+    bias: np.ndarray,
+    order: np.ndarray,
+    t0: int,
+    active: np.ndarray,
+    n_active: int,
+    rows: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    exclude: bool,
+    hs: np.ndarray,
+    hix: np.ndarray,
+    sizes: np.ndarray,
+) -> None:
     """:func:`_offer_row` for the open rows of a block: ``s[a]`` belongs to row ``active[a]``.
 
     ``rows[r]`` is the CSR row (``indptr``/``indices``, sorted indices) holding the
@@ -201,8 +223,18 @@ def _offer_tile(s: np.ndarray, bias: np.ndarray, order: np.ndarray, t0: int, act
 
 
 @njit(cache=True, nogil=True)
-def _drop_settled(active: np.ndarray, n_active: int, hs: np.ndarray, sizes: np.ndarray, norms: np.ndarray,
-                  max_norm: float, max_bias: float, slack: float, floor: float, ub: np.ndarray) -> int:
+def _drop_settled(
+    active: np.ndarray,
+    n_active: int,
+    hs: np.ndarray,
+    sizes: np.ndarray,
+    norms: np.ndarray,
+    max_norm: float,
+    max_bias: float,
+    slack: float,
+    floor: float,
+    ub: np.ndarray,
+) -> int:
     """Drop the rows whose heap no item left can enter; compact ``active`` and ``ub``.
 
     Every item left scores at most ``|q| max_norm + max_bias`` (Cauchy-Schwarz), plus
@@ -248,8 +280,7 @@ def _drop_settled(active: np.ndarray, n_active: int, hs: np.ndarray, sizes: np.n
 
 
 @njit(cache=True, nogil=True)
-def _heaps_to_rows(hs: np.ndarray, hix: np.ndarray, sizes: np.ndarray, items: np.ndarray,
-                   scores: np.ndarray) -> None:
+def _heaps_to_rows(hs: np.ndarray, hix: np.ndarray, sizes: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:
     """Heap sort each row's heap into ``items``/``scores``, best first (the rest is left as is)."""
     for r in range(hs.shape[0]):
         for p in range(sizes[r] - 1, -1, -1):

@@ -14,8 +14,9 @@ __all__ = ["as_user_items", "check_index_array", "check_sparse_structure", "csr_
 _CHUNK = 1 << 22
 
 
-def csr_from_arrays(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int],
-                    *, canonical: bool = False) -> sp.csr_matrix:
+def csr_from_arrays(
+    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int], *, canonical: bool = False
+) -> sp.csr_matrix:
     """A CSR matrix holding exactly these arrays (no copy, no change of index dtype).
 
     scipy's ``csr_matrix((data, indices, indptr))`` picks one index dtype for
@@ -30,8 +31,9 @@ def csr_from_arrays(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, s
     return out
 
 
-def _compressed_structure(indptr, indices, n_data: int, n_major: int, n_minor: int, name: str,
-                          major: str, minor: str) -> bool:
+def _compressed_structure(
+    indptr, indices, n_data: int, n_major: int, n_minor: int, name: str, major: str, minor: str
+) -> bool:
     """Check a CSR/CSC-like index structure; return whether it is canonical.
 
     Raises TypeError for non-integer index arrays and ValueError for a
@@ -47,8 +49,10 @@ def _compressed_structure(indptr, indices, n_data: int, n_major: int, n_minor: i
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{name} has {label} of dtype {arr.dtype}: sparse index arrays must be integers")
     if len(indptr) != n_major + 1:
-        raise ValueError(f"{name} has a malformed sparse structure: indptr has {len(indptr)} entries "
-                         f"for {n_major} {major}s (expected {n_major + 1})")
+        raise ValueError(
+            f"{name} has a malformed sparse structure: indptr has {len(indptr)} entries "
+            f"for {n_major} {major}s (expected {n_major + 1})"
+        )
     if indptr[0] != 0:
         raise ValueError(f"{name} has a malformed sparse structure: indptr starts at {indptr[0]}, not 0")
     if n_major and not (indptr[1:] >= indptr[:-1]).all():
@@ -56,8 +60,10 @@ def _compressed_structure(indptr, indices, n_data: int, n_major: int, n_minor: i
         raise ValueError(f"{name} has a malformed sparse structure: indptr decreases at {major} {bad}")
     nnz = int(indptr[-1])
     if nnz > len(indices) or nnz > n_data:
-        raise ValueError(f"{name} has a malformed sparse structure: indptr ends at {nnz} but only "
-                         f"{min(len(indices), n_data)} entries are stored")
+        raise ValueError(
+            f"{name} has a malformed sparse structure: indptr ends at {nnz} but only "
+            f"{min(len(indices), n_data)} entries are stored"
+        )
     canonical = True
     for a in range(0, nnz, _CHUNK):
         b = min(nnz, a + _CHUNK)
@@ -66,12 +72,14 @@ def _compressed_structure(indptr, indices, n_data: int, n_major: int, n_minor: i
         if outside.any():
             p = a + int(np.flatnonzero(outside)[0])
             where = int(np.searchsorted(indptr, p, side="right")) - 1
-            raise ValueError(f"{name} has a malformed sparse structure: {minor} index {indices[p]} in {major} "
-                             f"{where} is outside 0..{n_minor - 1}")
+            raise ValueError(
+                f"{name} has a malformed sparse structure: {minor} index {indices[p]} in {major} "
+                f"{where} is outside 0..{n_minor - 1}"
+            )
         if canonical:
-            nxt = indices[a + 1:min(nnz, b + 1)]
+            nxt = indices[a + 1 : min(nnz, b + 1)]
             # Positions q where indices[q] <= indices[q - 1]: fine only where a new slice starts.
-            q = np.flatnonzero(nxt <= block[:len(nxt)]) + (a + 1)
+            q = np.flatnonzero(nxt <= block[: len(nxt)]) + (a + 1)
             if len(q):
                 r = np.minimum(np.searchsorted(indptr, q, side="left"), n_major)
                 canonical = bool((indptr[r] == q).all())
@@ -102,18 +110,23 @@ def check_sparse_structure(matrix, name: str) -> bool:
     n_rows, n_cols = matrix.shape
     fmt = matrix.format
     if fmt == "csr":
-        return _compressed_structure(matrix.indptr, matrix.indices, len(matrix.data), n_rows, n_cols, name,
-                                     "row", "column")
+        return _compressed_structure(
+            matrix.indptr, matrix.indices, len(matrix.data), n_rows, n_cols, name, "row", "column"
+        )
     if fmt == "csc":
-        return _compressed_structure(matrix.indptr, matrix.indices, len(matrix.data), n_cols, n_rows, name,
-                                     "column", "row")
+        return _compressed_structure(
+            matrix.indptr, matrix.indices, len(matrix.data), n_cols, n_rows, name, "column", "row"
+        )
     if fmt == "bsr":
         r, c = matrix.blocksize
         if r < 1 or c < 1 or n_rows % r or n_cols % c or matrix.data.ndim != 3 or matrix.data.shape[1:] != (r, c):
-            raise ValueError(f"{name} has a malformed sparse structure: blocks of {matrix.data.shape[1:]} "
-                             f"in a {matrix.shape} matrix with blocksize {matrix.blocksize}")
-        _compressed_structure(matrix.indptr, matrix.indices, len(matrix.data), n_rows // r, n_cols // c, name,
-                              "block row", "block column")
+            raise ValueError(
+                f"{name} has a malformed sparse structure: blocks of {matrix.data.shape[1:]} "
+                f"in a {matrix.shape} matrix with blocksize {matrix.blocksize}"
+            )
+        _compressed_structure(
+            matrix.indptr, matrix.indices, len(matrix.data), n_rows // r, n_cols // c, name, "block row", "block column"
+        )
         return False
     if fmt == "coo":
         coords = getattr(matrix, "coords", None) or (matrix.row, matrix.col)
@@ -122,17 +135,20 @@ def check_sparse_structure(matrix, name: str) -> bool:
         n = len(matrix.data)
         for label, arr, bound in (("row", coords[0], n_rows), ("column", coords[1], n_cols)):
             if not isinstance(arr, np.ndarray) or arr.ndim != 1 or len(arr) != n:
-                raise ValueError(f"{name} has a malformed sparse structure: its {label} indices do not match "
-                                 f"its {n} stored values")
+                raise ValueError(
+                    f"{name} has a malformed sparse structure: its {label} indices do not match its {n} stored values"
+                )
             if arr.dtype.kind not in "iu":
                 raise TypeError(f"{name} has {label} indices of dtype {arr.dtype}: they must be integers")
             for a in range(0, n, _CHUNK):
-                block = arr[a:a + _CHUNK]
+                block = arr[a : a + _CHUNK]
                 outside = (block < 0) | (block >= bound)
                 if outside.any():
                     p = a + int(np.flatnonzero(outside)[0])
-                    raise ValueError(f"{name} has a malformed sparse structure: {label} index {arr[p]} of "
-                                     f"entry {p} is outside 0..{bound - 1}")
+                    raise ValueError(
+                        f"{name} has a malformed sparse structure: {label} index {arr[p]} of "
+                        f"entry {p} is outside 0..{bound - 1}"
+                    )
         return False
     return False  # dia, lil, dok: their arrays are not reachable without scipy's own checks
 
@@ -215,8 +231,9 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
         if user_items.format == "csr":
             # The caller's arrays, shared (never modified in place).
             nnz = int(user_items.indptr[-1])
-            matrix = csr_from_arrays(user_items.data[:nnz], user_items.indices[:nnz], user_items.indptr,
-                                     user_items.shape)
+            matrix = csr_from_arrays(
+                user_items.data[:nnz], user_items.indices[:nnz], user_items.indptr, user_items.shape
+            )
         else:
             try:
                 # Integers are widened first: scipy sums duplicates in the input dtype (int8 100 + 100 = -56).
@@ -232,9 +249,7 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
         if not np.isfinite(matrix.data).all():
             bad = np.flatnonzero(~np.isfinite(matrix.data))[0]
             row = np.searchsorted(matrix.indptr, bad, side="right") - 1
-            raise ValueError(
-                f"{name} holds NaN or infinite values (first at user {row}, item {matrix.indices[bad]})"
-            )
+            raise ValueError(f"{name} holds NaN or infinite values (first at user {row}, item {matrix.indices[bad]})")
     else:
         dense = dense_matrix(user_items, name, "users x items")
         if not np.isfinite(dense).all():
@@ -254,16 +269,18 @@ def as_user_items(user_items, name: str = "user_items", *, require_positive: boo
         # read-only instead of copying them; at 20M pairs that is 160 MB less.
         # The kernels take contiguous index arrays: a strided view is copied, never a contiguous one.
         indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)  # n_users + 1 entries at most
-        out = csr_from_arrays(matrix.data, np.ascontiguousarray(matrix.indices), indptr, (n_users, n_items),
-                              canonical=True)
+        out = csr_from_arrays(
+            matrix.data, np.ascontiguousarray(matrix.indices), indptr, (n_users, n_items), canonical=True
+        )
     else:
         indptr = matrix.indptr.astype(np.int64)
         if not keep.all():
             rows = np.repeat(np.arange(n_users), np.diff(indptr))
             indptr[1:] = np.cumsum(np.bincount(rows[keep], minlength=n_users))
         indices = matrix.indices[keep].astype(index_dtype)  # sorted and unique: matrix is canonical here
-        out = csr_from_arrays(np.ones(len(indices), dtype=np.float32), indices, indptr, (n_users, n_items),
-                              canonical=True)
+        out = csr_from_arrays(
+            np.ones(len(indices), dtype=np.float32), indices, indptr, (n_users, n_items), canonical=True
+        )
     if require_positive and out.nnz == 0:
         raise ValueError(f"{name} holds no positive interaction (no stored value > 0)")
     return out
@@ -292,6 +309,7 @@ def check_index_array(values, bound: int, name: str) -> np.ndarray:
     ValueError
         An index outside ``[0, bound)``, Python integers beyond int64 included.
     """
+
     def out_of_range(bad) -> ValueError:
         return ValueError(f"{name} index {bad} is out of range: the model has {bound} {name}s (0..{bound - 1})")
 
@@ -303,8 +321,11 @@ def check_index_array(values, bound: int, name: str) -> np.ndarray:
         arr = np.asarray(values)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise TypeError(f"{name} indices must be an integer or an array of integers ({exc})") from None
-    if arr.dtype == object and arr.size and all(isinstance(v, numbers.Integral)
-                                                and not isinstance(v, (bool, np.bool_)) for v in arr.flat):
+    if (
+        arr.dtype == object
+        and arr.size
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in arr.flat)
+    ):
         for v in arr.flat:  # Python integers too large for int64 make an object array
             if not 0 <= int(v) < bound:
                 raise out_of_range(int(v))

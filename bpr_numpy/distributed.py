@@ -47,13 +47,21 @@ from .model._training import TrainingState, _check_epochs
 from .objective import LOSS_REGISTRY, OPTIMIZER_REGISTRY, Regularization, loss_code
 from .sampling import REGISTRY as SAMPLER_REGISTRY
 
-__all__ = ["fit", "SUPPORTED", "TrainingLog", "WORKER_TIMEOUT", "WorkerLostError", "stratum_settings",
-           "tasks_per_epoch"]
+__all__ = [
+    "fit",
+    "SUPPORTED",
+    "TrainingLog",
+    "WORKER_TIMEOUT",
+    "WorkerLostError",
+    "stratum_settings",
+    "tasks_per_epoch",
+]
 
 #: Hyperparameter values the stratified trainer supports (others raise ValueError).
-SUPPORTED = {kind: tuple(spec.name for spec in registry.values() if spec.distributed)
-             for kind, registry in (("loss", LOSS_REGISTRY), ("sampler", SAMPLER_REGISTRY),
-                                    ("optimizer", OPTIMIZER_REGISTRY))}
+SUPPORTED = {
+    kind: tuple(spec.name for spec in registry.values() if spec.distributed)
+    for kind, registry in (("loss", LOSS_REGISTRY), ("sampler", SAMPLER_REGISTRY), ("optimizer", OPTIMIZER_REGISTRY))
+}
 
 
 def tasks_per_epoch(n_blocks: int) -> int:
@@ -66,9 +74,17 @@ def stratum_settings(model: BPR, threads: int) -> _strata.StratumSettings:
     """What a stratum task of ``model``'s current epoch needs: its hyperparameters, the epoch's learning rate."""
     reg = Regularization.coerce(model.regularization)
     return _strata.StratumSettings(
-        int(model.user_run), float(TrainingState(model).learning_rate()),
-        reg.user, reg.positive, reg.negative, reg.bias, loss_code(model.loss), bool(model.item_bias),
-        bool(sampling.sampler_codes(model.sampler).skip_liked), int(threads))
+        int(model.user_run),
+        float(TrainingState(model).learning_rate()),
+        reg.user,
+        reg.positive,
+        reg.negative,
+        reg.bias,
+        loss_code(model.loss),
+        bool(model.item_bias),
+        bool(sampling.sampler_codes(model.sampler).skip_liked),
+        int(threads),
+    )
 
 
 @dataclass
@@ -100,10 +116,20 @@ class TrainingLog:
     checkpoint_bytes: list = field(default_factory=list)
 
 
-def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None = None, checkpoint_every: int = 1,
-        max_restarts: int = 3, callback: Callable[[EpochReport], object] | None = None,
-        show_progress: bool | None = None, model: BPR | None = None, _record: list | None = None,
-        **hyperparameters) -> BPR:
+def fit(
+    client,
+    user_items,
+    *,
+    n_blocks: int | None = None,
+    epochs: int | None = None,
+    checkpoint_every: int = 1,
+    max_restarts: int = 3,
+    callback: Callable[[EpochReport], object] | None = None,
+    show_progress: bool | None = None,
+    model: BPR | None = None,
+    _record: list | None = None,
+    **hyperparameters,
+) -> BPR:
     """Train a :class:`~bpr_numpy.model.BPR` by stratified SGD over Dask workers (or this process's threads).
 
     Parameters
@@ -167,13 +193,15 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         raise TypeError(f"give hyperparameters or model, not both (got {sorted(hyperparameters)})")
     TrainingState(model).check_parameters()
     if model.solver != "kernel":
-        raise ValueError(f"distributed training runs the numba kernels (solver='kernel'), not "
-                         f"solver={model.solver!r}")
+        raise ValueError(f"distributed training runs the numba kernels (solver='kernel'), not solver={model.solver!r}")
     for name, allowed in SUPPORTED.items():
         if getattr(model, name) not in allowed:
             raise ValueError(f"distributed training supports {name} in {allowed}, got {getattr(model, name)!r}")
-    for name, value, low in (("checkpoint_every", checkpoint_every, 1), ("max_restarts", max_restarts, 0),
-                             ("n_blocks", 1 if n_blocks is None else n_blocks, 1)):
+    for name, value, low in (
+        ("checkpoint_every", checkpoint_every, 1),
+        ("max_restarts", max_restarts, 0),
+        ("n_blocks", 1 if n_blocks is None else n_blocks, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     epochs = model.epochs if epochs is None else epochs
@@ -184,8 +212,10 @@ def fit(client, user_items, *, n_blocks: int | None = None, epochs: int | None =
         workers = executor.workers()
         n_blocks = int(n_blocks or min(len(workers), *matrix.shape))
         if n_blocks > min(matrix.shape):
-            raise ValueError(f"n_blocks={n_blocks} is more than the {matrix.shape[0]} users or "
-                             f"{matrix.shape[1]} items: every block needs at least one of each")
+            raise ValueError(
+                f"n_blocks={n_blocks} is more than the {matrix.shape[0]} users or "
+                f"{matrix.shape[1]} items: every block needs at least one of each"
+            )
         TrainingState(model).start(matrix)
         model.distributed_log_ = TrainingLog(n_blocks, len(workers))
         trainer = _Trainer(model, matrix, executor, n_blocks, int(checkpoint_every), int(max_restarts), _record)
@@ -207,8 +237,9 @@ class _Trainer:
     The user blocks stay on their workers (:func:`bpr_numpy._strata.host_block`).
     """
 
-    def __init__(self, model: BPR, matrix, executor, n_blocks: int, checkpoint_every: int, max_restarts: int,
-                 record: list | None) -> None:
+    def __init__(
+        self, model: BPR, matrix, executor, n_blocks: int, checkpoint_every: int, max_restarts: int, record: list | None
+    ) -> None:
         self.model = model
         self.state = TrainingState(model)  # the model's epoch count, seed and history
         self.matrix = matrix
@@ -236,18 +267,25 @@ class _Trainer:
         self.after = []  # per user block: its last task, which the next one waits for
         for p in range(P):
             a, b = self.bounds[p], self.bounds[p + 1]
-            indptr = matrix.indptr[a:b + 1].astype(np.int64) - matrix.indptr[a]
-            indices = matrix.indices[matrix.indptr[a]:matrix.indptr[b]]
+            indptr = matrix.indptr[a : b + 1].astype(np.int64) - matrix.indptr[a]
+            indices = matrix.indices[matrix.indptr[a] : matrix.indptr[b]]
             w = self.worker_of[p]
             data, factors = ex.put((indptr, indices), w), ex.put(user_factors[a:b].copy(), w)
-            self.after.append(ex.submit(_strata.host_block, self.fit_id, p, data, factors, int(a), self.step(0),
-                                        worker=w))
+            self.after.append(
+                ex.submit(_strata.host_block, self.fit_id, p, data, factors, int(a), self.step(0), worker=w)
+            )
         self.layout_epoch = self.state.epochs_done
         layout = self.layout(self.layout_epoch)
         # Sub-epoch 0 pairs user block q with item block q.
-        self.items = [ex.put(_strata.new_block(item_factors[layout.block(q)], item_biases[layout.block(q)],
-                                               layout.block(q), step=self.step(0)), self.worker_of[q])
-                      for q in range(P)]
+        self.items = [
+            ex.put(
+                _strata.new_block(
+                    item_factors[layout.block(q)], item_biases[layout.block(q)], layout.block(q), step=self.step(0)
+                ),
+                self.worker_of[q],
+            )
+            for q in range(P)
+        ]
         self.item_worker = list(self.worker_of)
 
     def release(self) -> None:
@@ -275,8 +313,9 @@ class _Trainer:
         P, ex, hub = self.n_blocks, self.executor, self.worker_of[0]
         old, new = self.layout(epoch - 1), self.layout(epoch)
         moved = sum(self.block_bytes(old, r) for r in range(P) if self.item_worker[r] != hub)
-        blocks = ex.submit(_strata.shuffle_items, self.matrix.shape[1], P, self.state.seed, epoch, *self.items,
-                           worker=hub)
+        blocks = ex.submit(
+            _strata.shuffle_items, self.matrix.shape[1], P, self.state.seed, epoch, *self.items, worker=hub
+        )
         self.items = [ex.submit(operator.getitem, blocks, q, worker=hub) for q in range(P)]
         moved += sum(self.block_bytes(new, q) for q in range(P) if self.worker_of[q] != hub)
         self.item_worker = list(self.worker_of)  # where the first sub-epoch needs them
@@ -298,11 +337,28 @@ class _Trainer:
                 if self.item_worker[q] != w:
                     moved += self.block_bytes(layout, q)
                 self.items[q] = self.after[p] = ex.submit(
-                    _strata.train_hosted, self.fit_id, p, self.items[q], self.after[p], q, settings, seed, epoch, s,
-                    P, n_items, self.record is not None, worker=w)
+                    _strata.train_hosted,
+                    self.fit_id,
+                    p,
+                    self.items[q],
+                    self.after[p],
+                    q,
+                    settings,
+                    seed,
+                    epoch,
+                    s,
+                    P,
+                    n_items,
+                    self.record is not None,
+                    worker=w,
+                )
                 self.item_worker[q] = w
-        reports = ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], with_factors,
-                                       worker=self.worker_of[p]) for p in range(P)])
+        reports = ex.gather(
+            [
+                ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], with_factors, worker=self.worker_of[p])
+                for p in range(P)
+            ]
+        )
         seconds = time.perf_counter() - start
         stats = [r for report in reports for r in report[0]]
         if self.record is not None:  # rows as the tasks saw them (their own blocks' ids)
@@ -321,12 +377,19 @@ class _Trainer:
 
         model, P, ex = self.model, self.n_blocks, self.executor
         if any(u is None for u in users):
-            users = [r[1] for r in ex.gather([ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True,
-                                                        worker=self.worker_of[p]) for p in range(P)])]
+            users = [
+                r[1]
+                for r in ex.gather(
+                    [
+                        ex.submit(_strata.report_hosted, self.fit_id, p, self.after[p], True, worker=self.worker_of[p])
+                        for p in range(P)
+                    ]
+                )
+            ]
         items = ex.gather(self.items)
         fresh = [aligned_empty(a.shape, a.dtype) for a in model._factors()]
         for p in range(P):
-            fresh[0][self.bounds[p]:self.bounds[p + 1]] = users[p]
+            fresh[0][self.bounds[p] : self.bounds[p + 1]] = users[p]
         for rows, bias, ids, _ in items:
             fresh[1][ids] = rows
             fresh[2][ids] = bias
@@ -354,15 +417,27 @@ class _Trainer:
                 except self.executor.lost as error:
                     log.restarts += 1
                     if log.restarts > self.max_restarts:
-                        raise RuntimeError(f"distributed training lost workers {log.restarts} times (max_restarts="
-                                           f"{self.max_restarts}); the model holds epoch {self.saved}") from error
-                    print(f"a worker was lost in epoch {state.epochs_done + 1} ({type(error).__name__}): "
-                          f"restarting from epoch {self.saved}, the last checkpoint", file=sys.stderr, flush=True)
+                        raise RuntimeError(
+                            f"distributed training lost workers {log.restarts} times (max_restarts="
+                            f"{self.max_restarts}); the model holds epoch {self.saved}"
+                        ) from error
+                    print(
+                        f"a worker was lost in epoch {state.epochs_done + 1} ({type(error).__name__}): "
+                        f"restarting from epoch {self.saved}, the last checkpoint",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     self.rewind(self.saved)
                     placed = False
                     continue
-                report = epoch_report(epoch, loss_sum, sum(r[1] for r in results), sum(r[2] for r in results),
-                                      sum(r[3] for r in results), seconds)
+                report = epoch_report(
+                    epoch,
+                    loss_sum,
+                    sum(r[1] for r in results),
+                    sum(r[2] for r in results),
+                    sum(r[3] for r in results),
+                    seconds,
+                )
                 state.finish_epoch(report)
                 log.item_bytes.append(moved)
                 log.checkpoint_bytes.append(gathered)
@@ -380,8 +455,11 @@ class _Trainer:
             self.rewind(self.saved)
             if isinstance(error, KeyboardInterrupt):
                 self.model.interrupted_ = True
-                print(f"interrupted: the model keeps the factors of epoch {self.saved} (the last checkpoint)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"interrupted: the model keeps the factors of epoch {self.saved} (the last checkpoint)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             raise
 
     def rewind(self, epoch: int) -> None:

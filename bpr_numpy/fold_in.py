@@ -121,16 +121,21 @@ def fold_in_users(
     out = np.zeros((matrix.shape[0], factors), dtype=V.dtype)
     everything = np.arange(n_items)
     for row in range(matrix.shape[0]):
-        positives = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]].astype(np.intp)
+        positives = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.intp)
         if len(positives) == 0 or len(positives) == n_items:
             continue
         mask = np.ones(n_items, dtype=bool)
         mask[positives] = False
         rng = np.random.default_rng([seed, zlib.crc32(positives.astype(np.int64).tobytes())])
         positives, negatives = _pairs(positives, everything[mask], max_pairs, rng)
-        result = minimize(fold_in_objective, np.zeros(factors), jac=True, method="L-BFGS-B",
-                          args=(V, item_bias, positives, negatives, loss, user_regularization),
-                          options={"maxiter": max_iter, "gtol": tol})
+        result = minimize(
+            fold_in_objective,
+            np.zeros(factors),
+            jac=True,
+            method="L-BFGS-B",
+            args=(V, item_bias, positives, negatives, loss, user_regularization),
+            options={"maxiter": max_iter, "gtol": tol},
+        )
         if not np.isfinite(result.x).all():
             raise FloatingPointError(f"folding in row {row} produced non-finite factors; raise the regularisation")
         out[row] = result.x

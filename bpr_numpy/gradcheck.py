@@ -93,8 +93,11 @@ NOISE_HEADROOM = 1e7
 
 
 def _block_error(analytic: np.ndarray, numeric: np.ndarray, noise: np.ndarray) -> float:
-    scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(numeric), initial=0.0)),
-                NOISE_HEADROOM * float(np.max(noise, initial=0.0)))
+    scale = max(
+        float(np.max(np.abs(analytic), initial=0.0)),
+        float(np.max(np.abs(numeric), initial=0.0)),
+        NOISE_HEADROOM * float(np.max(noise, initial=0.0)),
+    )
     if scale < 1e-300:
         return 0.0
     return float(np.max(np.abs(analytic - numeric), initial=0.0) / scale)
@@ -139,8 +142,11 @@ def _numeric_gradient(
                 values.append(loss_of(mask))
             flat_rows[r, c] = old
             g[r, c] = (values[0] - 8.0 * values[1] + 8.0 * values[2] - values[3]) / (12.0 * h)
-            z[r, c] = np.finfo(np.float64).eps * (abs(values[0]) + 8.0 * abs(values[1]) + 8.0 * abs(values[2])
-                                                  + abs(values[3])) / (12.0 * h)
+            z[r, c] = (
+                np.finfo(np.float64).eps
+                * (abs(values[0]) + 8.0 * abs(values[1]) + 8.0 * abs(values[2]) + abs(values[3]))
+                / (12.0 * h)
+            )
     return grad, noise
 
 
@@ -208,11 +214,21 @@ def check_gradients(
     def loss_of(mask: np.ndarray | None = None) -> float:
         if mask is None:
             return triplet_loss(U, V, b, users, positives, negatives, loss=loss, regularization=reg, weights=omega)
-        return triplet_loss(U, V, b, users[mask], positives[mask], negatives[mask], loss=loss,
-                            regularization=reg, weights=omega[mask])
+        return triplet_loss(
+            U, V, b, users[mask], positives[mask], negatives[mask], loss=loss, regularization=reg, weights=omega[mask]
+        )
 
-    reported = gradient(U.copy(), V.copy(), None if b is None else b.copy(), users, positives, negatives,
-                        loss=loss, regularization=reg, **extra)
+    reported = gradient(
+        U.copy(),
+        V.copy(),
+        None if b is None else b.copy(),
+        users,
+        positives,
+        negatives,
+        loss=loss,
+        regularization=reg,
+        **extra,
+    )
     parts: tuple[Any, ...] = tuple(reported)  # any sequence of four (a Gradients, a list...)
     value, gU, gV, gb = parts
     gU, gV = np.asarray(gU, dtype=np.float64), np.asarray(gV, dtype=np.float64)
@@ -221,6 +237,7 @@ def check_gradients(
 
     true_loss = loss_of()
     errors = {"loss": abs(float(value) - true_loss) / max(abs(true_loss), 1e-300) if true_loss else abs(float(value))}
+
     def of_user(r):
         return users == r
 
@@ -237,8 +254,13 @@ def check_gradients(
     if b is not None:
         x = x + b[positives] - b[negatives]
     details = {
-        "n_users": U.shape[0], "n_items": V.shape[0], "factors": U.shape[1], "batch": len(users),
-        "loss": loss, "item_bias": b is not None, "regularization": reg.as_tuple(),
+        "n_users": U.shape[0],
+        "n_items": V.shape[0],
+        "factors": U.shape[1],
+        "batch": len(users),
+        "loss": loss,
+        "item_bias": b is not None,
+        "regularization": reg.as_tuple(),
         "max_abs_x": float(np.max(np.abs(x), initial=0.0)),
     }
     if loss == "warp":
@@ -294,8 +316,10 @@ def gradcheck(
     check_random_state("random_state", random_state)
     # The parameters, their gradients and the perturbed copies the oracle compares, and the batch's
     # per-triplet rows, in float64.
-    check_allocation(8 * (4 * (int(n_users) + int(n_items) + 1) + 8 * int(batch)) * (int(factors) + 1),
-                     f"a gradient check of {n_users} users, {n_items} items, {factors} factors and batch {batch}")
+    check_allocation(
+        8 * (4 * (int(n_users) + int(n_items) + 1) + 8 * int(batch)) * (int(factors) + 1),
+        f"a gradient check of {n_users} users, {n_items} items, {factors} factors and batch {batch}",
+    )
     rng = np.random.default_rng(random_state)
     U = rng.normal(0.0, scale, (n_users, factors))
     V = rng.normal(0.0, scale, (n_items, factors))
@@ -306,8 +330,19 @@ def gradcheck(
     if regularization is None:
         regularization = Regularization(*rng.uniform(0.01, 0.1, 4))
     weights = rng.uniform(0.5, 3.0, batch) if loss == "warp" else None
-    return check_gradients(U, V, b, users, positives, negatives, loss=loss, regularization=regularization,
-                           weights=weights, gradient=gradient, tolerance=tolerance)
+    return check_gradients(
+        U,
+        V,
+        b,
+        users,
+        positives,
+        negatives,
+        loss=loss,
+        regularization=regularization,
+        weights=weights,
+        gradient=gradient,
+        tolerance=tolerance,
+    )
 
 
 def check_hybrid_gradients(
@@ -348,22 +383,33 @@ def check_hybrid_gradients(
     """
     reg = Regularization.coerce(regularization)
     # Copies (np.array): the differences perturb them in place.
-    E, F, c, X, Y = _check_hybrid(np.array(user_embeddings, dtype=np.float64),
-                                  np.array(item_embeddings, dtype=np.float64),
-                                  None if item_bias_embeddings is None
-                                  else np.array(item_bias_embeddings, dtype=np.float64),
-                                  user_features, item_features)
+    E, F, c, X, Y = _check_hybrid(
+        np.array(user_embeddings, dtype=np.float64),
+        np.array(item_embeddings, dtype=np.float64),
+        None if item_bias_embeddings is None else np.array(item_bias_embeddings, dtype=np.float64),
+        user_features,
+        item_features,
+    )
     # Dense masks of the touched rows below: the oracle is for small problems.
     X, Y = (M.toarray() if hasattr(M, "toarray") else M for M in (X, Y))
     users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
 
     def loss_of(mask: np.ndarray | None = None) -> float:
         m = slice(None) if mask is None else mask
-        return hybrid_triplet_loss(E, F, c, X, Y, users[m], positives[m], negatives[m], loss=loss,
-                                   regularization=reg)
+        return hybrid_triplet_loss(E, F, c, X, Y, users[m], positives[m], negatives[m], loss=loss, regularization=reg)
 
-    value, gE, gF, gc = hybrid_triplet_gradients(E.copy(), F.copy(), None if c is None else c.copy(), X, Y,
-                                                 users, positives, negatives, loss=loss, regularization=reg)
+    value, gE, gF, gc = hybrid_triplet_gradients(
+        E.copy(),
+        F.copy(),
+        None if c is None else c.copy(),
+        X,
+        Y,
+        users,
+        positives,
+        negatives,
+        loss=loss,
+        regularization=reg,
+    )
     true_loss = loss_of()
     errors = {"loss": abs(value - true_loss) / max(abs(true_loss), 1e-300) if true_loss else abs(value)}
     touches_user = X[users] != 0
@@ -372,7 +418,14 @@ def check_hybrid_gradients(
     errors["item_embeddings"] = _block_error(gF, *_numeric_gradient(loss_of, F, lambda r: touches_item[:, r], eps))
     if c is not None:
         errors["item_bias_embeddings"] = _block_error(
-            gc, *_numeric_gradient(loss_of, c, lambda r: touches_item[:, r], eps))
-    details = {"user_features": X.shape[1], "item_features": Y.shape[1], "factors": E.shape[1],
-               "batch": len(users), "loss": loss, "regularization": reg.as_tuple()}
+            gc, *_numeric_gradient(loss_of, c, lambda r: touches_item[:, r], eps)
+        )
+    details = {
+        "user_features": X.shape[1],
+        "item_features": Y.shape[1],
+        "factors": E.shape[1],
+        "batch": len(users),
+        "loss": loss,
+        "regularization": reg.as_tuple(),
+    }
     return GradcheckResult(errors, tolerance, details)

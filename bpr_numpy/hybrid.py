@@ -80,8 +80,7 @@ def as_feature_matrix(features, n_rows: int | None, name: str) -> sp.csr_matrix:
         raise ValueError(f"{name} has {matrix.shape[0]} rows; expected {n_rows}, one per row of user_items")
     if matrix.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
-    return csr_from_arrays(matrix.data, matrix.indices.astype(np.int32), matrix.indptr.astype(np.int64),
-                           matrix.shape)
+    return csr_from_arrays(matrix.data, matrix.indices.astype(np.int32), matrix.indptr.astype(np.int64), matrix.shape)
 
 
 def _normalized(matrix: sp.csr_matrix, name: str = "features") -> sp.csr_matrix:
@@ -119,8 +118,9 @@ class _Side:
         # Feature values stay float64 whatever the model's dtype (the kernels compute in
         # float64): no overflow or underflow of a user's values, and a model whose dtype
         # changes keeps the same feature matrices.
-        self.matrix = csr_from_arrays(full.data.astype(np.float64), full.indices.astype(np.int32),
-                                      full.indptr.astype(np.int64), full.shape)
+        self.matrix = csr_from_arrays(
+            full.data.astype(np.float64), full.indices.astype(np.int32), full.indptr.astype(np.int64), full.shape
+        )
 
     @property
     def n_features(self) -> int:
@@ -136,8 +136,7 @@ class _Side:
         if self.normalize:
             m = _normalized(m, name)
         offset = self.n_rows if self.identity else 0
-        return sp.csr_matrix((m.data, m.indices + offset, m.indptr),
-                             shape=(m.shape[0], self.n_features))
+        return sp.csr_matrix((m.data, m.indices + offset, m.indptr), shape=(m.shape[0], self.n_features))
 
 
 class Features:
@@ -158,8 +157,9 @@ class Features:
         self.item_bias_embeddings: np.ndarray | None = None
 
     @classmethod
-    def build(cls, shape: tuple[int, int], user_features, item_features, *, identity: bool | str,
-              normalize: bool) -> Features:
+    def build(
+        cls, shape: tuple[int, int], user_features, item_features, *, identity: bool | str, normalize: bool
+    ) -> Features:
         """Validate both sides' metadata and lay out their feature matrices.
 
         ``identity``: True (both sides), False (neither), ``"users"`` or ``"items"`` (that side only);
@@ -168,8 +168,10 @@ class Features:
         n_users, n_items = shape
         u = None if user_features is None else as_feature_matrix(user_features, n_users, "user_features")
         i = None if item_features is None else as_feature_matrix(item_features, n_items, "item_features")
-        return cls(_Side(u, n_users, identity in (True, "users"), normalize, "user_features"),
-                   _Side(i, n_items, identity in (True, "items"), normalize, "item_features"))
+        return cls(
+            _Side(u, n_users, identity in (True, "users"), normalize, "user_features"),
+            _Side(i, n_items, identity in (True, "items"), normalize, "item_features"),
+        )
 
     def init_embeddings(self, normal) -> None:
         """Draw the embeddings: ``normal(rows)`` gives a ``rows x factors`` block of the model's initial law."""
@@ -198,26 +200,38 @@ class Features:
         dtype = E.dtype
         U = np.ascontiguousarray(self.users.matrix @ E, dtype=dtype)
         V = np.ascontiguousarray(self.items.matrix @ F, dtype=dtype)
-        b = (np.ascontiguousarray(self.items.matrix @ c, dtype=dtype) if use_bias
-             else np.zeros(V.shape[0], dtype=dtype))
+        b = np.ascontiguousarray(self.items.matrix @ c, dtype=dtype) if use_bias else np.zeros(V.shape[0], dtype=dtype)
         return U, V, b
 
     def kernel_args(self) -> tuple[Parameters, FeatureMatrices]:
         """The embeddings and the feature matrices as the hybrid kernels take them."""
         X, Y = self.users.matrix, self.items.matrix
-        return (Parameters(*self.drawn_embeddings()),
-                FeatureMatrices(X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data))
+        return (
+            Parameters(*self.drawn_embeddings()),
+            FeatureMatrices(X.indptr, X.indices, X.data, Y.indptr, Y.indices, Y.data),
+        )
 
     # ------------------------------------------------------------------ persistence
     #: Entries a model file holds for the features, besides the plain model's.
-    ENTRIES = ("user_embeddings", "item_embeddings", "item_bias_embeddings",
-               "user_features_indptr", "user_features_indices", "user_features_data",
-               "item_features_indptr", "item_features_indices", "item_features_data")
+    ENTRIES = (
+        "user_embeddings",
+        "item_embeddings",
+        "item_bias_embeddings",
+        "user_features_indptr",
+        "user_features_indices",
+        "user_features_data",
+        "item_features_indptr",
+        "item_features_indices",
+        "item_features_data",
+    )
 
     def to_arrays(self) -> tuple[dict, dict]:
         """``(arrays, meta)`` for :meth:`bpr_numpy.BPR.save`."""
-        arrays = {"user_embeddings": self.user_embeddings, "item_embeddings": self.item_embeddings,
-                  "item_bias_embeddings": self.item_bias_embeddings}
+        arrays = {
+            "user_embeddings": self.user_embeddings,
+            "item_embeddings": self.item_embeddings,
+            "item_bias_embeddings": self.item_bias_embeddings,
+        }
         meta = {}
         for label, side in (("user", self.users), ("item", self.items)):
             for part in ("indptr", "indices", "data"):
@@ -239,14 +253,26 @@ class Features:
             if not isinstance(info, dict):
                 raise ValueError(f"no {label} feature metadata")
             n_meta, identity, normalize = info.get("n_metadata"), info.get("identity"), info.get("normalize")
-            if (isinstance(n_meta, bool) or not isinstance(n_meta, int) or n_meta < 0
-                    or not isinstance(identity, bool) or not isinstance(normalize, bool)
-                    or (n_meta == 0 and not identity)):
+            if (
+                isinstance(n_meta, bool)
+                or not isinstance(n_meta, int)
+                or n_meta < 0
+                or not isinstance(identity, bool)
+                or not isinstance(normalize, bool)
+                or (n_meta == 0 and not identity)
+            ):
                 raise ValueError(f"invalid {label} feature metadata {info!r}")
             n_features = n_rows * identity + n_meta
             indptr, indices, data = (arrays[f"{label}_features_{p}"] for p in ("indptr", "indices", "data"))
-            if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indices.ndim != 1 or data.ndim != 1 \
-                    or data.dtype != np.float64 or indptr.shape != (n_rows + 1,) or len(indices) != len(data):
+            if (
+                indptr.ndim != 1
+                or indptr.dtype.kind not in "iu"
+                or indices.ndim != 1
+                or data.ndim != 1
+                or data.dtype != np.float64
+                or indptr.shape != (n_rows + 1,)
+                or len(indices) != len(data)
+            ):
                 raise ValueError(f"the stored {label} features do not form a {n_rows}-row float64 matrix")
             matrix = csr_from_arrays(data, indices, indptr, (n_rows, n_features))
             if not check_sparse_structure(matrix, f"the stored {label} features"):
@@ -255,14 +281,14 @@ class Features:
                 raise ValueError(f"the stored {label} features hold NaN or infinite values")
             side = _Side.__new__(_Side)
             side.n_rows, side.n_metadata, side.identity, side.normalize = n_rows, n_meta, identity, normalize
-            side.matrix = csr_from_arrays(data, indices.astype(np.int32), indptr.astype(np.int64),
-                                          (n_rows, n_features))
+            side.matrix = csr_from_arrays(data, indices.astype(np.int32), indptr.astype(np.int64), (n_rows, n_features))
             sides.append(side)
         features = cls(*sides)
         E, F, c = (arrays[k] for k in ("user_embeddings", "item_embeddings", "item_bias_embeddings"))
         expected = ((sides[0].n_features, factors), (sides[1].n_features, factors), (sides[1].n_features,))
-        for name, a, shape in zip(("user_embeddings", "item_embeddings", "item_bias_embeddings"), (E, F, c),
-                                  expected, strict=True):
+        for name, a, shape in zip(
+            ("user_embeddings", "item_embeddings", "item_bias_embeddings"), (E, F, c), expected, strict=True
+        ):
             if a.shape != shape or a.dtype != dtype:
                 raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}; expected {shape} of {dtype}")
             if not np.isfinite(a).all():

@@ -143,19 +143,44 @@ def _popularity_item_weights(user_items, params: Mapping[str, Any]) -> np.ndarra
 
 
 #: Every sampler, in the order of ``SAMPLERS``; the exact law of each is :func:`negative_distribution`.
-REGISTRY: dict[str, Sampler] = {spec.name: spec for spec in (
-    Sampler("uniform", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), True, True, True),
-    Sampler("uniform-skip", SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE), (), False, True, True),
-    Sampler("popularity", SamplerCodes(CANDIDATE_TABLE, False, ADAPTIVE_NONE), ("popularity_exponent",),
-            True, True, False, _popularity_item_weights),
-    Sampler("popularity-skip", SamplerCodes(CANDIDATE_TABLE, True, ADAPTIVE_NONE), ("popularity_exponent",),
-            False, True, False, _popularity_item_weights),
-    Sampler("uniform-any", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), False, False, False,
-            keeps_liked=True),
-    Sampler("dns", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS), ("dns_candidates",), False, False, False),
-    Sampler("aobpr", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR), ("aobpr_lambda",), False, False,
-            False),
-)}
+REGISTRY: dict[str, Sampler] = {
+    spec.name: spec
+    for spec in (
+        Sampler("uniform", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), (), True, True, True),
+        Sampler("uniform-skip", SamplerCodes(CANDIDATE_UNIFORM, True, ADAPTIVE_NONE), (), False, True, True),
+        Sampler(
+            "popularity",
+            SamplerCodes(CANDIDATE_TABLE, False, ADAPTIVE_NONE),
+            ("popularity_exponent",),
+            True,
+            True,
+            False,
+            _popularity_item_weights,
+        ),
+        Sampler(
+            "popularity-skip",
+            SamplerCodes(CANDIDATE_TABLE, True, ADAPTIVE_NONE),
+            ("popularity_exponent",),
+            False,
+            True,
+            False,
+            _popularity_item_weights,
+        ),
+        Sampler(
+            "uniform-any",
+            SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE),
+            (),
+            False,
+            False,
+            False,
+            keeps_liked=True,
+        ),
+        Sampler("dns", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_DNS), ("dns_candidates",), False, False, False),
+        Sampler(
+            "aobpr", SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_AOBPR), ("aobpr_lambda",), False, False, False
+        ),
+    )
+}
 
 #: The sampler names ``BPR(sampler=...)`` accepts (kept up to date by :func:`register_sampler`).
 SAMPLERS: tuple[str, ...] = tuple(REGISTRY)
@@ -220,8 +245,10 @@ def register_sampler(spec: Sampler) -> Sampler:
         if not callable(spec.draw):
             raise TypeError(f"draw must be callable, got {type(spec.draw).__name__}")
         if codes != SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE) or spec.warp or spec.keeps_liked:
-            raise ValueError("a sampler with a draw function makes its own draw: codes must be "
-                             "SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), warp and keeps_liked False")
+            raise ValueError(
+                "a sampler with a draw function makes its own draw: codes must be "
+                "SamplerCodes(CANDIDATE_UNIFORM, False, ADAPTIVE_NONE), warp and keeps_liked False"
+            )
     from .model import BPR  # here, not at import: the model imports this module
 
     known = BPR._get_param_names()
@@ -253,11 +280,14 @@ def item_weights(sampler: str, user_items, params: Mapping[str, Any]) -> np.ndar
     spec = REGISTRY[sampler]
     if spec.item_weights is None:
         return None
-    weights = np.asarray(spec.item_weights(user_items, {name: params[name] for name in spec.parameters}),
-                         dtype=np.float64)
+    weights = np.asarray(
+        spec.item_weights(user_items, {name: params[name] for name in spec.parameters}), dtype=np.float64
+    )
     if weights.shape != (user_items.shape[1],) or not np.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError(f"sampler {sampler!r}: item_weights must give {user_items.shape[1]} finite weights "
-                         f">= 0, one per item; got shape {weights.shape}")
+        raise ValueError(
+            f"sampler {sampler!r}: item_weights must give {user_items.shape[1]} finite weights "
+            f">= 0, one per item; got shape {weights.shape}"
+        )
     if not weights.sum() > 0:
         weights = np.ones_like(weights)
     return weights
@@ -466,6 +496,6 @@ def negative_distribution(
         cdf = np.cumsum(p[order])
         below_ = np.concatenate([[0.0], cdf[:-1]])
         best = np.zeros(n_items)
-        best[order] = cdf ** dns_candidates - below_ ** dns_candidates
+        best[order] = cdf**dns_candidates - below_**dns_candidates
         p = np.where(liked, 0.0, best)
     return p, 0.0

@@ -83,8 +83,13 @@ def _chunk_streams(epoch_samples, n_positives, user_run, seed, epoch, chunk):
 def _batch_buffers():
     """A batch's triplets ``(users, positives, negatives)`` and its runs' ``(base, length)``, for
     :func:`_draw_batch`."""
-    return (np.empty(BATCH, np.int64), np.empty(BATCH, np.int64), np.empty(BATCH, np.int64),
-            np.empty(BATCH, np.int64), np.empty(BATCH, np.int64))
+    return (
+        np.empty(BATCH, np.int64),
+        np.empty(BATCH, np.int64),
+        np.empty(BATCH, np.int64),
+        np.empty(BATCH, np.int64),
+        np.empty(BATCH, np.int64),
+    )
 
 
 @njit(cache=True, inline="always")
@@ -116,8 +121,30 @@ def _prefetch_runs(starts, batch, stage, user_run, user_of, indptr, indices, U):
 
 
 @njit(cache=True, inline="always")
-def _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run, bu, bi, bj, base, length,
-                U, V, prefetch_rows, draw_negatives, skip_liked, popularity, bitmap, starts, batch):
+def _draw_batch(
+    pos_state,
+    neg_state,
+    indptr,
+    indices,
+    user_of,
+    n_items,
+    n,
+    user_run,
+    bu,
+    bi,
+    bj,
+    base,
+    length,
+    U,
+    V,
+    prefetch_rows,
+    draw_negatives,
+    skip_liked,
+    popularity,
+    bitmap,
+    starts,
+    batch,
+):
     """Draw ``n`` triplets into ``bu, bi, bj``; return the advanced stream states.
 
     Positive: a uniform observed pair (position uniform over the nnz, taken
@@ -321,8 +348,9 @@ def _adaptive_negative(state, U, V, b, use_bias, indices, lo, hi, u, i, j, n_ite
     elif kind == ADAPTIVE_AOBPR:
         state, j = _aobpr_draw(state, U, indices, lo, hi, u, ranks, spread, lam, n_items)
     if warp_max_sampled > 0:
-        state, j, n_draws = _warp_search(state, U, V, b, use_bias, indices, lo, hi, u, i, warp_max_sampled,
-                                         n_items, popularity)
+        state, j, n_draws = _warp_search(
+            state, U, V, b, use_bias, indices, lo, hi, u, i, warp_max_sampled, n_items, popularity
+        )
         if j < 0:
             return state, np.int64(-2), weight
         weight = _warp_weight(n_items, n_draws)
@@ -346,7 +374,8 @@ def _draw_adaptive_negatives(U, V, b, use_bias, indptr, indices, users, adaptive
         hi = indptr[u + 1]
         state, j = _draw_negative(state, indices, lo, hi, n_items, None)
         if j >= 0:
-            state, j, _ = _adaptive_negative(state, U, V, b, use_bias, indices, lo, hi, u, 0, j, n_items, None,
-                                             adaptive)
+            state, j, _ = _adaptive_negative(
+                state, U, V, b, use_bias, indices, lo, hi, u, 0, j, n_items, None, adaptive
+            )
         out[k] = j
     return out

@@ -13,9 +13,33 @@ from ._updates import _apply_batch
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed, epoch, chunk,
-               lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-               bitmap=None, prefetch_runs=False):
+def _run_chunk(
+    U,
+    V,
+    b,
+    indptr,
+    indices,
+    user_of,
+    epoch_samples,
+    user_run,
+    seed,
+    epoch,
+    chunk,
+    lr,
+    reg_u,
+    reg_i,
+    reg_j,
+    reg_b,
+    loss_code,
+    use_bias,
+    skip_liked,
+    popularity,
+    adaptive,
+    opt,
+    trace,
+    bitmap=None,
+    prefetch_runs=False,
+):
     """Sample and apply the triplets of chunk ``chunk`` of an epoch of ``epoch_samples``, from the chunk's streams.
 
     ``skip_liked``: a known positive drawn as negative skips the step
@@ -39,8 +63,9 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
     Returns ``(sum of omega ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
     n_items = V.shape[0]
-    first, n_samples, pos_state, neg_state, starts = _chunk_streams(epoch_samples, indices.shape[0], user_run, seed,
-                                                                    epoch, chunk)
+    first, n_samples, pos_state, neg_state, starts = _chunk_streams(
+        epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
+    )
     bu, bi, bj, base, length = _batch_buffers()
     scratch = np.empty(1, U.dtype)
     # Negatives chosen at update time (from the current factors) are not drawn in the batch.
@@ -60,12 +85,57 @@ def _run_chunk(U, V, b, indptr, indices, user_of, epoch_samples, user_run, seed,
             continue
         start = batch * BATCH
         n = min(BATCH, n_samples - start)
-        pos_state, neg_state = _draw_batch(pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
-                                           bu, bi, bj, base, length, U, V, False, draw_negatives,
-                                           skip_liked, popularity, bitmap, starts, batch)
+        pos_state, neg_state = _draw_batch(
+            pos_state,
+            neg_state,
+            indptr,
+            indices,
+            user_of,
+            n_items,
+            n,
+            user_run,
+            bu,
+            bi,
+            bj,
+            base,
+            length,
+            U,
+            V,
+            False,
+            draw_negatives,
+            skip_liked,
+            popularity,
+            bitmap,
+            starts,
+            batch,
+        )
         neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
-            U, V, b, indptr, indices, bu, bi, bj, None, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
-            scratch, neg_state, popularity, adaptive, opt, trace, first + start, None)
+            U,
+            V,
+            b,
+            indptr,
+            indices,
+            bu,
+            bi,
+            bj,
+            None,
+            n,
+            lr,
+            reg_u,
+            reg_i,
+            reg_j,
+            reg_b,
+            loss_code,
+            use_bias,
+            scratch,
+            neg_state,
+            popularity,
+            adaptive,
+            opt,
+            trace,
+            first + start,
+            None,
+        )
         loss_sum += batch_loss
         ordered += batch_ordered
         skipped += batch_skipped
@@ -83,14 +153,50 @@ def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
     """
     U, V, b = params
     indptr, indices, user_of, bitmap = data
-    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
-     prefetch_runs) = settings
+    (
+        n_samples,
+        user_run,
+        seed,
+        epoch,
+        lr,
+        reg_u,
+        reg_i,
+        reg_j,
+        reg_b,
+        loss_code,
+        use_bias,
+        skip_liked,
+        prefetch_runs,
+    ) = settings
     popularity, adaptive = sampling
     out_loss, out_ordered, out_skipped = outs
     out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-        U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
-        lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-        bitmap, prefetch_runs)
+        U,
+        V,
+        b,
+        indptr,
+        indices,
+        user_of,
+        n_samples,
+        user_run,
+        seed,
+        epoch,
+        c,
+        lr,
+        reg_u,
+        reg_i,
+        reg_j,
+        reg_b,
+        loss_code,
+        use_bias,
+        skip_liked,
+        popularity,
+        adaptive,
+        opt,
+        trace,
+        bitmap,
+        prefetch_runs,
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -126,8 +232,21 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
     # 12% longer, alternated A/B).
     U, V, b = params
     indptr, indices, user_of, bitmap = data
-    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked,
-     prefetch_runs) = settings
+    (
+        n_samples,
+        user_run,
+        seed,
+        epoch,
+        lr,
+        reg_u,
+        reg_i,
+        reg_j,
+        reg_b,
+        loss_code,
+        use_bias,
+        skip_liked,
+        prefetch_runs,
+    ) = settings
     popularity, adaptive = sampling
     out_loss, out_ordered, out_skipped = outs
     next_chunk = np.full(1, chunk_start, np.int64)
@@ -135,9 +254,32 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
         c = _fetch_add(next_chunk, 0)
         while c < chunk_stop:
             out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-                U, V, b, indptr, indices, user_of, n_samples, user_run, seed, epoch, c,
-                lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, popularity, adaptive, opt, trace,
-                bitmap, prefetch_runs)
+                U,
+                V,
+                b,
+                indptr,
+                indices,
+                user_of,
+                n_samples,
+                user_run,
+                seed,
+                epoch,
+                c,
+                lr,
+                reg_u,
+                reg_i,
+                reg_j,
+                reg_b,
+                loss_code,
+                use_bias,
+                skip_liked,
+                popularity,
+                adaptive,
+                opt,
+                trace,
+                bitmap,
+                prefetch_runs,
+            )
             c = _fetch_add(next_chunk, 0)
 
 
@@ -151,13 +293,15 @@ def _sample_stream(data, n_items, n_samples, user_run, seed, epoch, skip_liked, 
     indptr, indices, user_of, bitmap = data
     # The bitmap goes on as an argument: numba prunes ``bitmap is None`` branches of arguments
     # only, and _draw_batch is inlined into the function that calls it.
-    return _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch,
-                                 skip_liked, popularity)
+    return _sample_stream_arrays(
+        indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
+    )
 
 
 @njit(cache=True)
-def _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked,
-                          popularity):
+def _sample_stream_arrays(
+    indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
+):
     """:func:`_sample_stream` on the unpacked training data."""
     users = np.empty(n_samples, np.int64)
     positives = np.empty(n_samples, np.int64)
@@ -165,13 +309,34 @@ def _sample_stream_arrays(indptr, indices, user_of, bitmap, n_items, n_samples, 
     dummy = np.empty((1, 1), np.float32)
     _, _, _, base, length = _batch_buffers()
     for c in range(n_chunks(n_samples)):
-        first, size, pos_state, neg_state, starts = _chunk_streams(n_samples, indices.shape[0], user_run, seed,
-                                                                   epoch, c)
+        first, size, pos_state, neg_state, starts = _chunk_streams(
+            n_samples, indices.shape[0], user_run, seed, epoch, c
+        )
         end = first + size
         for start in range(first, end, BATCH):
             n = min(BATCH, end - start)
             pos_state, neg_state = _draw_batch(
-                pos_state, neg_state, indptr, indices, user_of, n_items, n, user_run,
-                users[start:start + n], positives[start:start + n], negatives[start:start + n], base, length,
-                dummy, dummy, False, True, skip_liked, popularity, bitmap, starts, (start - first) // BATCH)
+                pos_state,
+                neg_state,
+                indptr,
+                indices,
+                user_of,
+                n_items,
+                n,
+                user_run,
+                users[start : start + n],
+                positives[start : start + n],
+                negatives[start : start + n],
+                base,
+                length,
+                dummy,
+                dummy,
+                False,
+                True,
+                skip_liked,
+                popularity,
+                bitmap,
+                starts,
+                (start - first) // BATCH,
+            )
     return users, positives, negatives

@@ -55,8 +55,9 @@ def _fetch_add(typingctx, array, index):
     def codegen(context, builder, signature, args):
         aryty, indexty = signature.args
         ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary,
-                                       [context.cast(builder, args[1], indexty, types.intp)], wraparound=False)
+        ptr = cgutils.get_item_pointer(
+            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
+        )
         return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "monotonic")
 
     return sig, codegen
@@ -91,8 +92,9 @@ def _prefetch(typingctx, array, row, col):
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index, wraparound=False)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0"
+        )
         # read, high temporal locality, data cache
         builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()

@@ -42,7 +42,7 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
     inv = one / (one + e)
     if x >= 0:
         g = e * inv  # sigma(-x)
-        sx = inv     # sigma(x)
+        sx = inv  # sigma(x)
     else:
         g = inv
         sx = e * inv
@@ -72,7 +72,7 @@ def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
 def _adam_factors(steps):
     """Adam's bias corrections ``(c1, c2)`` after ``steps`` steps of a row."""
     t = np.float64(steps)
-    return 1.0 / (1.0 - ADAM_BETA1 ** t), 1.0 / (1.0 - ADAM_BETA2 ** t)
+    return 1.0 / (1.0 - ADAM_BETA1**t), 1.0 / (1.0 - ADAM_BETA2**t)
 
 
 @njit(cache=True, inline="always")
@@ -89,8 +89,33 @@ def _adam_corrections(steps, row):
 # a MovieLens 100k epoch (CPU time, A/B alternated), and the factors are bitwise the same
 # (benchmarks/equivalence.py, fresh and cached): the same fastmath flags as its callers.
 @njit(cache=True, fastmath=_FASTMATH)
-def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias,
-                 scratch, neg_state, popularity, adaptive, opt, trace, trace_row, xs):
+def _apply_batch(
+    U,
+    V,
+    b,
+    indptr,
+    indices,
+    bu,
+    bi,
+    bj,
+    bw,
+    n,
+    lr,
+    reg_u,
+    reg_i,
+    reg_j,
+    reg_b,
+    loss_code,
+    use_bias,
+    scratch,
+    neg_state,
+    popularity,
+    adaptive,
+    opt,
+    trace,
+    trace_row,
+    xs,
+):
     """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order, in place, each from the current row values.
 
     The SGD step is the one of :func:`bpr_numpy.objective.sgd_step`; ``lr``
@@ -156,11 +181,26 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
             if j >= 0 and dns_only:
                 # DNS alone (the common case) without _adaptive_negative, whose tuple of arrays unpacked
                 # per sample cost DNS with 2 candidates a fifth of its epoch on MovieLens 100k.
-                neg_state, j = _dns_choose(neg_state, U, V, b, use_bias, indices, indptr[u], indptr[u + 1], u, j,
-                                           dns_candidates, n_items)
+                neg_state, j = _dns_choose(
+                    neg_state, U, V, b, use_bias, indices, indptr[u], indptr[u + 1], u, j, dns_candidates, n_items
+                )
             elif j >= 0:
-                neg_state, j, weight = _adaptive_negative(neg_state, U, V, b, use_bias, indices, indptr[u],
-                                                          indptr[u + 1], u, i, j, n_items, popularity, adaptive)
+                neg_state, j, weight = _adaptive_negative(
+                    neg_state,
+                    U,
+                    V,
+                    b,
+                    use_bias,
+                    indices,
+                    indptr[u],
+                    indptr[u + 1],
+                    u,
+                    i,
+                    j,
+                    n_items,
+                    popularity,
+                    adaptive,
+                )
         if trace is not None:
             trace[trace_row + t, 0] = u
             trace[trace_row + t, 1] = i
@@ -217,16 +257,19 @@ def _apply_batch(U, V, b, indptr, indices, bu, bi, bj, bw, n, lr, reg_u, reg_i, 
                 gu = slope * (hi - hj) + reg_u * wu
                 gi = slope * wu + reg_i * hi
                 gj = reg_j * hj - slope * wu
-                U[u, f], m, v_u[u, f] = _adaptive_rule(wu, gu, m_u[u, f] if adam else 0.0, v_u[u, f], code, rate,
-                                                       cu1, cu2)
+                U[u, f], m, v_u[u, f] = _adaptive_rule(
+                    wu, gu, m_u[u, f] if adam else 0.0, v_u[u, f], code, rate, cu1, cu2
+                )
                 if adam:
                     m_u[u, f] = m
-                V[i, f], m, v_v[i, f] = _adaptive_rule(hi, gi, m_v[i, f] if adam else 0.0, v_v[i, f], code, rate,
-                                                       ci1, ci2)
+                V[i, f], m, v_v[i, f] = _adaptive_rule(
+                    hi, gi, m_v[i, f] if adam else 0.0, v_v[i, f], code, rate, ci1, ci2
+                )
                 if adam:
                     m_v[i, f] = m
-                V[j, f], m, v_v[j, f] = _adaptive_rule(hj, gj, m_v[j, f] if adam else 0.0, v_v[j, f], code, rate,
-                                                       cj1, cj2)
+                V[j, f], m, v_v[j, f] = _adaptive_rule(
+                    hj, gj, m_v[j, f] if adam else 0.0, v_v[j, f], code, rate, cj1, cj2
+                )
                 if adam:
                     m_v[j, f] = m
             if use_bias:
@@ -267,7 +310,31 @@ def _apply_triplets(params, triplets, settings, opt):
     no_csr = np.zeros(1, np.int64)
     for start in range(0, users.shape[0], BATCH):
         stop = min(start + BATCH, users.shape[0])
-        _apply_batch(U, V, b, no_csr, no_csr, users[start:stop], positives[start:stop], negatives[start:stop],
-                     weights[start:stop], stop - start, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, scratch,
-                     np.uint64(0), None, None, opt, None, 0, xs[start:stop])
+        _apply_batch(
+            U,
+            V,
+            b,
+            no_csr,
+            no_csr,
+            users[start:stop],
+            positives[start:stop],
+            negatives[start:stop],
+            weights[start:stop],
+            stop - start,
+            lr,
+            reg_u,
+            reg_i,
+            reg_j,
+            reg_b,
+            loss_code,
+            use_bias,
+            scratch,
+            np.uint64(0),
+            None,
+            None,
+            opt,
+            None,
+            0,
+            xs[start:stop],
+        )
     return xs

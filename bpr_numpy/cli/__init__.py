@@ -57,5 +57,11 @@ def _run(args) -> int:
 def _dispatch(args) -> int:
     # The commands are looked up here, in the package's namespace, when called: replacing
     # bpr_numpy.cli._train (as the tests do) changes what `main(["train"])` runs.
-    return {"train": _train, "gradcheck": _gradcheck, "evaluate": _evaluate, "recommend": _recommend,
-            "similar": _similar, "bench": _bench}[args.command](args)
+    return {
+        "train": _train,
+        "gradcheck": _gradcheck,
+        "evaluate": _evaluate,
+        "recommend": _recommend,
+        "similar": _similar,
+        "bench": _bench,
+    }[args.command](args)

@@ -25,16 +25,29 @@ def _model_params(args) -> dict:
 
     from ..model import BPR
 
-    params = {k: v for k, v in dict(factors=args.factors, epochs=args.epochs, learning_rate=args.learning_rate,
-                                    loss=args.loss, user_run=args.user_run, init_std=args.init_std,
-                                    sampler=args.sampler, popularity_exponent=args.popularity_exponent,
-                                    dns_candidates=args.dns_candidates, aobpr_lambda=args.aobpr_lambda,
-                                    max_sampled=args.max_sampled, optimizer=args.optimizer,
-                                    learning_rate_decay=args.lr_decay, solver=args.solver,
-                                    batch_size=args.batch_size, init=args.init).items()
-              if v is not None}
-    roles = {"user": args.reg_user, "positive": args.reg_positive, "negative": args.reg_negative,
-             "bias": args.reg_bias}
+    params = {
+        k: v
+        for k, v in dict(
+            factors=args.factors,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            loss=args.loss,
+            user_run=args.user_run,
+            init_std=args.init_std,
+            sampler=args.sampler,
+            popularity_exponent=args.popularity_exponent,
+            dns_candidates=args.dns_candidates,
+            aobpr_lambda=args.aobpr_lambda,
+            max_sampled=args.max_sampled,
+            optimizer=args.optimizer,
+            learning_rate_decay=args.lr_decay,
+            solver=args.solver,
+            batch_size=args.batch_size,
+            init=args.init,
+        ).items()
+        if v is not None
+    }
+    roles = {"user": args.reg_user, "positive": args.reg_positive, "negative": args.reg_negative, "bias": args.reg_bias}
     if any(v is not None for v in roles.values()):
         base = args.regularization
         if base is None:
@@ -44,8 +57,9 @@ def _model_params(args) -> dict:
         params["regularization"] = {role: base if v is None else v for role, v in roles.items()}
     elif args.regularization is not None:
         params["regularization"] = args.regularization
-    params.update(item_bias=args.item_bias, dtype=np.dtype(args.dtype).type, threads=args.threads,
-                  random_state=args.seed)
+    params.update(
+        item_bias=args.item_bias, dtype=np.dtype(args.dtype).type, threads=args.threads, random_state=args.seed
+    )
     return params
 
 
@@ -81,15 +95,24 @@ def _train(args) -> int:
 
         fit_part, valid = split_random(Interactions.from_csr(train), test_fraction=0.1, random_state=args.seed)
         train_for_fit = fit_part.matrix
-        fit_kwargs = dict(validation=(train_for_fit, valid.matrix), metric=args.metric, patience=args.patience,
-                          validate_every=args.validate_every or 1)
-        print(f"validation: {valid.nnz} of the training positives held out; {args.metric} every "
-              f"{fit_kwargs['validate_every']} epoch(s)" + (f", patience {args.patience}" if args.patience else ""))
+        fit_kwargs = dict(
+            validation=(train_for_fit, valid.matrix),
+            metric=args.metric,
+            patience=args.patience,
+            validate_every=args.validate_every or 1,
+        )
+        print(
+            f"validation: {valid.nnz} of the training positives held out; {args.metric} every "
+            f"{fit_kwargs['validate_every']} epoch(s)" + (f", patience {args.patience}" if args.patience else "")
+        )
     else:
         train_for_fit = train
     if sys.stderr.isatty() and _kernels_not_cached():
-        print("compiling the training kernels once (a few seconds; numba caches them for later runs) ...",
-              file=sys.stderr, flush=True)
+        print(
+            "compiling the training kernels once (a few seconds; numba caches them for later runs) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         model.fit(train_for_fit, callback=progress, show_progress=False, **fit_kwargs)
     except KeyboardInterrupt:
@@ -105,8 +128,10 @@ def _train(args) -> int:
         progress.finish()
     seconds = time.perf_counter() - start
     kernel = sum(r.seconds for r in model.history_)
-    print(f"trained {len(model.history_)} epochs in {seconds:.2f} s ({kernel:.2f} s in the SGD kernel; the rest is "
-          "validation, and numba compilation on the very first run)")
+    print(
+        f"trained {len(model.history_)} epochs in {seconds:.2f} s ({kernel:.2f} s in the SGD kernel; the rest is "
+        "validation, and numba compilation on the very first run)"
+    )
     if model.best_epoch_ is not None:
         print(f"kept the factors of epoch {model.best_epoch_} ({args.metric} {model.best_score_:.4f} on validation)")
     result = metrics.evaluate(model, train, test, k=args.k)
@@ -148,8 +173,10 @@ def _evaluate(args) -> int:
     data = _load_data(args, seed)
     train, test = data.train.matrix, data.test.matrix
     if train.shape != (model.n_users, model.n_items):
-        raise CLIError(f"the model has {model.n_users} users x {model.n_items} items but {data.name} has "
-                       f"{train.shape[0]} x {train.shape[1]}: evaluate on the data it was trained on")
+        raise CLIError(
+            f"the model has {model.n_users} users x {model.n_items} items but {data.name} has "
+            f"{train.shape[0]} x {train.shape[1]}: evaluate on the data it was trained on"
+        )
     result = metrics.evaluate(model, train, test, k=args.k)
     if args.json:
         out = {"model": args.model, "data": data.name, "k": args.k}
@@ -204,8 +231,13 @@ def _similar(args) -> int:
             row["title"] = str(model.item_titles[i])
         out.append(row)
     title = f" ({model.item_titles[q]})" if titles else ""
-    _emit(out, "similar_to", args.format, titles,
-          header=lambda query: f"items similar to {query}{title} (cosine of item factors):")
+    _emit(
+        out,
+        "similar_to",
+        args.format,
+        titles,
+        header=lambda query: f"items similar to {query}{title} (cosine of item factors):",
+    )
     return 0
 
 
@@ -219,19 +251,24 @@ def _bench(args) -> int:
     else:
         # Keep the density of datasets.synthetic's defaults (100 pairs per user, 2:1 users:items).
         n_users = max(10, args.nnz // 50)
-        data = datasets.synthetic(n_users=n_users, n_items=max(10, n_users // 2), nnz=args.nnz,
-                                  random_state=args.seed)
+        data = datasets.synthetic(n_users=n_users, n_items=max(10, n_users // 2), nnz=args.nnz, random_state=args.seed)
     threads = args.threads or available_threads()
-    print(f"data: {data.n_users} users x {data.n_items} items, {data.nnz} pairs; factors {args.factors}, "
-          f"{args.epochs} epochs")
+    print(
+        f"data: {data.n_users} users x {data.n_items} items, {data.nnz} pairs; factors {args.factors}, "
+        f"{args.epochs} epochs"
+    )
     for t in sorted({1, threads}):
         model = BPR(factors=args.factors, epochs=args.epochs, threads=t, random_state=args.seed)
         model.fit(data.matrix, show_progress=False)  # numba compiles outside the epoch timers
         rates = [r.samples_per_second / 1e6 for r in model.history_]
-        print(f"threads {t}: " + "  ".join(f"{r:.2f}" for r in rates)
-              + f" M samples/s per epoch (best {max(rates):.2f})", flush=True)
-    print("the comparison with implicit, cornac and LightFM on the same data is benchmarks/peers.py "
-          "(pip install -e '.[bench]')")
+        print(
+            f"threads {t}: " + "  ".join(f"{r:.2f}" for r in rates) + f" M samples/s per epoch (best {max(rates):.2f})",
+            flush=True,
+        )
+    print(
+        "the comparison with implicit, cornac and LightFM on the same data is benchmarks/peers.py "
+        "(pip install -e '.[bench]')"
+    )
     return 0
 
 
@@ -240,12 +277,22 @@ def _gradcheck(args) -> int:
 
     if args.items < 2:
         raise CLIError("--items must be at least 2 (a triplet needs two distinct items)")
-    result = gradcheck(args.users, args.items, args.factors, args.batch, loss=args.loss,
-                       item_bias=not args.no_item_bias, scale=args.scale, random_state=args.seed,
-                       tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance)
+    result = gradcheck(
+        args.users,
+        args.items,
+        args.factors,
+        args.batch,
+        loss=args.loss,
+        item_bias=not args.no_item_bias,
+        scale=args.scale,
+        random_state=args.seed,
+        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+    )
     d = result.details
-    print(f"finite-difference check: {d['n_users']} users, {d['n_items']} items, {d['factors']} factors, "
-          f"batch {d['batch']}, loss {d['loss']}, item bias {'on' if d['item_bias'] else 'off'}, "
-          f"max |x_uij| {d['max_abs_x']:.3g}")
+    print(
+        f"finite-difference check: {d['n_users']} users, {d['n_items']} items, {d['factors']} factors, "
+        f"batch {d['batch']}, loss {d['loss']}, item bias {'on' if d['item_bias'] else 'off'}, "
+        f"max |x_uij| {d['max_abs_x']:.3g}"
+    )
     print(result)
     return 0 if result.passed else 1

@@ -35,9 +35,11 @@ def _cached_dataset(name: str, download: bool) -> str:
         if candidate.exists():
             return str(candidate)
     if not download:
-        raise CLIError(f"{name} is not in the data cache {home} (no {name}.zip or {name}/ there): run again with "
-                       f"--download to fetch it from GroupLens, or pass --data /path/to/{name} (the folder or .zip); "
-                       f"set BPR_NUMPY_DATA to use another cache folder")
+        raise CLIError(
+            f"{name} is not in the data cache {home} (no {name}.zip or {name}/ there): run again with "
+            f"--download to fetch it from GroupLens, or pass --data /path/to/{name} (the folder or .zip); "
+            f"set BPR_NUMPY_DATA to use another cache folder"
+        )
     print(f"downloading {name} into {home} ...", file=sys.stderr, flush=True)
     return str(datasets.fetch_movielens(name))
 
@@ -48,14 +50,15 @@ def _split(data, args, seed: int, what: str):
 
     split = args.split or "random"
     if split in _OFFICIAL_SPLITS:
-        raise CLIError(f"--split {split} is an official MovieLens 100k split, and {what} has none: "
-                       "use --split random or --split leave-k-out")
+        raise CLIError(
+            f"--split {split} is an official MovieLens 100k split, and {what} has none: "
+            "use --split random or --split leave-k-out"
+        )
     if split == "random":
         train, test = datasets.split_random(data, test_fraction=args.test_fraction, random_state=seed)
         how = f"random split, {args.test_fraction:g} held out, seed {seed}"
     else:
-        train, test = datasets.split_leave_k_out(data, k=args.leave_k, strategy=args.leave_strategy,
-                                                 random_state=seed)
+        train, test = datasets.split_leave_k_out(data, k=args.leave_k, strategy=args.leave_strategy, random_state=seed)
         how = f"leave-{args.leave_k}-out split ({args.leave_strategy}), seed {seed}"
     return train, test, how
 
@@ -82,8 +85,12 @@ def _load_data(args, seed: int) -> _Data:
             raise CLIError("--format/--columns describe a delimited file: pass it with --data PATH")
         data = datasets.synthetic_small(random_state=seed)
         train, test, how = _split(data, args, seed, "the built-in synthetic data")
-        return _Data(f"built-in synthetic data ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); "
-                     f"{how}", train, test, True)
+        return _Data(
+            f"built-in synthetic data ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); {how}",
+            train,
+            test,
+            True,
+        )
 
     if not os.path.exists(path):
         raise CLIError(f"{path} does not exist" + (" (expected a MovieLens 100k folder or zip)" if expected else ""))
@@ -96,37 +103,48 @@ def _load_data(args, seed: int) -> _Data:
     if expected is not None:
         found = release if release != "ml-csv" or expected not in ("ml-20m", "ml-25m") else expected
         if found != expected:
-            default = (f"no MovieLens or LightGCN files (it holds: {listing})" if is_container
-                       else "a single file, not a folder or .zip")
+            default = (
+                f"no MovieLens or LightGCN files (it holds: {listing})"
+                if is_container
+                else "a single file, not a folder or .zip"
+            )
             what = default if release is None else datasets.RELEASES.get(release, default)
-            raise CLIError(f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder "
-                           f"or zip (top level or one folder down), found {what}")
+            raise CLIError(
+                f"{path} is not {expected}: expected {datasets.release_files(expected)} in the folder "
+                f"or zip (top level or one folder down), found {what}"
+            )
     if is_container and release is None:
         if zipfile.is_zipfile(path) and not os.path.isdir(path) and delimited_opts:
             release = "delimited"
         else:
-            raise CLIError(f"{path}: expected a MovieLens folder or zip (u.data, ratings.dat or ratings.csv) or a "
-                           f"LightGCN folder (train.txt and test.txt), top level or one folder down; "
-                           f"it holds: {listing}")
+            raise CLIError(
+                f"{path}: expected a MovieLens folder or zip (u.data, ratings.dat or ratings.csv) or a "
+                f"LightGCN folder (train.txt and test.txt), top level or one folder down; "
+                f"it holds: {listing}"
+            )
     if release in ("lightgcn", "ml-100k", "ml-1m", "ml-10m", "ml-csv") and delimited_opts:
-        raise CLIError(f"--format/--columns describe a delimited file, but {path} holds "
-                       f"{datasets.RELEASES[release]}: drop them")
+        raise CLIError(
+            f"--format/--columns describe a delimited file, but {path} holds {datasets.RELEASES[release]}: drop them"
+        )
     min_rating = args.min_rating
 
     if release == "lightgcn":
         if split is not None:
-            raise CLIError(f"{path} is a LightGCN folder: it brings its own train/test split (test.txt); "
-                           f"drop --split {split}")
+            raise CLIError(
+                f"{path} is a LightGCN folder: it brings its own train/test split (test.txt); drop --split {split}"
+            )
         if min_rating is not None:
             raise CLIError("--min-rating does not apply to LightGCN data (no ratings)")
         train, test = datasets.load_lightgcn(path)
         return _Data(f"LightGCN split ({path}: train.txt/test.txt)", train, test, False)
     if release is None or release == "delimited":
-        data = datasets.load_delimited(path, delimiter=_DELIMITERS[args.data_format or "auto"],
-                                       columns=args.columns, min_rating=min_rating)
+        data = datasets.load_delimited(
+            path, delimiter=_DELIMITERS[args.data_format or "auto"], columns=args.columns, min_rating=min_rating
+        )
         train, test, how = _split(data, args, seed, f"the delimited file {path}")
-        return _Data(f"{path} ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); {how}",
-                     train, test, True)
+        return _Data(
+            f"{path} ({data.n_users} users x {data.n_items} items, {data.nnz} pairs); {how}", train, test, True
+        )
     min_rating = 4.0 if min_rating is None else min_rating
     if release == "ml-100k":
         split = split or "ua"
@@ -138,8 +156,19 @@ def _load_data(args, seed: int) -> _Data:
         return _Data(f"MovieLens 100k ({path}), ratings >= {min_rating:g}; {how}", train, test, True)
     data = datasets.load_movielens(path, min_rating=min_rating)
     assert data.summary is not None  # Interactions fills it in
-    label = expected or next((n[len("MovieLens release detected: "):] for n in data.summary.notes
-                              if n.startswith("MovieLens release detected: ")), "MovieLens")
+    label = expected or next(
+        (
+            n[len("MovieLens release detected: ") :]
+            for n in data.summary.notes
+            if n.startswith("MovieLens release detected: ")
+        ),
+        "MovieLens",
+    )
     train, test, how = _split(data, args, seed, f"{label} (only MovieLens 100k ships official splits)")
-    return _Data(f"{label} ({path}; {data.n_users} users x {data.n_items} items, {data.nnz} positives), "
-                 f"ratings >= {min_rating:g}; {how}", train, test, True)
+    return _Data(
+        f"{label} ({path}; {data.n_users} users x {data.n_items} items, {data.nnz} positives), "
+        f"ratings >= {min_rating:g}; {how}",
+        train,
+        test,
+        True,
+    )

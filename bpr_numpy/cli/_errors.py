@@ -31,8 +31,10 @@ def _interrupt_once_handler(signum, frame):
 @contextmanager
 def _interrupt_once():
     """Within the block, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield  # signals are the main thread's; a host program's own handler is left alone
         return
     signal.signal(signal.SIGINT, _interrupt_once_handler)
@@ -64,12 +66,18 @@ def _report_errors(run: Callable[[Any], int], args) -> int:
     except MemoryError as exc:  # data or settings too large for this machine: the user's to change
         if args.debug:
             raise
-        print(f"bpr-numpy {args.command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (a smaller "
-              "data set, fewer --factors, or a machine with more memory)", file=sys.stderr)
+        print(
+            f"bpr-numpy {args.command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (a smaller "
+            "data set, fewer --factors, or a machine with more memory)",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         if args.debug:
             raise
-        print(f"bpr-numpy {args.command}: internal error: {type(exc).__name__}: {exc} (run with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"bpr-numpy {args.command}: internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -42,8 +42,9 @@ class _IdMap:
             key = text
         if key in self.index:
             return self.index[key]
-        raise CLIError(f"unknown {self.role} {kind} {text!r} ({len(self.ids)} {self.role}s in the model)"
-                       + self._suggest(key))
+        raise CLIError(
+            f"unknown {self.role} {kind} {text!r} ({len(self.ids)} {self.role}s in the model)" + self._suggest(key)
+        )
 
     def _suggest(self, key: Any) -> str:
         if self.numeric:
@@ -73,5 +74,8 @@ def _read_ids(path: str) -> list[str]:
 def _fallback_note(maps: list[_IdMap]) -> None:
     for m in maps:
         if m.fallback:
-            print(f"note: the model file has no {m.role} id map (saved without one); {m.role} ids are "
-                  f"{'row' if m.role == 'user' else 'column'} indices 0..{len(m.ids) - 1}", file=sys.stderr)
+            print(
+                f"note: the model file has no {m.role} id map (saved without one); {m.role} ids are "
+                f"{'row' if m.role == 'user' else 'column'} indices 0..{len(m.ids) - 1}",
+                file=sys.stderr,
+            )

@@ -53,46 +53,109 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--factors", type=_positive_int, default=None)
     hp.add_argument("--epochs", type=_nonneg_int, default=None)
     hp.add_argument("--learning-rate", "--lr", type=float, default=None)
-    hp.add_argument("--regularization", "--reg", type=float, default=None,
-                    help="L2 strength of every role (default 0.02); the --reg-* options override one role each")
+    hp.add_argument(
+        "--regularization",
+        "--reg",
+        type=float,
+        default=None,
+        help="L2 strength of every role (default 0.02); the --reg-* options override one role each",
+    )
     hp.add_argument("--reg-user", type=float, default=None, help="lambda_u, on the user factors")
     hp.add_argument("--reg-positive", type=float, default=None, help="lambda_i, on the positive item's factors")
     hp.add_argument("--reg-negative", type=float, default=None, help="lambda_j, on the negative item's factors")
     hp.add_argument("--reg-bias", type=float, default=None, help="lambda_b, on the item biases")
     hp.add_argument("--loss", choices=LOSSES, default=None)
-    hp.add_argument("--sampler", choices=sampling.SAMPLERS,  # read now: register_sampler may add
-                    default=None, help="negative sampler (default uniform; see bpr_numpy.sampling)")
-    hp.add_argument("--popularity-exponent", type=float, default=None, metavar="ALPHA",
-                    help="exponent of the popularity samplers (default 1)")
-    hp.add_argument("--dns-candidates", type=_positive_int, default=None, metavar="K",
-                    help="candidates per draw of the dns sampler (default 5)")
-    hp.add_argument("--aobpr-lambda", type=float, default=None, metavar="FRACTION",
-                    help="aobpr's geometric rank scale, as a fraction of the items (default 0.05)")
-    hp.add_argument("--max-sampled", type=_positive_int, default=None, metavar="N",
-                    help="WARP's draws per positive (default 10)")
+    hp.add_argument(
+        "--sampler",
+        choices=sampling.SAMPLERS,  # read now: register_sampler may add
+        default=None,
+        help="negative sampler (default uniform; see bpr_numpy.sampling)",
+    )
+    hp.add_argument(
+        "--popularity-exponent",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="exponent of the popularity samplers (default 1)",
+    )
+    hp.add_argument(
+        "--dns-candidates",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="candidates per draw of the dns sampler (default 5)",
+    )
+    hp.add_argument(
+        "--aobpr-lambda",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="aobpr's geometric rank scale, as a fraction of the items (default 0.05)",
+    )
+    hp.add_argument(
+        "--max-sampled", type=_positive_int, default=None, metavar="N", help="WARP's draws per positive (default 10)"
+    )
     hp.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    hp.add_argument("--solver", choices=SOLVERS, default=None,
-                    help="kernel (numba SGD per sampled triplet, the default) or minibatch (vectorised NumPy)")
-    hp.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                    help="triplets per step of --solver minibatch (default 64)")
-    hp.add_argument("--init", choices=("normal", "uniform"), default=None,
-                    help="law of the initial factors, of standard deviation --init-std (default normal)")
-    hp.add_argument("--lr-decay", type=float, default=None, metavar="GAMMA",
-                    help="learning rate multiplied by GAMMA after each epoch (default 1)")
-    hp.add_argument("--user-run", type=_positive_int, default=None, metavar="N",
-                    help="consecutive samples drawn for one user (default 16)")
-    hp.add_argument("--item-bias", dest="item_bias", action=argparse.BooleanOptionalAction, default=True,
-                    help="learn an item bias (default on)")
+    hp.add_argument(
+        "--solver",
+        choices=SOLVERS,
+        default=None,
+        help="kernel (numba SGD per sampled triplet, the default) or minibatch (vectorised NumPy)",
+    )
+    hp.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="triplets per step of --solver minibatch (default 64)",
+    )
+    hp.add_argument(
+        "--init",
+        choices=("normal", "uniform"),
+        default=None,
+        help="law of the initial factors, of standard deviation --init-std (default normal)",
+    )
+    hp.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        metavar="GAMMA",
+        help="learning rate multiplied by GAMMA after each epoch (default 1)",
+    )
+    hp.add_argument(
+        "--user-run",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="consecutive samples drawn for one user (default 16)",
+    )
+    hp.add_argument(
+        "--item-bias",
+        dest="item_bias",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learn an item bias (default on)",
+    )
     hp.add_argument("--init-std", type=float, default=None, help="std of the initial factors (default 1/sqrt(factors))")
     hp.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     hp.add_argument("--threads", type=_nonneg_int, default=0, help="0: all cores (default); 1: reproducible")
     hp.add_argument("--seed", type=_nonneg_int, default=0, help="seeds the model and the data split (default 0)")
     train.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
-    train.add_argument("--validate-every", type=_positive_int, default=None, metavar="N",
-                       help="carve 10%% of the training positives out as a validation set and evaluate --metric "
-                            "every N epochs; the best epoch's factors are kept")
-    train.add_argument("--patience", type=_positive_int, default=None, metavar="P",
-                       help="with validation: stop P epochs after the best one (implies --validate-every 1)")
+    train.add_argument(
+        "--validate-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="carve 10%% of the training positives out as a validation set and evaluate --metric "
+        "every N epochs; the best epoch's factors are kept",
+    )
+    train.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        metavar="P",
+        help="with validation: stop P epochs after the best one (implies --validate-every 1)",
+    )
     train.add_argument("--metric", default="ndcg@10", help="validation metric (default ndcg@10)")
     train.add_argument("--save", metavar="PATH", help="write the trained model to this .npz file")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -100,9 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="held-out metrics of a saved model on the split it was trained against")
     evaluate.add_argument("model", help="a .npz file written by train --save or BPR.save")
     _add_data_options(evaluate, evaluate=True)
-    evaluate.add_argument("--seed", type=_nonneg_int, default=None,
-                          help="seed of the split (and of the synthetic data) "
-                               "(default: the model's random_state, as train --seed sets it, else 0)")
+    evaluate.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=None,
+        help="seed of the split (and of the synthetic data) "
+        "(default: the model's random_state, as train --seed sets it, else 0)",
+    )
     evaluate.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -123,8 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--format", choices=formats, default="text")
 
     bench = sub.add_parser("bench", help="local training throughput at 1 and --threads threads")
-    bench.add_argument("--nnz", type=_positive_int, default=None, metavar="N",
-                       help="train on N synthetic power-law pairs (datasets.synthetic) instead of the built-in set")
+    bench.add_argument(
+        "--nnz",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train on N synthetic power-law pairs (datasets.synthetic) instead of the built-in set",
+    )
     bench.add_argument("--epochs", type=_positive_int, default=3)
     bench.add_argument("--factors", type=_positive_int, default=64)
     bench.add_argument("--threads", type=_nonneg_int, default=0, help="the parallel run's threads (0: all cores)")
@@ -163,7 +235,8 @@ def _columns(text: str) -> list:
             out.append(role)
         else:
             raise argparse.ArgumentTypeError(
-                f"unknown column role {role!r}; use user, item, rating, timestamp or - (skip), e.g. user,item,rating")
+                f"unknown column role {role!r}; use user, item, rating, timestamp or - (skip), e.g. user,item,rating"
+            )
     if "user" not in out or "item" not in out:
         raise argparse.ArgumentTypeError(f"--columns needs a user and an item column, got {text!r}")
     return out
@@ -173,31 +246,72 @@ def _add_data_options(p: argparse.ArgumentParser, *, evaluate: bool = False) -> 
     """Options choosing the data and its train/test split: shared by train and evaluate (same split)."""
     g = p.add_argument_group("data (the same options rebuild the same split in evaluate)")
     source = g.add_mutually_exclusive_group(required=evaluate)
-    source.add_argument("--data", metavar="PATH",
-                        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt/test.txt, "
-                             "or a delimited file of user,item[,rating[,timestamp]] rows")
-    source.add_argument("--dataset", choices=_DATASETS,
-                        help="a MovieLens release from the local cache ($BPR_NUMPY_DATA, else ~/.cache/bpr_numpy); "
-                             "--download fetches it")
-    source.add_argument("--movielens", metavar="PATH",
-                        help="a MovieLens 100k folder or zip: the same as --data PATH --split ua")
+    source.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt/test.txt, "
+        "or a delimited file of user,item[,rating[,timestamp]] rows",
+    )
+    source.add_argument(
+        "--dataset",
+        choices=_DATASETS,
+        help="a MovieLens release from the local cache ($BPR_NUMPY_DATA, else ~/.cache/bpr_numpy); "
+        "--download fetches it",
+    )
+    source.add_argument(
+        "--movielens", metavar="PATH", help="a MovieLens 100k folder or zip: the same as --data PATH --split ua"
+    )
     if evaluate:
-        source.add_argument("--synthetic", action="store_true",
-                            help="the built-in synthetic data set and the seeded split train uses")
+        source.add_argument(
+            "--synthetic", action="store_true", help="the built-in synthetic data set and the seeded split train uses"
+        )
     g.add_argument("--download", action="store_true", help="with --dataset: download it when not cached")
-    g.add_argument("--format", dest="data_format", choices=list(_DELIMITERS), default=None,
-                   help="delimited file format (default auto: detected from the first line)")
-    g.add_argument("--columns", type=_columns, default=None, metavar="ROLES",
-                   help="roles of the fields of a delimited file, e.g. user,item,rating,timestamp (- skips one); "
-                        "default: from the header, else user,item[,rating[,timestamp]]")
-    g.add_argument("--min-rating", type=float, default=None, metavar="R",
-                   help="ratings >= R are positives (default: 4 for MovieLens, every row for other files)")
-    g.add_argument("--split", choices=_SPLITS, default=None,
-                   help="ua/ub/u1..u5: the official MovieLens 100k splits (default for ML-100k); random (default "
-                        "otherwise); leave-k-out; LightGCN folders use their own test.txt")
-    g.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
-                   help="--split random: fraction of pairs held out (default 0.2)")
-    g.add_argument("--leave-k", type=_positive_int, default=1, metavar="K",
-                   help="--split leave-k-out: pairs held out per user (default 1)")
-    g.add_argument("--leave-strategy", choices=["random", "latest"], default="random",
-                   help="--split leave-k-out: which pairs (latest needs timestamps)")
+    g.add_argument(
+        "--format",
+        dest="data_format",
+        choices=list(_DELIMITERS),
+        default=None,
+        help="delimited file format (default auto: detected from the first line)",
+    )
+    g.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        metavar="ROLES",
+        help="roles of the fields of a delimited file, e.g. user,item,rating,timestamp (- skips one); "
+        "default: from the header, else user,item[,rating[,timestamp]]",
+    )
+    g.add_argument(
+        "--min-rating",
+        type=float,
+        default=None,
+        metavar="R",
+        help="ratings >= R are positives (default: 4 for MovieLens, every row for other files)",
+    )
+    g.add_argument(
+        "--split",
+        choices=_SPLITS,
+        default=None,
+        help="ua/ub/u1..u5: the official MovieLens 100k splits (default for ML-100k); random (default "
+        "otherwise); leave-k-out; LightGCN folders use their own test.txt",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="--split random: fraction of pairs held out (default 0.2)",
+    )
+    g.add_argument(
+        "--leave-k",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="--split leave-k-out: pairs held out per user (default 1)",
+    )
+    g.add_argument(
+        "--leave-strategy",
+        choices=["random", "latest"],
+        default="random",
+        help="--split leave-k-out: which pairs (latest needs timestamps)",
+    )

@@ -88,6 +88,7 @@ def _check_min_rating(min_rating: Any) -> float | None:
         raise ValueError(f"min_rating must be finite, got {min_rating}")
     return float(min_rating)
 
+
 def _build(
     users: Any,
     items: Any,

@@ -75,6 +75,7 @@ def _check_csr(matrix: Any) -> None:
             if not np.isfinite(matrix.data[s0 : s0 + _CHECK_CHUNK]).all():
                 raise ValueError("matrix holds NaN or infinite values")
 
+
 def _coo_to_csr(
     rows: np.ndarray,
     cols: np.ndarray,

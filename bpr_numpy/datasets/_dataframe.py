@@ -86,15 +86,26 @@ def from_dataframe(
     wanted = {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
     missing = [f"{role}={name!r}" for role, name in wanted.items() if name is not None and name not in frame.columns]
     if missing:
-        raise ValueError(f"the DataFrame has no column {', '.join(missing)}; its columns: "
-                         f"{', '.join(map(repr, frame.columns))}")
+        raise ValueError(
+            f"the DataFrame has no column {', '.join(missing)}; its columns: {', '.join(map(repr, frame.columns))}"
+        )
     users = _id_column(frame[user], user)
     items = _id_column(frame[item], item)
     ratings = None if rating is None else _number_column(frame[rating], rating)
     timestamps = None if timestamp is None else _time_column(frame[timestamp], timestamp)
-    return Interactions.from_arrays(users, items, ratings, timestamps, min_rating=min_rating, binarize=binarize,
-                                    dedupe=dedupe, user_ids=user_ids, item_ids=item_ids, unknown=unknown,
-                                    source=f"DataFrame ({len(frame)} rows)")
+    return Interactions.from_arrays(
+        users,
+        items,
+        ratings,
+        timestamps,
+        min_rating=min_rating,
+        binarize=binarize,
+        dedupe=dedupe,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        unknown=unknown,
+        source=f"DataFrame ({len(frame)} rows)",
+    )
 
 
 def _first_missing(column: Any, name: str) -> None:
@@ -118,9 +129,11 @@ def _id_column(column: Any, name: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(dtype):
         raise TypeError(f"column {name!r} holds booleans; ids must be integers or strings")
     if pd.api.types.is_float_dtype(dtype):
-        raise TypeError(f"column {name!r} holds floats ({dtype}); ids must be integers or strings. A column of whole "
-                        f"numbers becomes float when values are missing: drop those rows and cast, e.g. "
-                        f"frame[{name!r}].astype('int64')")
+        raise TypeError(
+            f"column {name!r} holds floats ({dtype}); ids must be integers or strings. A column of whole "
+            f"numbers becomes float when values are missing: drop those rows and cast, e.g. "
+            f"frame[{name!r}].astype('int64')"
+        )
     if pd.api.types.is_integer_dtype(dtype):
         values = column.to_numpy(dtype=np.int64)
         if not values.size or values.min() >= 0:
@@ -134,8 +147,10 @@ def _id_column(column: Any, name: str) -> np.ndarray:
     as_text = np.array([str(v) for v in values], dtype=str)
     distinct = len(pd.unique(column))
     if len(np.unique(as_text)) != distinct:
-        raise ValueError(f"column {name!r} holds ids that are different values but the same string (such as 1 and "
-                         "'1'); make them one type first")
+        raise ValueError(
+            f"column {name!r} holds ids that are different values but the same string (such as 1 and "
+            "'1'); make them one type first"
+        )
     return as_text
 
 

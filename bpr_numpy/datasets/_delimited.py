@@ -237,10 +237,16 @@ def load_delimited(
         for c in cols
     ]
     table = _read_table(
-        data, label, sep=sep, columns=spec, skip_header=has_header, encoding=encoding,
-        on_bad_line=on_bad_line, prepared=prepared,
+        data,
+        label,
+        sep=sep,
+        columns=spec,
+        skip_header=has_header,
+        encoding=encoding,
+        on_bad_line=on_bad_line,
+        prepared=prepared,
     )
-    notes.extend(table.notes[len(prepared[2]):])
+    notes.extend(table.notes[len(prepared[2]) :])
     if has_header:
         notes.append(f"header: {first!r}")
 

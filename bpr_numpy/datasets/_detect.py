@@ -9,14 +9,22 @@ from ._sources import _Source
 __all__ = ["RELEASES", "detect_release", "release_files"]
 
 #: The kinds of data :func:`detect_release` recognises, and how messages describe them.
-RELEASES = {"ml-100k": "MovieLens 100k (u.data)", "ml-1m": "MovieLens 1M (ratings.dat + users.dat)",
-            "ml-10m": "MovieLens 10M (ratings.dat, no users.dat)",
-            "ml-csv": "a CSV MovieLens release (ratings.csv: 20M, 25M or latest)",
-            "lightgcn": "a LightGCN split (train.txt + test.txt)"}
+RELEASES = {
+    "ml-100k": "MovieLens 100k (u.data)",
+    "ml-1m": "MovieLens 1M (ratings.dat + users.dat)",
+    "ml-10m": "MovieLens 10M (ratings.dat, no users.dat)",
+    "ml-csv": "a CSV MovieLens release (ratings.csv: 20M, 25M or latest)",
+    "lightgcn": "a LightGCN split (train.txt + test.txt)",
+}
 
 #: The files that identify each downloadable MovieLens release.
-_RELEASE_FILES = {"ml-100k": "u.data", "ml-1m": "ratings.dat and users.dat", "ml-10m": "ratings.dat",
-                  "ml-20m": "ratings.csv", "ml-25m": "ratings.csv"}
+_RELEASE_FILES = {
+    "ml-100k": "u.data",
+    "ml-1m": "ratings.dat and users.dat",
+    "ml-10m": "ratings.dat",
+    "ml-20m": "ratings.csv",
+    "ml-25m": "ratings.csv",
+}
 
 
 def _release_of(src: _Source) -> str | None:

@@ -32,8 +32,15 @@ MOVIELENS_ARCHIVES: dict[str, tuple[str, str | None]] = {
     "ml-latest": (_BASE + "ml-latest.zip", None),
 }
 
-_ALIASES = {"100k": "ml-100k", "1m": "ml-1m", "10m": "ml-10m", "20m": "ml-20m", "25m": "ml-25m",
-            "latest-small": "ml-latest-small", "latest": "ml-latest"}
+_ALIASES = {
+    "100k": "ml-100k",
+    "1m": "ml-1m",
+    "10m": "ml-10m",
+    "20m": "ml-20m",
+    "25m": "ml-25m",
+    "latest-small": "ml-latest-small",
+    "latest": "ml-latest",
+}
 
 _CHUNK = 1 << 20
 
@@ -113,8 +120,9 @@ def _check_archive(path: Path, url: str, key: str, folder: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             check_zip_directory(archive, lambda name: f"downloaded {url}:{name}")
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"downloaded {url} is not a readable zip archive ({exc}); not keeping it. "
-                         + _how_to_help(key, url, folder)) from None
+        raise ValueError(
+            f"downloaded {url} is not a readable zip archive ({exc}); not keeping it. " + _how_to_help(key, url, folder)
+        ) from None
     except ValueError as exc:
         raise ValueError(f"{exc}; not keeping it. " + _how_to_help(key, url, folder)) from None
 

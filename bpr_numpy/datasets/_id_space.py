@@ -42,9 +42,7 @@ def _reindex(x: Interactions, user_ids: Any, item_ids: Any, *, unknown: str) -> 
     n_bad = int(bad.sum())
     if n_bad and unknown == "raise":
         k = int(np.argmax(bad))
-        who = (
-            f"user {x.user_ids[rows[k]]!r}" if r[k] < 0 else f"item {x.item_ids[cols[k]]!r}"
-        )
+        who = f"user {x.user_ids[rows[k]]!r}" if r[k] < 0 else f"item {x.item_ids[cols[k]]!r}"
         raise ValueError(f"{who} has stored pairs but is not in the target id space ({n_bad} pairs affected)")
     keep = ~bad
     r, c = r[keep], c[keep]

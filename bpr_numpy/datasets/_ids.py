@@ -127,8 +127,11 @@ def _narrow_object(arr: np.ndarray, what: str) -> np.ndarray:
     if not want_int and not isinstance(first, str):
         raise TypeError(f"{what}[0] is {first!r} ({type(first).__name__}); ids must be integers or strings")
     for k, v in enumerate(arr.tolist()):
-        ok = ((isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))) if want_int
-              else isinstance(v, str))
+        ok = (
+            (isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)))
+            if want_int
+            else isinstance(v, str)
+        )
         if not ok:
             raise TypeError(
                 f"{what}[{k}] is {v!r} ({type(v).__name__}) but {what}[0] is {first!r} "
@@ -296,8 +299,11 @@ def _lookup_many(raws: Any, index: _IdIndex, what: str, missing: str | int) -> n
 def _missing_message(what: str, raws: list, ids: np.ndarray, n_missing: int | None = None) -> str:
     """The KeyError message for ids not found, with a hint when their kind differs from the data's."""
     shown = ", ".join(repr(x) for x in raws[:5])
-    head = (f"{n_missing} {what} ids not found (first: {shown})" if n_missing and n_missing > 1
-            else f"{what} id {shown} not found")
+    head = (
+        f"{n_missing} {what} ids not found (first: {shown})"
+        if n_missing and n_missing > 1
+        else f"{what} id {shown} not found"
+    )
     hint = ""
     kinds = {type(x) for x in raws}
     if ids.dtype.kind == "i" and str in kinds:

@@ -235,8 +235,9 @@ def load_movielens_100k(
     else:
         notes.append("u.user not found: no demographics")
     parts = tuple(
-        _build_from_table(t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side,
-                          notes=notes)
+        _build_from_table(
+            t, uids, iids, min_rating=min_rating, binarize=binarize, dedupe=dedupe, side=side, notes=notes
+        )
         for t in tables
     )
     return parts[0] if split is None else (parts[0], parts[1])  # a split: its base and test tables
@@ -356,9 +357,7 @@ def load_movielens(
         else:
             is_100k = False
             if split is not None:
-                raise ValueError(
-                    "official splits exist only for MovieLens 100k; use split_random or split_leave_k_out"
-                )
+                raise ValueError("official splits exist only for MovieLens 100k; use split_random or split_leave_k_out")
             ratings_dat = src.find("ratings.dat")
             ratings_csv = src.find("ratings.csv")
             if ratings_dat is None and ratings_csv is None:
@@ -372,7 +371,10 @@ def load_movielens(
                 users_where = src.find("users.dat")
                 variant = _variant_of(src, ratings_dat, "ml-1m" if users_where else "ml-10m")
                 table = _read_table(
-                    src.read(ratings_dat), src.label(ratings_dat), sep=b"::", columns=_RATING_COLUMNS,
+                    src.read(ratings_dat),
+                    src.label(ratings_dat),
+                    sep=b"::",
+                    columns=_RATING_COLUMNS,
                     skip_header=False,
                 )
                 table.buf = None

@@ -15,9 +15,25 @@ from ._sources import _Source
 
 #: Column order of the 19 genre flags in u.item (also listed in u.genre).
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 _NO_GENRE = "(no genres listed)"
@@ -78,8 +94,9 @@ def _ml100k_items(src: _Source):
             order = sorted(pairs, key=lambda p: int(p[1]))
             genre_names = [p[0] for p in order]
     ids, titles, rel, vrel, url, flags = [], [], [], [], [], []
-    for ln, f in _split_fixed(lines, "|", 24, label,
-                              "u.item (id|title|release date|video release date|URL|19 genre flags)"):
+    for ln, f in _split_fixed(
+        lines, "|", 24, label, "u.item (id|title|release date|video release date|URL|19 genre flags)"
+    ):
         ids.append(_int_field(f[0], label, ln, "movie id"))
         titles.append(f[1])
         rel.append(f[2])

@@ -258,9 +258,23 @@ def _split_ws(buf, s, le, starts, ends):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def scan_table(
-    buf, start, line0, sep, ws, kinds, slots, skip_bad,
-    out_int, out_float, out_sstart, out_slen, out_line,
-    bad_line, bad_code, bad_field, bad_nfields,
+    buf,
+    start,
+    line0,
+    sep,
+    ws,
+    kinds,
+    slots,
+    skip_bad,
+    out_int,
+    out_float,
+    out_sstart,
+    out_slen,
+    out_line,
+    bad_line,
+    bad_code,
+    bad_field,
+    bad_nfields,
 ):  # pragma: no cover - compiled
     """Parse a delimited table from ``buf[start:]``.
 

@@ -110,14 +110,16 @@ def _prepare_bytes(
                 ln = _line_of_offset(data, off)
                 hint = " (if the file is Latin-1/Windows-1252, pass encoding='latin-1')" if encoding != "ascii" else ""
                 raise ValueError(
-                    f"{label}, line {ln}: byte {bytes(data[off:off + 1])!r} is not valid {encoding} "
+                    f"{label}, line {ln}: byte {bytes(data[off : off + 1])!r} is not valid {encoding} "
                     f"({exc.reason}){hint}"
                 ) from None
             pos = end
     nul = data.find(b"\0", start)
     if nul >= 0:  # never text: NUL would also vanish from ids (numpy strips it), merging distinct ids
-        raise ValueError(f"{label}, line {_line_of_offset(data, nul)}: a NUL byte (a binary file, or an encoding "
-                         "such as UTF-16 given without encoding=...)")
+        raise ValueError(
+            f"{label}, line {_line_of_offset(data, nul)}: a NUL byte (a binary file, or an encoding "
+            "such as UTF-16 given without encoding=...)"
+        )
     return data, start, notes
 
 
@@ -284,8 +286,20 @@ def _read_table(
     buf = np.frombuffer(data, dtype=np.uint8)
     sep_arr = np.frombuffer(sep if sep else b" ", dtype=np.uint8)
     res = pk.scan_table(
-        buf, begin, line0, sep_arr, sep is None, kinds, slots, on_bad_line == "skip",
-        out_int, out_float, out_sstart, out_slen, out_line, *bad,
+        buf,
+        begin,
+        line0,
+        sep_arr,
+        sep is None,
+        kinds,
+        slots,
+        on_bad_line == "skip",
+        out_int,
+        out_float,
+        out_sstart,
+        out_slen,
+        out_line,
+        *bad,
     )
     rows, nblank, nbad, last_line, code, eline, efield, enf, els, ele = (int(x) for x in res)
     if code and on_bad_line == "raise":
@@ -343,12 +357,13 @@ def _header_like_rows(table: _Table) -> np.ndarray:
         if hit is None:  # candidates: a token starting with a letter or a quote
             buf = table.file_bytes()
             first = buf[np.minimum(starts, len(buf) - 1)] | 0x20  # ASCII lower case
-            hit = np.flatnonzero((lens > 0) & (lens <= width)
-                                 & (((first >= 0x61) & (first <= 0x7A)) | (first == 0x22) | (first == 0x27)))
+            hit = np.flatnonzero(
+                (lens > 0) & (lens <= width) & (((first >= 0x61) & (first <= 0x7A)) | (first == 0x22) | (first == 0x27))
+            )
         found = []
         offsets = np.arange(width)
         for a in range(0, len(hit), 1 << 16):
-            rows = hit[a:a + (1 << 16)]
+            rows = hit[a : a + (1 << 16)]
             rows = rows[(lens[rows] > 0) & (lens[rows] <= width)]
             buf = table.file_bytes()
             pos = np.minimum(starts[rows][:, None] + offsets, len(buf) - 1)
@@ -373,18 +388,21 @@ def _drop_header_rows(table: _Table, raise_: bool) -> None:
 
     def token(role: str, k: int) -> str:
         s, ln = table.strs[role]
-        return bytes(table.file_bytes()[s[k]:s[k] + ln[k]]).decode("utf-8", errors="replace")
+        return bytes(table.file_bytes()[s[k] : s[k] + ln[k]]).decode("utf-8", errors="replace")
 
     k = int(heads[0])
-    what = (f"the user and item fields {token('user', k)!r} and {token('item', k)!r} are column names: this looks "
-            "like a header line in the middle of the file (were files concatenated?)")
+    what = (
+        f"the user and item fields {token('user', k)!r} and {token('item', k)!r} are column names: this looks "
+        "like a header line in the middle of the file (were files concatenated?)"
+    )
     if raise_:
         raise ValueError(f"{table.where(k)}: {what}")
     keep = np.ones(table.n_rows, dtype=bool)
     keep[heads] = False
     examples = [f"line {int(table.lines[h])}: {what}" for h in heads[:_MAX_EXAMPLES]]
-    table.bad_examples = tuple(sorted(table.bad_examples + tuple(examples),
-                                      key=lambda e: int(e.split(":")[0].split()[1])))[:_MAX_EXAMPLES]
+    table.bad_examples = tuple(
+        sorted(table.bad_examples + tuple(examples), key=lambda e: int(e.split(":")[0].split()[1]))
+    )[:_MAX_EXAMPLES]
     table.n_bad += len(heads)
     table.lines = table.lines[keep]
     for columns in (table.ints, table.floats):
@@ -393,13 +411,12 @@ def _drop_header_rows(table: _Table, raise_: bool) -> None:
     for name, (s, ln) in table.strs.items():
         table.strs[name] = (s[keep], ln[keep])
     if not table.n_rows:
-        raise ValueError(f"{table.label}: no line could be parsed ({table.n_bad} malformed lines; "
-                         f"first: {table.bad_examples[0]})")
+        raise ValueError(
+            f"{table.label}: no line could be parsed ({table.n_bad} malformed lines; first: {table.bad_examples[0]})"
+        )
 
 
-def _tokens_to_ids(
-    table: _Table, name: str, encoding: str, id_type: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _tokens_to_ids(table: _Table, name: str, encoding: str, id_type: str) -> tuple[np.ndarray, np.ndarray]:
     """Distinct ids of a string column and each row's code: (ids, codes).
 
     ``id_type="auto"`` gives integer ids when every token is a canonical
@@ -427,9 +444,7 @@ def _tokens_to_ids(
             decoded.append(b.decode(encoding))
         except UnicodeDecodeError as exc:
             row = int(np.argmax(codes.reshape(-1) == k))
-            raise ValueError(
-                f"{table.where(row)}: {name} id {b!r} is not valid {encoding} ({exc.reason})"
-            ) from None
+            raise ValueError(f"{table.where(row)}: {name} id {b!r} is not valid {encoding} ({exc.reason})") from None
     ids = np.array(decoded, dtype=str)
     codes = codes.reshape(-1).astype(np.int64)
     # Decoding can map different byte strings to one string only for

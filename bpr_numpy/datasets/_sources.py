@@ -106,7 +106,8 @@ class _Source:
             names = self._names
         else:
             names = sorted(
-                str(p.relative_to(self.path)) for p in list(self.path.iterdir()) + list(self.path.glob("*/*"))
+                str(p.relative_to(self.path))
+                for p in list(self.path.iterdir()) + list(self.path.glob("*/*"))
                 if p.is_file()
             )
         shown = ", ".join(names[:12])
@@ -123,7 +124,6 @@ class _Source:
         whole: its size on disk is real.
         """
         if self._zip is not None:
-
             return read_zip_member(self._zip, self._zip.getinfo(where), self.label)
         return Path(where).read_bytes()
 

@@ -104,8 +104,21 @@ def _exact_row(u, a, m, W, H, log_pop, alpha, state, rank_to_item, indices):  # 
 
 
 @njit(cache=True, nogil=True)
-def _fill_block(u0, u1, indptr, indices, W, H, log_pop, alias_prob, alias_idx, rank_to_item, alpha,  # pragma: no cover
-                seed, heavy):
+def _fill_block(
+    u0,
+    u1,
+    indptr,
+    indices,
+    W,
+    H,
+    log_pop,
+    alias_prob,
+    alias_idx,
+    rank_to_item,
+    alpha,  # pragma: no cover
+    seed,
+    heavy,
+):
     """Fill the rows of users ``u0..u1-1`` (see :func:`fill_rows_serial`)."""
     n_items = H.shape[0]
     f = W.shape[1]
@@ -158,8 +171,20 @@ def _fill_block(u0, u1, indptr, indices, W, H, log_pop, alias_prob, alias_idx, r
 
 
 @njit(cache=True, nogil=True)
-def fill_rows_serial(indptr, indices, W, H, log_pop, alias_prob, alias_idx, rank_to_item, alpha,  # pragma: no cover
-                     seed, block, heavy):
+def fill_rows_serial(
+    indptr,
+    indices,
+    W,
+    H,
+    log_pop,
+    alias_prob,
+    alias_idx,
+    rank_to_item,
+    alpha,  # pragma: no cover
+    seed,
+    block,
+    heavy,
+):
     """Fill each user's slice of ``indices`` with distinct, sorted item indices.
 
     Items are handled in popularity order (``H``, ``log_pop`` and the alias
@@ -177,17 +202,55 @@ def fill_rows_serial(indptr, indices, W, H, log_pop, alias_prob, alias_idx, rank
     """
     n_users = indptr.size - 1
     for u0 in range(0, n_users, block):
-        _fill_block(u0, min(n_users, u0 + block), indptr, indices, W, H, log_pop, alias_prob, alias_idx,
-                    rank_to_item, alpha, seed, heavy)
+        _fill_block(
+            u0,
+            min(n_users, u0 + block),
+            indptr,
+            indices,
+            W,
+            H,
+            log_pop,
+            alias_prob,
+            alias_idx,
+            rank_to_item,
+            alpha,
+            seed,
+            heavy,
+        )
 
 
 @njit(cache=True, parallel=True)
-def fill_rows_parallel(indptr, indices, W, H, log_pop, alias_prob, alias_idx, rank_to_item, alpha,  # pragma: no cover
-                       seed, block, heavy):
+def fill_rows_parallel(
+    indptr,
+    indices,
+    W,
+    H,
+    log_pop,
+    alias_prob,
+    alias_idx,
+    rank_to_item,
+    alpha,  # pragma: no cover
+    seed,
+    block,
+    heavy,
+):
     """:func:`fill_rows_serial` with blocks of users spread over numba's threads (same output)."""
     n_users = indptr.size - 1
     n_blocks = (n_users + block - 1) // block
     for b in prange(n_blocks):
         u0 = b * block
-        _fill_block(u0, min(n_users, u0 + block), indptr, indices, W, H, log_pop, alias_prob, alias_idx,
-                    rank_to_item, alpha, seed, heavy)
+        _fill_block(
+            u0,
+            min(n_users, u0 + block),
+            indptr,
+            indices,
+            W,
+            H,
+            log_pop,
+            alias_prob,
+            alias_idx,
+            rank_to_item,
+            alpha,
+            seed,
+            heavy,
+        )

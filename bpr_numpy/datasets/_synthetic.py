@@ -277,8 +277,10 @@ def synthetic(
     rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(int(random_state))
 
     # The planted factors (and H's reordered copy) and the interactions' indices, before any is made.
-    check_allocation(8 * (n_users + 2 * n_items) * factors + 4 * nnz,
-                     f"synthetic data of {n_users} users, {n_items} items, {nnz} pairs and {factors} factors")
+    check_allocation(
+        8 * (n_users + 2 * n_items) * factors + 4 * nnz,
+        f"synthetic data of {n_users} users, {n_items} items, {nnz} pairs and {factors} factors",
+    )
     user_rank = rng.permutation(n_users) + 1.0
     item_rank = rng.permutation(n_items) + 1.0
     W = _unit_rows(rng, n_users, factors)
@@ -293,7 +295,7 @@ def synthetic(
             raise ValueError(f"max_items_per_user={cap} exceeds n_items={n_items}")
         if nnz > n_users * cap:
             raise ValueError(f"nnz={nnz} cannot be reached with at most {cap} items for each of {n_users} users")
-    counts = _apportion(user_rank ** -b, nnz, 1 if nnz >= n_users else 0, cap)
+    counts = _apportion(user_rank**-b, nnz, 1 if nnz >= n_users else 0, cap)
     log_pop = -a * np.log(item_rank)
     # The kernel works in popularity order (rank 0 = most popular) for cache locality.
     rank_to_item = np.argsort(item_rank).astype(np.int64)
@@ -309,8 +311,20 @@ def synthetic(
     if parallel is None:
         parallel = nnz >= _PARALLEL_MIN_NNZ
     fill = fill_rows_parallel if parallel else fill_rows_serial
-    fill(indptr, indices, W, np.ascontiguousarray(H[rank_to_item]), log_pop_ranked, prob, alias, rank_to_item,
-         alpha, seed, chunk_users, heavy)
+    fill(
+        indptr,
+        indices,
+        W,
+        np.ascontiguousarray(H[rank_to_item]),
+        log_pop_ranked,
+        prob,
+        alias,
+        rank_to_item,
+        alpha,
+        seed,
+        chunk_users,
+        heavy,
+    )
 
     matrix = _make_csr(np.ones(nnz, dtype=dtype), indices, indptr, (n_users, n_items))
     desc = (
@@ -323,8 +337,10 @@ def synthetic(
         stored=nnz,
         n_users=n_users,
         n_items=n_items,
-        notes=("planted model: p(i | u) proportional to pop_i * exp(affinity_scale * cos(w_u, h_i)), "
-               "drawn without replacement",),
+        notes=(
+            "planted model: p(i | u) proportional to pop_i * exp(affinity_scale * cos(w_u, h_i)), "
+            "drawn without replacement",
+        ),
     )
     data = Interactions(
         matrix=matrix,
@@ -338,13 +354,16 @@ def synthetic(
 
 
 @overload
-def synthetic_small(random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False,
-                    **kwargs: Any) -> Interactions: ...
+def synthetic_small(
+    random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False, **kwargs: Any
+) -> Interactions: ...
 @overload
-def synthetic_small(random_state: int | np.random.Generator = 0, *, return_truth: Literal[True],
-                    **kwargs: Any) -> tuple[Interactions, PlantedTruth]: ...
-def synthetic_small(random_state: int | np.random.Generator = 0,
-                    **kwargs: Any) -> Interactions | tuple[Interactions, PlantedTruth]:
+def synthetic_small(
+    random_state: int | np.random.Generator = 0, *, return_truth: Literal[True], **kwargs: Any
+) -> tuple[Interactions, PlantedTruth]: ...
+def synthetic_small(
+    random_state: int | np.random.Generator = 0, **kwargs: Any
+) -> Interactions | tuple[Interactions, PlantedTruth]:
     """2,000 users x 1,000 items, 100,000 pairs: for examples, CI and quick runs.
 
     Parameters
@@ -363,13 +382,16 @@ def synthetic_small(random_state: int | np.random.Generator = 0,
 
 
 @overload
-def synthetic_benchmark(random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False,
-                        **kwargs: Any) -> Interactions: ...
+def synthetic_benchmark(
+    random_state: int | np.random.Generator = 0, *, return_truth: Literal[False] = False, **kwargs: Any
+) -> Interactions: ...
 @overload
-def synthetic_benchmark(random_state: int | np.random.Generator = 0, *, return_truth: Literal[True],
-                        **kwargs: Any) -> tuple[Interactions, PlantedTruth]: ...
-def synthetic_benchmark(random_state: int | np.random.Generator = 0,
-                        **kwargs: Any) -> Interactions | tuple[Interactions, PlantedTruth]:
+def synthetic_benchmark(
+    random_state: int | np.random.Generator = 0, *, return_truth: Literal[True], **kwargs: Any
+) -> tuple[Interactions, PlantedTruth]: ...
+def synthetic_benchmark(
+    random_state: int | np.random.Generator = 0, **kwargs: Any
+) -> Interactions | tuple[Interactions, PlantedTruth]:
     """200,000 users x 50,000 items, 20,000,000 pairs: the benchmark scale row.
 
     Parameters

@@ -33,9 +33,7 @@ def _check_matrix(x: Any, name: str) -> sp.csr_array:
             canonical = check_sparse_structure(csr, name)
     else:
         if isinstance(x, (str, bytes)) or (not hasattr(x, "__len__") and not hasattr(x, "__array__")):
-            raise TypeError(
-                f"{name} must be a 2-D scipy.sparse matrix or array-like, got {type(x).__name__}"
-            )
+            raise TypeError(f"{name} must be a 2-D scipy.sparse matrix or array-like, got {type(x).__name__}")
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged nested lists
@@ -91,13 +89,9 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
         uf = np.asarray(uf)
         itf = np.asarray(itf)
         if uf.ndim != 2 or itf.ndim != 2:
-            raise ValueError(
-                f"user_factors and item_factors must be 2-D, got shapes {uf.shape} and {itf.shape}"
-            )
+            raise ValueError(f"user_factors and item_factors must be 2-D, got shapes {uf.shape} and {itf.shape}")
         if uf.shape[1] != itf.shape[1]:
-            raise ValueError(
-                f"user_factors has {uf.shape[1]} factors but item_factors has {itf.shape[1]}"
-            )
+            raise ValueError(f"user_factors has {uf.shape[1]} factors but item_factors has {itf.shape[1]}")
         if uf.dtype.kind not in "biuf" or itf.dtype.kind not in "biuf":
             raise TypeError(f"factors must be real numbers, got {uf.dtype} and {itf.dtype}")
         if uf.dtype.kind != "f":
@@ -112,9 +106,7 @@ def _as_block_scorer(model: Any) -> tuple[BlockScorer, int | None, int | None]:
         if bias is not None:
             bias = np.asarray(bias)
             if bias.shape != (itf.shape[0],):
-                raise ValueError(
-                    f"{bias_name} has shape {bias.shape} but item_factors has {itf.shape[0]} rows"
-                )
+                raise ValueError(f"{bias_name} has shape {bias.shape} but item_factors has {itf.shape[0]} rows")
             if bias.dtype.kind not in "biuf" or not np.all(np.isfinite(bias)):
                 raise ValueError(f"{bias_name} must be finite real numbers")
         itf_t = itf.T  # BLAS takes the transposed view without a copy
@@ -139,8 +131,7 @@ def _score(scorer: BlockScorer, users: np.ndarray, n_items: int) -> np.ndarray:
     block = np.asarray(block)
     if block.shape != (len(users), n_items):
         raise ValueError(
-            f"the scorer returned shape {block.shape} for {len(users)} users; "
-            f"expected ({len(users)}, {n_items})"
+            f"the scorer returned shape {block.shape} for {len(users)} users; expected ({len(users)}, {n_items})"
         )
     if block.dtype.kind not in "biuf":
         raise TypeError(f"the scorer returned dtype {block.dtype}; expected real numbers")

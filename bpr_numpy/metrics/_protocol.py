@@ -44,9 +44,7 @@ def _resolve_metrics(metrics: Iterable[str] | None) -> list[str]:
             raise TypeError(f"metric names must be strings, got {m!r}")
         if m not in METRIC_NAMES:
             hint = "; the cut-off is given by k" if "@" in m else ""
-            raise ValueError(
-                f"unknown metric {m!r}; expected some of {', '.join(METRIC_NAMES)}{hint}"
-            )
+            raise ValueError(f"unknown metric {m!r}; expected some of {', '.join(METRIC_NAMES)}{hint}")
         if m not in out:
             out.append(m)
     if not out:
@@ -148,10 +146,7 @@ def evaluate(
     n_users, n_items = train_csr.shape
     scorer, m_users, m_items = _as_block_scorer(model)
     if m_users is not None and (m_users, m_items) != (n_users, n_items):
-        raise ValueError(
-            f"model has {m_users} users and {m_items} items but train/test have shape "
-            f"{train_csr.shape}"
-        )
+        raise ValueError(f"model has {m_users} users and {m_items} items but train/test have shape {train_csr.shape}")
     if block_size is None:
         block_size = max(1, DEFAULT_BLOCK_BYTES // (8 * max(n_items, 1)))
     elif isinstance(block_size, bool) or not isinstance(block_size, (numbers.Integral, np.integer)):
@@ -414,9 +409,7 @@ def mrr(model: Any, train: Any, test: Any, *, exclude_train: bool = True,
                     block_size=block_size)["mrr"]  # fmt: skip
 
 
-def auc_from_scores(
-    scores: np.ndarray, positives: np.ndarray, candidates: np.ndarray | None = None
-) -> np.ndarray:
+def auc_from_scores(scores: np.ndarray, positives: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
     """Per-row AUC of a dense score matrix (Mann-Whitney U, ties one half).
 
     Parameters

@@ -246,8 +246,9 @@ class BPR(ParameterMixin, FactorModel):
     def _check_params(self) -> None:
         """Check every hyperparameter against :data:`bpr_numpy._parameters.CONSTRAINTS`, then the joint rules."""
         if isinstance(self.item_bias, np.ndarray):
-            raise TypeError("item_bias is the flag (learn an item bias or not); the learned biases are "
-                            "model.item_biases")
+            raise TypeError(
+                "item_bias is the flag (learn an item bias or not); the learned biases are model.item_biases"
+            )
         params = self.get_params()
         check_parameters(params)
         check_combination(params)
@@ -324,13 +325,15 @@ class BPR(ParameterMixin, FactorModel):
         self._check_params()
         matrix, maps = _training.interactions(user_items)
         features = _training.build_features(self, matrix.shape, user_features, item_features)
-        tracker = None if validation is None else _Validation(validation, metric, patience, validate_every,
-                                                               matrix.shape)
+        tracker = (
+            None if validation is None else _Validation(validation, metric, patience, validate_every, matrix.shape)
+        )
         _training.start(self, matrix, features)
         if maps is not None:
             self.user_ids, self.item_ids, self.item_titles = maps
-        return _training.train(self, matrix, self.epochs if epochs is None else epochs, callback, show_progress,
-                               tracker)
+        return _training.train(
+            self, matrix, self.epochs if epochs is None else epochs, callback, show_progress, tracker
+        )
 
     def partial_fit(
         self,
@@ -380,8 +383,16 @@ class BPR(ParameterMixin, FactorModel):
         return _training.train(self, matrix, epochs, callback, show_progress)
 
     # ------------------------------------------------------------------ inference (the rest: FactorModel)
-    def fold_in(self, user_items, *, regularization: float | None = None, max_iter: int = 200,
-                tol: float = 1e-6, max_pairs: int = 1 << 20, random_state: int | None = 0) -> np.ndarray:
+    def fold_in(
+        self,
+        user_items,
+        *,
+        regularization: float | None = None,
+        max_iter: int = 200,
+        tol: float = 1e-6,
+        max_pairs: int = 1 << 20,
+        random_state: int | None = 0,
+    ) -> np.ndarray:
         """Factors of new users from their interactions, without touching the model.
 
         Each row's vector minimises the user's expected training objective
@@ -412,9 +423,17 @@ class BPR(ParameterMixin, FactorModel):
         else:
             regularization = Regularization.coerce(regularization).user
         _, item_factors, item_biases = self._factors()
-        return fold_in_users(item_factors, item_biases if self.item_bias else None, user_items,
-                             loss=self.loss, user_regularization=regularization, max_iter=max_iter, tol=tol,
-                             max_pairs=max_pairs, random_state=random_state)
+        return fold_in_users(
+            item_factors,
+            item_biases if self.item_bias else None,
+            user_items,
+            loss=self.loss,
+            user_regularization=regularization,
+            max_iter=max_iter,
+            tol=tol,
+            max_pairs=max_pairs,
+            random_state=random_state,
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
@@ -454,4 +473,3 @@ class BPR(ParameterMixin, FactorModel):
         except ValueError as exc:
             raise ValueError(f"{path} is not a readable bpr_numpy model file ({exc})") from None
         return from_arrays(cls, arrays, path)
-

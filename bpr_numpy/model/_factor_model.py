@@ -24,8 +24,14 @@ from ._retrieval import top_k
 __all__ = ["FactorModel"]
 
 #: The trained arrays, in the order of ``BPR._parameters()`` (the embeddings only with side features).
-PARAMETER_NAMES = ("user_factors", "item_factors", "item_biases", "user_embeddings", "item_embeddings",
-                    "item_bias_embeddings")
+PARAMETER_NAMES = (
+    "user_factors",
+    "item_factors",
+    "item_biases",
+    "user_embeddings",
+    "item_embeddings",
+    "item_bias_embeddings",
+)
 
 
 class FactorModel:
@@ -147,12 +153,15 @@ class FactorModel:
         if V.ndim != 2 or V.shape[1] != f or V.shape[0] < 1:
             raise ValueError(f"model.item_factors has shape {V.shape}; expected (n_items, {f}) (factors={f})")
         if b.shape != (V.shape[0],):
-            raise ValueError(f"model.item_biases has shape {b.shape}; expected ({V.shape[0]},), "
-                             "one bias per row of item_factors")
+            raise ValueError(
+                f"model.item_biases has shape {b.shape}; expected ({V.shape[0]},), one bias per row of item_factors"
+            )
         shape = (U.shape[0], V.shape[0])
         if self._user_items is not None and self._user_items.shape != shape:
-            raise ValueError(f"the model's factors are for {shape[0]} users x {shape[1]} items but its "
-                             f"interactions (model.user_items) are {self._user_items.shape}")
+            raise ValueError(
+                f"the model's factors are for {shape[0]} users x {shape[1]} items but its "
+                f"interactions (model.user_items) are {self._user_items.shape}"
+            )
         for name, expected in (("user_ids", shape[0]), ("item_ids", shape[1]), ("item_titles", shape[1])):
             value = getattr(self, name)
             if value is not None and np.shape(value) != (expected,):
@@ -162,14 +171,18 @@ class FactorModel:
                 raise ValueError(f"{name} has {has} but the model has {expected} {what}")
         if self._features is not None:
             users, items = self._features.users, self._features.items
-            for name, a, expected in (("user_embeddings", arrays["user_embeddings"], (users.n_features, f)),
-                                      ("item_embeddings", arrays["item_embeddings"], (items.n_features, f)),
-                                      ("item_bias_embeddings", arrays["item_bias_embeddings"], (items.n_features,))):
+            for name, a, expected in (
+                ("user_embeddings", arrays["user_embeddings"], (users.n_features, f)),
+                ("item_embeddings", arrays["item_embeddings"], (items.n_features, f)),
+                ("item_bias_embeddings", arrays["item_bias_embeddings"], (items.n_features,)),
+            ):
                 if a.shape != expected:
                     raise ValueError(f"model.{name} has shape {a.shape}; expected {expected}")
             if (users.n_rows, items.n_rows) != shape:
-                raise ValueError(f"the model's factors are for {shape[0]} users x {shape[1]} items but its side "
-                                 f"features are for {users.n_rows} x {items.n_rows}")
+                raise ValueError(
+                    f"the model's factors are for {shape[0]} users x {shape[1]} items but its side "
+                    f"features are for {users.n_rows} x {items.n_rows}"
+                )
 
     def _parameters(self) -> list[Any]:
         """Every trained array: the factors and biases, then (side features) the embeddings.
@@ -185,11 +198,6 @@ class FactorModel:
         if self._features is not None:
             self._features.set_embeddings(arrays[3:])
         self._item_norms = None
-
-
-
-
-
 
     # The training loop lives in model/_training.py; these are the estimator's doors to it.
 
@@ -226,8 +234,16 @@ class FactorModel:
             raise ValueError(f"user_items has shape {matrix.shape}; the model has {(self.n_users, self.n_items)}")
         return matrix
 
-    def recommend(self, users=None, n: int = 10, *, filter_liked: bool = True, user_items=None,
-                  user_factors=None, as_frame: bool = False):
+    def recommend(
+        self,
+        users=None,
+        n: int = 10,
+        *,
+        filter_liked: bool = True,
+        user_items=None,
+        user_factors=None,
+        as_frame: bool = False,
+    ):
         """Top-``n`` items for one user or a batch of users.
 
         Parameters
@@ -272,12 +288,15 @@ class FactorModel:
             liked = None
             if filter_liked:
                 if user_items is None:
-                    raise ValueError("filter_liked=True with user_factors needs user_items: the new users' rows "
-                                     "(or pass filter_liked=False)")
+                    raise ValueError(
+                        "filter_liked=True with user_factors needs user_items: the new users' rows "
+                        "(or pass filter_liked=False)"
+                    )
                 liked = as_user_items(user_items, require_positive=False)
                 if liked.shape != (len(query), self.n_items):
-                    raise ValueError(f"user_items has shape {liked.shape}; expected one row per vector, "
-                                     f"{(len(query), self.n_items)}")
+                    raise ValueError(
+                        f"user_items has shape {liked.shape}; expected one row per vector, {(len(query), self.n_items)}"
+                    )
         else:
             if users is None:
                 raise ValueError("recommend needs users (trained rows) or user_factors (new vectors)")
@@ -293,15 +312,15 @@ class FactorModel:
         k = min(int(n), self.n_items)
         threads = self._threads()
         _, V, b = self._factors()
-        items, scores = top_k(query, V, b, k, rows=batch,
-                               exclude=liked, threads=threads)
+        items, scores = top_k(query, V, b, k, rows=batch, exclude=liked, threads=threads)
         candidates = self.n_items - (np.diff(liked.indptr)[batch] if liked is not None else 0)
         self._check_ranking(items, scores, np.minimum(candidates, k), query[batch])
         if as_frame:
             from .._frames import recommendations_frame
 
-            return recommendations_frame(self, batch if user_factors is None else np.full(len(batch), -1),
-                                         items, scores)
+            return recommendations_frame(
+                self, batch if user_factors is None else np.full(len(batch), -1), items, scores
+            )
         if single:
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
@@ -310,8 +329,11 @@ class FactorModel:
     def _nonfinite_parameter(self, query: np.ndarray | None = None) -> str | None:
         """The name of the first parameter array (or the query vectors) holding NaN or inf, else None."""
         named: list[tuple[str, np.ndarray | None]] = [("user_factors", query)] if query is not None else []
-        named += [("user_factors", self.user_factors), ("item_factors", self.item_factors),
-                  ("item_biases", self.item_biases)]
+        named += [
+            ("user_factors", self.user_factors),
+            ("item_factors", self.item_factors),
+            ("item_biases", self.item_biases),
+        ]
         for name, a in named:
             if a is not None and not np.isfinite(a).all():
                 return name
@@ -328,8 +350,10 @@ class FactorModel:
             return
         name = self._nonfinite_parameter(query)
         if name is not None:
-            raise ValueError(f"model.{name} holds NaN or infinite values: its scores cannot be ranked. "
-                             "Refit, or replace the array with finite values")
+            raise ValueError(
+                f"model.{name} holds NaN or infinite values: its scores cannot be ranked. "
+                "Refit, or replace the array with finite values"
+            )
 
     # ------------------------------------------------------------------ cold start (side features)
     def _fitted_features(self) -> Features:
@@ -442,12 +466,22 @@ class FactorModel:
         batch = np.atleast_1d(q)
         k = min(int(n), self.n_items - 1)
         # Row i of the identity excludes item i: the query is not its own neighbour.
-        own = sp.csr_matrix((np.ones(self.n_items), np.arange(self.n_items), np.arange(self.n_items + 1)),
-                            shape=(self.n_items, self.n_items))
+        own = sp.csr_matrix(
+            (np.ones(self.n_items), np.arange(self.n_items), np.arange(self.n_items + 1)),
+            shape=(self.n_items, self.n_items),
+        )
         threads = self._threads()
         # Unit vectors: every bound is 1, so reordering the items would settle nothing.
-        nb, sc = top_k(unit, unit, np.zeros(self.n_items, dtype=unit.dtype), k, rows=batch, exclude=own,
-                        threads=threads, prune=False)
+        nb, sc = top_k(
+            unit,
+            unit,
+            np.zeros(self.n_items, dtype=unit.dtype),
+            k,
+            rows=batch,
+            exclude=own,
+            threads=threads,
+            prune=False,
+        )
         self._check_ranking(nb, sc, k, unit[batch])
         if np.ndim(q) == 0:
             return nb[0], sc[0]

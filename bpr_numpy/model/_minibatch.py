@@ -60,9 +60,19 @@ class BatchResult(NamedTuple):
     ordered: int
 
 
-def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases: np.ndarray | None,
-                state: OptimizerState, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray, *,
-                learning_rate: float, loss: str, regularization: Regularization) -> BatchResult:
+def apply_batch(
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    item_biases: np.ndarray | None,
+    state: OptimizerState,
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    *,
+    learning_rate: float,
+    loss: str,
+    regularization: Regularization,
+) -> BatchResult:
     """One step on the mean objective of a batch of triplets, in place.
 
     Parameters
@@ -100,9 +110,18 @@ def apply_batch(user_factors: np.ndarray, item_factors: np.ndarray, item_biases:
     return BatchResult(float(pair_loss(terms.scores, loss).sum()), int((terms.scores > 0).sum()))
 
 
-def apply_hybrid_batch(features: Features, use_bias: bool, state: OptimizerState, users: np.ndarray,
-                       positives: np.ndarray, negatives: np.ndarray, *, learning_rate: float, loss: str,
-                       regularization: Regularization) -> BatchResult:
+def apply_hybrid_batch(
+    features: Features,
+    use_bias: bool,
+    state: OptimizerState,
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    *,
+    learning_rate: float,
+    loss: str,
+    regularization: Regularization,
+) -> BatchResult:
     """:func:`apply_batch` for the model with side features: the step moves the feature embeddings.
 
     The batch's gradient is :func:`bpr_numpy.objective.hybrid_triplet_gradients` on the feature
@@ -129,13 +148,18 @@ def apply_hybrid_batch(features: Features, use_bias: bool, state: OptimizerState
     F = item_embeddings[rows_i].astype(np.float64)
     c = item_bias_embeddings[rows_i].astype(np.float64) if use_bias else None
     local = np.arange(n)
-    grads = hybrid_triplet_gradients(E, F, c, X, Y, local, local, local + n, loss=loss,
-                                     regularization=regularization)
+    grads = hybrid_triplet_gradients(E, F, c, X, Y, local, local, local + n, loss=loss, regularization=regularization)
     scores = triplet_scores(*hybrid_representations(E, F, c, X, Y), local, local, local + n)
-    params = (features.user_embeddings, features.item_embeddings,
-              features.item_bias_embeddings if use_bias else None)
-    _step(params, state, rows_u, rows_i, (grads.user_embeddings, grads.item_embeddings,
-                                          grads.item_bias_embeddings if use_bias else None), n, learning_rate)
+    params = (features.user_embeddings, features.item_embeddings, features.item_bias_embeddings if use_bias else None)
+    _step(
+        params,
+        state,
+        rows_u,
+        rows_i,
+        (grads.user_embeddings, grads.item_embeddings, grads.item_bias_embeddings if use_bias else None),
+        n,
+        learning_rate,
+    )
     return BatchResult(float(pair_loss(scores, loss).sum()), int((scores > 0).sum()))
 
 
@@ -145,8 +169,15 @@ def _used_columns(rows: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
     return used, sp.csr_matrix((rows.data, local.ravel(), rows.indptr), shape=(rows.shape[0], len(used)))
 
 
-def _step(params: tuple, state: OptimizerState, rows_u: np.ndarray, rows_i: np.ndarray, grads: tuple, n: int,
-          learning_rate: float) -> None:
+def _step(
+    params: tuple,
+    state: OptimizerState,
+    rows_u: np.ndarray,
+    rows_i: np.ndarray,
+    grads: tuple,
+    n: int,
+    learning_rate: float,
+) -> None:
     """The optimiser's step on the touched rows, with the batch's summed gradients divided by ``n``.
 
     ``params`` and ``grads`` are (users, items, item biases or None); the rows are distinct.
@@ -167,8 +198,7 @@ def _step(params: tuple, state: OptimizerState, rows_u: np.ndarray, rows_i: np.n
     apply_rows(users, rows_u, g_u * scale, state.user_first, state.user_second, t_u, state.code, learning_rate)
     apply_rows(items, rows_i, g_i * scale, state.item_first, state.item_second, t_i, state.code, learning_rate)
     if biases is not None:
-        apply_rows(biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code,
-                   learning_rate)
+        apply_rows(biases, rows_i, g_b * scale, state.bias_first, state.bias_second, t_i, state.code, learning_rate)
 
 
 def _groups(index: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -200,8 +230,15 @@ def _liked(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int)
     return keys[at] == wanted if len(keys) else np.zeros(len(wanted), bool)
 
 
-def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray, n_items: int,
-                   skip_liked: bool, alias: tuple[np.ndarray, np.ndarray], keeps_liked: bool = False) -> np.ndarray:
+def draw_negatives(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    keys: np.ndarray,
+    n_items: int,
+    skip_liked: bool,
+    alias: tuple[np.ndarray, np.ndarray],
+    keeps_liked: bool = False,
+) -> np.ndarray:
     """A negative for each user by the sampler's law; -1 where the sample is skipped.
 
     A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws, as in the kernels), skips
@@ -221,23 +258,33 @@ def draw_negatives(rng: np.random.Generator, users: np.ndarray, keys: np.ndarray
     return negatives
 
 
-def _drawn(spec: sampling.Sampler, rng: np.random.Generator, users: np.ndarray, positives: np.ndarray,
-           matrix: sp.csr_matrix) -> np.ndarray:
+def _drawn(
+    spec: sampling.Sampler, rng: np.random.Generator, users: np.ndarray, positives: np.ndarray, matrix: sp.csr_matrix
+) -> np.ndarray:
     """A sampler's own ``draw`` for a batch, checked: one item (or -1, skip) per triplet."""
     draw = spec.draw
     assert draw is not None, "called for a sampler with its own draw"
     drawn = np.asarray(draw(users, positives, matrix, rng))
     if drawn.shape != users.shape or drawn.dtype.kind not in "iu":
-        raise ValueError(f"sampler {spec.name!r}: draw must return one integer item per triplet "
-                         f"(shape {users.shape}), got dtype {drawn.dtype} and shape {drawn.shape}")
+        raise ValueError(
+            f"sampler {spec.name!r}: draw must return one integer item per triplet "
+            f"(shape {users.shape}), got dtype {drawn.dtype} and shape {drawn.shape}"
+        )
     if drawn.size and (drawn.min() < -1 or drawn.max() >= matrix.shape[1]):
         raise ValueError(f"sampler {spec.name!r}: draw returned an item outside [-1, {matrix.shape[1]})")
     return drawn.astype(np.intp)
 
 
-def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
-              alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None, reg: Regularization,
-              n_samples: int | None = None) -> EpochReport | None:
+def run_epoch(
+    model: BPR,
+    matrix: sp.csr_matrix,
+    user_of: np.ndarray,
+    threads: int,
+    alias: tuple[np.ndarray, np.ndarray],
+    bitmap: np.ndarray | None,
+    reg: Regularization,
+    n_samples: int | None = None,
+) -> EpochReport | None:
     """One epoch of minibatches over ``matrix`` (the signature of :func:`._training.run_epoch`).
 
     ``threads`` and ``bitmap`` are not used (NumPy uses its own threads for the products);
@@ -268,7 +315,7 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     start = time.perf_counter()
     order = rng.permutation(matrix.nnz)
     for first in range(0, matrix.nnz, batch):
-        pairs = order[first:first + batch]
+        pairs = order[first : first + batch]
         users = user_of[pairs].astype(np.intp)
         positives = matrix.indices[pairs].astype(np.intp)
         if spec.draw is not None:
@@ -282,13 +329,30 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
         if not len(users):
             continue
         if features is None:
-            result = apply_batch(user_factors, item_factors, biases, state, users,
-                                 positives, negatives, learning_rate=learning_rate, loss=model.loss,
-                                 regularization=reg)
+            result = apply_batch(
+                user_factors,
+                item_factors,
+                biases,
+                state,
+                users,
+                positives,
+                negatives,
+                learning_rate=learning_rate,
+                loss=model.loss,
+                regularization=reg,
+            )
         else:
-            result = apply_hybrid_batch(features, bool(model.item_bias), state, users, positives,
-                                        negatives, learning_rate=learning_rate, loss=model.loss,
-                                        regularization=reg)
+            result = apply_hybrid_batch(
+                features,
+                bool(model.item_bias),
+                state,
+                users,
+                positives,
+                negatives,
+                learning_rate=learning_rate,
+                loss=model.loss,
+                regularization=reg,
+            )
         loss_sum += result.loss
         ordered += result.ordered
     if features is not None:

@@ -33,8 +33,20 @@ FORMAT_NAME = "bpr_numpy.model"
 FORMAT_VERSION = 1
 
 # Every entry BPR.save may write into a model file.
-_MODEL_ENTRIES = frozenset({"meta", "user_factors", "item_factors", "item_bias", "user_items_indptr",
-                            "user_items_indices", "user_ids", "item_ids", "item_titles", *Features.ENTRIES})
+_MODEL_ENTRIES = frozenset(
+    {
+        "meta",
+        "user_factors",
+        "item_factors",
+        "item_bias",
+        "user_items_indptr",
+        "user_items_indices",
+        "user_ids",
+        "item_ids",
+        "item_titles",
+        *Features.ENTRIES,
+    }
+)
 
 
 def save(model: BPR, path: str | os.PathLike, *, include_interactions: bool = True) -> None:
@@ -139,14 +151,21 @@ def from_arrays(cls: type[BPR], arrays: dict, path: str) -> BPR:
         if "user_items_indptr" not in arrays or "user_items_indices" not in arrays:
             raise bad("the stored interactions lack their indptr or their indices")
         indptr, indices = arrays["user_items_indptr"], arrays["user_items_indices"]
-        if (indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu"
-                or indices.dtype.kind not in "iu" or indptr.shape != (U.shape[0] + 1,)
-                or indptr[-1] != len(indices)):
+        if (
+            indptr.ndim != 1
+            or indices.ndim != 1
+            or indptr.dtype.kind not in "iu"
+            or indices.dtype.kind not in "iu"
+            or indptr.shape != (U.shape[0] + 1,)
+            or indptr[-1] != len(indices)
+        ):
             raise bad("the stored interactions do not match the factor shapes")
         try:  # checks every index against the shapes before anything reads them
             user_items = as_user_items(
                 csr_from_arrays(np.ones(len(indices), np.float32), indices, indptr, (U.shape[0], V.shape[0])),
-                "the stored interactions", require_positive=False)
+                "the stored interactions",
+                require_positive=False,
+            )
         except (TypeError, ValueError) as exc:
             raise bad(str(exc)) from None
     # The id maps are optional: files written before they existed load with None.
@@ -173,13 +192,13 @@ def from_arrays(cls: type[BPR], arrays: dict, path: str) -> BPR:
     features = None
     if "features" in meta or any(k in arrays for k in Features.ENTRIES):
         try:
-            features = Features.from_arrays(arrays, meta.get("features"), U.shape[0], V.shape[0], model.factors,
-                                            dtype)
+            features = Features.from_arrays(arrays, meta.get("features"), U.shape[0], V.shape[0], model.factors, dtype)
         except (TypeError, ValueError) as exc:
             raise bad(str(exc)) from None
         for label, side in (("users", features.users), ("items", features.items)):
             if side.normalize != bool(model.normalize_features) or (
-                    side.n_metadata and side.identity != (model.identity in (True, label))):
+                side.n_metadata and side.identity != (model.identity in (True, label))
+            ):
                 raise bad(f"its {label[:-1]} features do not follow its identity/normalize_features settings")
         # The factors are the embeddings' sums: a file whose two disagree is damaged.
         rebuilt = features.representations(bool(model.item_bias))
@@ -237,8 +256,10 @@ def _id_array(values, name: str, expected: int, *, titles: bool = False) -> np.n
         # "a\0" would be one id once saved, so the raw values are looked at.
         ends = [k for k, v in enumerate(values) if isinstance(v, str) and v.endswith("\0")]
         if ends:
-            raise ValueError(f"{name}[{ends[0]}] ends with a NUL character, which a saved model cannot keep "
-                             "(it would load as another id)")
+            raise ValueError(
+                f"{name}[{ends[0]}] ends with a NUL character, which a saved model cannot keep "
+                "(it would load as another id)"
+            )
     out = arr.astype(str) if arr.dtype.kind != "U" else arr
     if not titles and len(np.unique(out)) != len(out):
         values, counts = np.unique(out, return_counts=True)

@@ -58,8 +58,10 @@ class EpochReport:
     validation: float | None = None
 
     def __str__(self) -> str:
-        text = (f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
-                f"skipped {self.skipped}  {self.seconds:.3f} s  {self.samples_per_second / 1e6:.2f} M samples/s")
+        text = (
+            f"epoch {self.epoch:4d}  loss {self.loss:.4f}  ordered {self.ordered_fraction:.4f}  "
+            f"skipped {self.skipped}  {self.seconds:.3f} s  {self.samples_per_second / 1e6:.2f} M samples/s"
+        )
         if self.validation is not None:
             text += f"  {self.metric} {self.validation:.4f}"
         return text
@@ -82,15 +84,17 @@ class _Validation:
             raise TypeError(f"metric must be a string such as 'ndcg@10', got {type(metric).__name__}")
         name, at, k = metric.partition("@")
         top_k = name in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
-        if (name not in metrics.METRIC_NAMES or (at and not top_k)
-                or (at and (not k.isdigit() or int(k) < 1))):
-            raise ValueError(f"unknown validation metric {metric!r}; use one of {', '.join(metrics.METRIC_NAMES)}, "
-                             "with @k for the top-k ones (e.g. 'ndcg@10')")
+        if name not in metrics.METRIC_NAMES or (at and not top_k) or (at and (not k.isdigit() or int(k) < 1)):
+            raise ValueError(
+                f"unknown validation metric {metric!r}; use one of {', '.join(metrics.METRIC_NAMES)}, "
+                "with @k for the top-k ones (e.g. 'ndcg@10')"
+            )
         self.name, self.k = name, int(k) if at else 10
         self.key = f"{name}@{self.k}" if top_k else name
         for label, value, low in (("patience", patience, 1), ("validate_every", every, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < low):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+            ):
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
         self.patience, self.every = patience, every
         self.best_score = -np.inf
@@ -109,8 +113,11 @@ class _Validation:
         if value > self.best_score:  # NaN (no evaluable user) never counts as an improvement
             self.best_score, self.best_epoch = value, report.epoch
             self.best_params = [a.copy() for a in model._parameters()]
-        stop = self.patience is not None and report.epoch - (self.best_epoch or 0) >= self.patience \
+        stop = (
+            self.patience is not None
+            and report.epoch - (self.best_epoch or 0) >= self.patience
             and self.best_epoch is not None
+        )
         return report, stop
 
     def restore_best(self, model: BPR) -> None:
@@ -120,8 +127,9 @@ class _Validation:
         model.best_score_ = None if self.best_epoch is None else self.best_score
 
 
-def epoch_report(epoch: int, loss_sum: float, ordered_sum: float, skipped: int, samples: int,
-                 seconds: float) -> EpochReport:
+def epoch_report(
+    epoch: int, loss_sum: float, ordered_sum: float, skipped: int, samples: int, seconds: float
+) -> EpochReport:
     """The report of an epoch from its kernels' sums (means over the applied samples)."""
     applied = samples - skipped
     return EpochReport(

@@ -12,10 +12,19 @@ import scipy.sparse as sp
 __all__ = ["top_k"]
 
 
-def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k: int, *,
-           rows: np.ndarray | None = None, exclude: sp.csr_matrix | None = None, threads: int = 1,
-           block: int | None = None, tile: int | None = None,
-           prune: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    query: np.ndarray,
+    item_factors: np.ndarray,
+    item_bias: np.ndarray,
+    k: int,
+    *,
+    rows: np.ndarray | None = None,
+    exclude: sp.csr_matrix | None = None,
+    threads: int = 1,
+    block: int | None = None,
+    tile: int | None = None,
+    prune: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of ``query[rows] @ item_factors.T + item_bias``, best first.
 
     Ranks exactly as :func:`bpr_numpy._topk_kernels._top_k` (so recommendations and top-k
@@ -108,7 +117,7 @@ def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k:
     def run(start: int) -> None:
         # One block of rows from start to finish: products, heaps and output rows are
         # the block's own, so blocks need no synchronisation between them.
-        r = rows[start:start + block]
+        r = rows[start : start + block]
         m = len(r)
         ub = np.ascontiguousarray(query[r])
         buf = np.empty(m * tile, dtype=dtype)
@@ -118,16 +127,18 @@ def top_k(query: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray, k:
         q_norms = np.sqrt(np.einsum("ij,ij->i", ub, ub, dtype=np.float64)) if prune else None
         for t, t0 in enumerate(range(0, n_items, tile)):
             if prune and t:
-                n_active = kern._drop_settled(active, n_active, heap_s, sizes, q_norms, max_norm[t], max_bias[t],
-                                              slack, floor, ub)
+                n_active = kern._drop_settled(
+                    active, n_active, heap_s, sizes, q_norms, max_norm[t], max_bias[t], slack, floor, ub
+                )
                 if not n_active:
                     break
             w = min(tile, n_items - t0)
-            s = buf[:n_active * w].reshape(n_active, w)
-            np.matmul(ub[:n_active], factors[t0:t0 + w].T, out=s)
-            kern._offer_tile(s, bias, order, t0, active, n_active, r, indptr, indices, exclude is not None,
-                             heap_s, heap_i, sizes)
-        kern._heaps_to_rows(heap_s, heap_i, sizes, items[start:start + m], scores[start:start + m])
+            s = buf[: n_active * w].reshape(n_active, w)
+            np.matmul(ub[:n_active], factors[t0 : t0 + w].T, out=s)
+            kern._offer_tile(
+                s, bias, order, t0, active, n_active, r, indptr, indices, exclude is not None, heap_s, heap_i, sizes
+            )
+        kern._heaps_to_rows(heap_s, heap_i, sizes, items[start : start + m], scores[start : start + m])
 
     starts = range(0, n, block)
     limit = contextlib.nullcontext()

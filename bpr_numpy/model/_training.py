@@ -101,12 +101,16 @@ def check_feature_settings(model: BPR) -> None:
         return
     if not sampling.REGISTRY[model.sampler].hybrid:
         usable = ", ".join(s.name for s in sampling.REGISTRY.values() if s.hybrid)
-        raise ValueError(f"side features with solver='kernel' support the samplers {usable}, not "
-                         f"{model.sampler!r} (solver='minibatch' draws any fixed law)")
+        raise ValueError(
+            f"side features with solver='kernel' support the samplers {usable}, not "
+            f"{model.sampler!r} (solver='minibatch' draws any fixed law)"
+        )
     if not OPTIMIZER_REGISTRY[model.optimizer].hybrid:
         usable = ", ".join(o.name for o in OPTIMIZER_REGISTRY.values() if o.hybrid)
-        raise ValueError(f"side features with solver='kernel' support optimizer {usable}, not "
-                         f"{model.optimizer!r} (solver='minibatch' applies every optimiser)")
+        raise ValueError(
+            f"side features with solver='kernel' support optimizer {usable}, not "
+            f"{model.optimizer!r} (solver='minibatch' applies every optimiser)"
+        )
 
 
 def build_features(model: BPR, shape: tuple[int, int], user_features, item_features) -> Features | None:
@@ -114,8 +118,9 @@ def build_features(model: BPR, shape: tuple[int, int], user_features, item_featu
     if user_features is None and item_features is None:
         return None
     check_feature_settings(model)
-    return Features.build(shape, user_features, item_features, identity=model.identity,
-                          normalize=bool(model.normalize_features))
+    return Features.build(
+        shape, user_features, item_features, identity=model.identity, normalize=bool(model.normalize_features)
+    )
 
 
 def interactions(user_items) -> tuple[sp.csr_matrix, tuple | None]:
@@ -131,8 +136,10 @@ def check_same_ids(model: BPR, maps: tuple) -> None:
     """``partial_fit`` on an Interactions: its ids must be the model's (the rows are the same users)."""
     for name, mine, theirs in zip(("user_ids", "item_ids"), (model.user_ids, model.item_ids), maps[:2], strict=True):
         if mine is not None and (len(mine) != len(theirs) or not np.array_equal(mine, theirs)):
-            raise ValueError(f"the Interactions' {name} differ from the model's: rows would mean other "
-                             "users or items (align them first: Interactions.with_id_space_of)")
+            raise ValueError(
+                f"the Interactions' {name} differ from the model's: rows would mean other "
+                "users or items (align them first: Interactions.with_id_space_of)"
+            )
 
 
 def start(model: BPR, matrix: sp.csr_matrix, features: Features | None) -> None:
@@ -152,8 +159,9 @@ def resume(model: BPR, matrix: sp.csr_matrix, features: Features | None, user_fe
     """
     model._check_fitted()
     if matrix.shape != (model.n_users, model.n_items):
-        raise ValueError(f"user_items has shape {matrix.shape} but the model was fitted on "
-                         f"{(model.n_users, model.n_items)}")
+        raise ValueError(
+            f"user_items has shape {matrix.shape} but the model was fitted on {(model.n_users, model.n_items)}"
+        )
     if features is not None:
         old = model._features
         if old is None:
@@ -162,11 +170,15 @@ def resume(model: BPR, matrix: sp.csr_matrix, features: Features | None, user_fe
             features.users = old.users
         if item_features is None:
             features.items = old.items
-        for label, new, was in (("user_features", features.users, old.users),
-                                ("item_features", features.items, old.items)):
+        for label, new, was in (
+            ("user_features", features.users, old.users),
+            ("item_features", features.items, old.items),
+        ):
             if new.n_features != was.n_features:
-                raise ValueError(f"partial_fit's {label} lay out {new.n_features} feature columns "
-                                 f"(identities included); the model was fitted with {was.n_features}")
+                raise ValueError(
+                    f"partial_fit's {label} lay out {new.n_features} feature columns "
+                    f"(identities included); the model was fitted with {was.n_features}"
+                )
         features.set_embeddings(old.embeddings())
         model._features = features
         model.user_factors, model.item_factors, model.item_biases = features.representations(bool(model.item_bias))
@@ -177,11 +189,13 @@ def resume(model: BPR, matrix: sp.csr_matrix, features: Features | None, user_fe
 
 def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     dtype = np.dtype(model.dtype)
-    rows = (n_users + n_items) if model._features is None else \
-        (model._features.users.n_features + model._features.items.n_features)
+    rows = (
+        (n_users + n_items)
+        if model._features is None
+        else (model._features.users.n_features + model._features.items.n_features)
+    )
     factors = int(model.factors)  # a numpy int8 would overflow below, and its sqrt would be float16
-    check_allocation(int(rows) * factors * dtype.itemsize, f"factors={factors} ({rows} rows of "
-                     f"{dtype.name} factors)")
+    check_allocation(int(rows) * factors * dtype.itemsize, f"factors={factors} ({rows} rows of {dtype.name} factors)")
     std = 1.0 / np.sqrt(factors) if model.init_std is None else float(model.init_std)
     threads = min(model.threads or available_threads(), available_threads())
     streams = iter((0, 1))  # users, then items
@@ -194,7 +208,8 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
     if model._features is not None:
         model._features.init_embeddings(normal)
         model.user_factors, model.item_factors, model.item_biases = model._features.representations(
-            bool(model.item_bias))
+            bool(model.item_bias)
+        )
     else:
         model.user_factors = normal(n_users)
         model.item_factors = normal(n_items)
@@ -202,8 +217,9 @@ def init_factors(model: BPR, n_users: int, n_items: int) -> None:
         model.item_biases[:] = 0
     for name, a in zip(("user_factors", "item_factors"), model._parameters(), strict=False):
         if not np.isfinite(a).all():  # std * a normal draw can overflow float32 while std itself does not
-            raise ValueError(f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; "
-                             "use a smaller init_std")
+            raise ValueError(
+                f"init_std={model.init_std} gives {name} infinite values in {dtype.name}; use a smaller init_std"
+            )
     model._optimizer_state = None
     model._epochs_done = 0
     model._diverged = None
@@ -231,15 +247,20 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     state = model._optimizer_state
     U, V, _ = model._factors()
     # The trained rows: factor rows, or feature-embedding rows with side features.
-    rows_u, rows_i = (U.shape[0], V.shape[0]) if model._features is None else \
-        (model._features.users.n_features, model._features.items.n_features)
+    rows_u, rows_i = (
+        (U.shape[0], V.shape[0])
+        if model._features is None
+        else (model._features.users.n_features, model._features.items.n_features)
+    )
     if state is None or not state.fits(model.optimizer, rows_u, rows_i, U.shape[1], U.dtype):
         # Fresh accumulators: first training, a changed optimiser, or a loaded model (not saved).
         model._optimizer_state = OptimizerState(model.optimizer, rows_u, rows_i, U.shape[1], dtype=U.dtype)
     alias = alias_table(model, matrix)
     # Only samplers that draw negatives ahead of the updates test them against the bitmap.
-    draws_ahead = sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR and \
-        not LOSS_REGISTRY[model.loss].draws_negatives
+    draws_ahead = (
+        sampling.sampler_codes(model.sampler).adaptive != sampling.ADAPTIVE_AOBPR
+        and not LOSS_REGISTRY[model.loss].draws_negatives
+    )
     bitmap = None
     if model._features is None and epochs and draws_ahead and model.solver == "kernel":  # the kernels' test
         bitmap = membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
@@ -250,12 +271,10 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     # The thread count is set once for the whole loop: per epoch it cost 1% of a MovieLens
     # 100k fit. The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
     with numba_threads(threads) if threads > 1 else nullcontext():
-        return epoch_loop(model, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
-                                validation)
+        return epoch_loop(model, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress, validation)
 
 
-def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress,
-                validation) -> BPR:
+def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress, validation) -> BPR:
     """The epochs of :meth:`_train`, after its setup."""
     total = model._epochs_done + epochs
     # Compile (or load from the cache) outside the epoch timer: a call
@@ -302,13 +321,19 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
         if not completed:
             snapshot.restore()
             model._epochs_done = done
-        elif report is not None and report.epoch == model._epochs_done and \
-                (not model.history_ or model.history_[-1].epoch != report.epoch):
+        elif (
+            report is not None
+            and report.epoch == model._epochs_done
+            and (not model.history_ or model.history_[-1].epoch != report.epoch)
+        ):
             model.history_.append(report)
         model.interrupted_ = True
         where = f"during epoch {done + 1}" if not completed else f"after epoch {model._epochs_done}"
-        print(f"interrupted {where}: the model keeps the factors of epoch {model._epochs_done} "
-              f"(the last one completed)", file=sys.stderr, flush=True)
+        print(
+            f"interrupted {where}: the model keeps the factors of epoch {model._epochs_done} (the last one completed)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise
     if validation is not None:
         validation.restore_best(model)
@@ -323,9 +348,16 @@ def alias_table(model: BPR, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarr
     return sampling.alias_table(weights)
 
 
-def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: int,
-               alias: tuple[np.ndarray, np.ndarray], bitmap: np.ndarray | None, reg: Regularization,
-               n_samples: int | None = None) -> EpochReport | None:
+def run_epoch(
+    model: BPR,
+    matrix: sp.csr_matrix,
+    user_of: np.ndarray,
+    threads: int,
+    alias: tuple[np.ndarray, np.ndarray],
+    bitmap: np.ndarray | None,
+    reg: Regularization,
+    n_samples: int | None = None,
+) -> EpochReport | None:
     """One epoch of the kernel over ``matrix`` (``reg``: the coerced regularisation).
 
     ``n_samples=0`` only compiles the kernel and returns None.
@@ -343,16 +375,25 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     # The epoch runs as several kernel calls over groups of chunks: Ctrl-C is seen between
     # two calls (numba code cannot be interrupted), and AOBPR refreshes its rankings there,
     # every n ln n samples.
-    group = sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr \
-        else chunks_per_call(model)
+    group = (
+        sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr else chunks_per_call(model)
+    )
     data = TrainingData(matrix.indptr, matrix.indices, user_of, bitmap)
     seed, state, features = model._seed, model._optimizer_state, model._features
     assert seed is not None and state is not None, "start() resolves the seed and the optimiser state first"
     settings = epoch_settings(
-        n_samples=n_samples, user_run=model.user_run, seed=seed, epoch=model._epochs_done,
-        learning_rate=epoch_learning_rate(model, model._epochs_done), regularization=reg,
-        loss_code=loss_code(model.loss), use_bias=model.item_bias, skip_liked=codes.skip_liked,
-        dtype=U.dtype, prefetch_runs=beyond_cache(U, V, matrix.indices))
+        n_samples=n_samples,
+        user_run=model.user_run,
+        seed=seed,
+        epoch=model._epochs_done,
+        learning_rate=epoch_learning_rate(model, model._epochs_done),
+        regularization=reg,
+        loss_code=loss_code(model.loss),
+        use_bias=model.item_bias,
+        skip_liked=codes.skip_liked,
+        dtype=U.dtype,
+        prefetch_runs=beyond_cache(U, V, matrix.indices),
+    )
     kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
     hybrid = features is not None
     if hybrid:
@@ -367,18 +408,34 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
 
     def run(chunk_start: int, chunk_stop: int) -> None:
         if features is not None:
-            kernel(*features.kernel_args(), data, settings, popularity, state.kernel_args(),
-                   outs, chunk_start, chunk_stop)
+            kernel(
+                *features.kernel_args(), data, settings, popularity, state.kernel_args(), outs, chunk_start, chunk_stop
+            )
             return
         adaptive = None
         if adaptive_kind or warp_max_sampled:
             ranks, spread = no_ranks
             if aobpr and chunk_stop > chunk_start:
                 ranks, spread = sampling.aobpr_rankings(V, b if model.item_bias else None)
-            adaptive = (adaptive_kind, warp_max_sampled, int(model.dns_candidates),
-                        float(model.aobpr_lambda * n_items), ranks, spread)
-        kernel(Parameters(U, V, b), data, settings,
-               Sampling(popularity, adaptive), opt, None, outs, chunk_start, chunk_stop)
+            adaptive = (
+                adaptive_kind,
+                warp_max_sampled,
+                int(model.dns_candidates),
+                float(model.aobpr_lambda * n_items),
+                ranks,
+                spread,
+            )
+        kernel(
+            Parameters(U, V, b),
+            data,
+            settings,
+            Sampling(popularity, adaptive),
+            opt,
+            None,
+            outs,
+            chunk_start,
+            chunk_stop,
+        )
 
     start = time.perf_counter()
     with PARALLEL_LOCK if threads > 1 else nullcontext():
@@ -393,8 +450,9 @@ def run_epoch(model: BPR, matrix: sp.csr_matrix, user_of: np.ndarray, threads: i
     if warm_up:
         return None
     model._epochs_done += 1
-    return epoch_report(model._epochs_done, outs.loss.sum(), outs.ordered.sum(), int(outs.skipped.sum()),
-                        n_samples, seconds)
+    return epoch_report(
+        model._epochs_done, outs.loss.sum(), outs.ordered.sum(), int(outs.skipped.sum()), n_samples, seconds
+    )
 
 
 def _minibatch_epoch(*args, **kwargs) -> EpochReport | None:
@@ -414,13 +472,15 @@ def epoch_learning_rate(model: BPR, epoch: int) -> float:
     bound), rather than training on an infinite step.
     """
     try:
-        rate = model.learning_rate * model.learning_rate_decay ** epoch
+        rate = model.learning_rate * model.learning_rate_decay**epoch
     except OverflowError:
         rate = float("inf")
     if not abs(rate) <= float(np.finfo(np.dtype(model.dtype)).max):
-        raise ValueError(f"the learning rate of epoch {epoch + 1} (learning_rate * learning_rate_decay ** {epoch}"
-                         f" with learning_rate_decay={model.learning_rate_decay}) overflows "
-                         f"{np.dtype(model.dtype).name}; use learning_rate_decay <= 1")
+        raise ValueError(
+            f"the learning rate of epoch {epoch + 1} (learning_rate * learning_rate_decay ** {epoch}"
+            f" with learning_rate_decay={model.learning_rate_decay}) overflows "
+            f"{np.dtype(model.dtype).name}; use learning_rate_decay <= 1"
+        )
     return rate
 
 
@@ -432,9 +492,11 @@ def chunks_per_call(model: BPR) -> int:
     rows) runs fewer chunks per call. The chunks and their streams are the same either way.
     """
     # The candidates one draw may score: DNS's, or WARP's draws (the registries name the parameter).
-    candidates = sum(int(getattr(model, name)) for name in (*sampling.REGISTRY[model.sampler].parameters,
-                                                            *LOSS_REGISTRY[model.loss].parameters)
-                     if name in ("dns_candidates", "max_sampled"))
+    candidates = sum(
+        int(getattr(model, name))
+        for name in (*sampling.REGISTRY[model.sampler].parameters, *LOSS_REGISTRY[model.loss].parameters)
+        if name in ("dns_candidates", "max_sampled")
+    )
     # Python ints: a numpy int8 parameter would overflow in this product.
     work: float = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
     if model._features is not None:  # a sample touches every feature row of its user and items

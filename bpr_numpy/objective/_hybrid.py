@@ -62,8 +62,10 @@ def _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_f
     E = np.asarray(user_embeddings, dtype=np.float64)
     F = np.asarray(item_embeddings, dtype=np.float64)
     if E.ndim != 2 or F.ndim != 2 or E.shape[1] != F.shape[1]:
-        raise ValueError("user_embeddings and item_embeddings must be 2-D with the same number of columns, "
-                         f"got shapes {E.shape} and {F.shape}")
+        raise ValueError(
+            "user_embeddings and item_embeddings must be 2-D with the same number of columns, "
+            f"got shapes {E.shape} and {F.shape}"
+        )
     c = None if item_bias_embeddings is None else np.asarray(item_bias_embeddings, dtype=np.float64)
     if c is not None and c.shape != (F.shape[0],):
         raise ValueError(f"item_bias_embeddings must have shape ({F.shape[0]},), got {c.shape}")
@@ -94,8 +96,7 @@ def hybrid_representations(
     user_factors, item_factors, item_bias
         float64; ``item_bias`` is None when ``item_bias_embeddings`` is.
     """
-    E, F, c, X, Y = _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
-                                  item_features)
+    E, F, c, X, Y = _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features)
     return X @ E, Y @ F, None if c is None else Y @ c
 
 
@@ -104,10 +105,20 @@ def _touches(rows) -> np.ndarray:
     return np.asarray((rows != 0).sum(axis=0)).ravel()
 
 
-def _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
-                  users, positives, negatives, loss, regularization, weights):
-    E, F, c, X, Y = _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
-                                  item_features)
+def _hybrid_terms(
+    user_embeddings,
+    item_embeddings,
+    item_bias_embeddings,
+    user_features,
+    item_features,
+    users,
+    positives,
+    negatives,
+    loss,
+    regularization,
+    weights,
+):
+    E, F, c, X, Y = _check_hybrid(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features)
     U, V, b = X @ E, Y @ F, None if c is None else Y @ c
     U, V, b_full, u, i, j = _check_batch(U, V, b, users, positives, negatives)
     reg = Regularization.coerce(regularization)
@@ -151,8 +162,19 @@ def hybrid_triplet_loss(
     -------
     float
     """
-    return _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
-                         users, positives, negatives, loss, regularization, weights)[-1]
+    return _hybrid_terms(
+        user_embeddings,
+        item_embeddings,
+        item_bias_embeddings,
+        user_features,
+        item_features,
+        users,
+        positives,
+        negatives,
+        loss,
+        regularization,
+        weights,
+    )[-1]
 
 
 def hybrid_triplet_gradients(
@@ -181,9 +203,22 @@ def hybrid_triplet_gradients(
         Gradients shaped like the embeddings (``item_bias_embeddings``
         zeros when it is None), float64.
     """
-    return _hybrid_gradients(_hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features,
-                                           item_features, users, positives, negatives, loss, regularization,
-                                           weights), loss)
+    return _hybrid_gradients(
+        _hybrid_terms(
+            user_embeddings,
+            item_embeddings,
+            item_bias_embeddings,
+            user_features,
+            item_features,
+            users,
+            positives,
+            negatives,
+            loss,
+            regularization,
+            weights,
+        ),
+        loss,
+    )
 
 
 def _hybrid_gradients(terms, loss: str) -> HybridGradients:
@@ -241,8 +276,19 @@ def hybrid_sgd_step(
         ``x_uij`` before the step.
     """
     code = _step_code(positive, negative, optimizer, state)
-    terms = _hybrid_terms(user_embeddings, item_embeddings, item_bias_embeddings, user_features, item_features,
-                          np.array([user]), np.array([positive]), np.array([negative]), loss, regularization, None)
+    terms = _hybrid_terms(
+        user_embeddings,
+        item_embeddings,
+        item_bias_embeddings,
+        user_features,
+        item_features,
+        np.array([user]),
+        np.array([positive]),
+        np.array([negative]),
+        loss,
+        regularization,
+        None,
+    )
     grads = _hybrid_gradients(terms, loss)
     X, Y, x = terms[3], terms[4], float(terms[10][0])
     user_rows = np.flatnonzero(_touches(X[[user]]))
@@ -255,11 +301,35 @@ def hybrid_sgd_step(
     elif code == OPTIMIZER_ADAM_DENSE:  # every feature row takes part in every step
         st.user_steps += 1
         st.item_steps += 1
-    _optimizer_rows(user_embeddings, grads.user_embeddings, st.user_first, st.user_second, st.user_steps,
-                    user_rows, code, learning_rate)
-    _optimizer_rows(item_embeddings, grads.item_embeddings, st.item_first, st.item_second, st.item_steps,
-                    item_rows, code, learning_rate)
+    _optimizer_rows(
+        user_embeddings,
+        grads.user_embeddings,
+        st.user_first,
+        st.user_second,
+        st.user_steps,
+        user_rows,
+        code,
+        learning_rate,
+    )
+    _optimizer_rows(
+        item_embeddings,
+        grads.item_embeddings,
+        st.item_first,
+        st.item_second,
+        st.item_steps,
+        item_rows,
+        code,
+        learning_rate,
+    )
     if item_bias_embeddings is not None:
-        _optimizer_rows(item_bias_embeddings, grads.item_bias_embeddings, st.bias_first, st.bias_second,
-                        st.item_steps, item_rows, code, learning_rate)
+        _optimizer_rows(
+            item_bias_embeddings,
+            grads.item_bias_embeddings,
+            st.bias_first,
+            st.bias_second,
+            st.item_steps,
+            item_rows,
+            code,
+            learning_rate,
+        )
     return x

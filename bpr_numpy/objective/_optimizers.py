@@ -46,8 +46,9 @@ class OptimizerState:
         self.code = optimizer_code(optimizer)
         start = ADAGRAD_INITIAL if self.code == OPTIMIZER_ADAGRAD else 0.0
         shapes = self._shapes(self.code, n_users, n_items, factors)
-        (self.user_first, self.item_first, self.bias_first, self.user_second, self.item_second,
-         self.bias_second) = (np.full(shape, start if k >= 3 else 0.0, dtype) for k, shape in enumerate(shapes[:6]))
+        (self.user_first, self.item_first, self.bias_first, self.user_second, self.item_second, self.bias_second) = (
+            np.full(shape, start if k >= 3 else 0.0, dtype) for k, shape in enumerate(shapes[:6])
+        )
         self.user_steps, self.item_steps = (np.zeros(shape, np.int64) for shape in shapes[6:])
 
     @staticmethod
@@ -56,8 +57,16 @@ class OptimizerState:
         adam = code in (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE)
         rows_u, rows_i = (n_users, n_items) if code else (0, 0)
         adam_u, adam_i = (rows_u, rows_i) if adam else (0, 0)
-        return [(adam_u, factors), (adam_i, factors), (adam_i,), (rows_u, factors), (rows_i, factors), (rows_i,),
-                (adam_u,), (adam_i,)]
+        return [
+            (adam_u, factors),
+            (adam_i, factors),
+            (adam_i,),
+            (rows_u, factors),
+            (rows_i, factors),
+            (rows_i,),
+            (adam_u,),
+            (adam_i,),
+        ]
 
     def fits(self, optimizer: str, n_users: int, n_items: int, factors: int, dtype) -> bool:
         """Whether this state can go on training parameters of these sizes with ``optimizer``.
@@ -66,24 +75,44 @@ class OptimizerState:
         index the moments with the parameters' rows, so a mismatch would reach past them.
         """
         arrays = self.kernel_args()[1:]
-        return (optimizer == self.optimizer
-                and [a.shape for a in arrays] == self._shapes(self.code, n_users, n_items, factors)
-                and all(a.dtype == np.dtype(dtype) for a in arrays[:6]))
+        return (
+            optimizer == self.optimizer
+            and [a.shape for a in arrays] == self._shapes(self.code, n_users, n_items, factors)
+            and all(a.dtype == np.dtype(dtype) for a in arrays[:6])
+        )
 
     def kernel_args(self) -> tuple:
         """The state as the kernels take it: ``(code, first_u, first_i, first_b, second_u, ...)``."""
-        return (self.code, self.user_first, self.item_first, self.bias_first, self.user_second,
-                self.item_second, self.bias_second, self.user_steps, self.item_steps)
+        return (
+            self.code,
+            self.user_first,
+            self.item_first,
+            self.bias_first,
+            self.user_second,
+            self.item_second,
+            self.bias_second,
+            self.user_steps,
+            self.item_steps,
+        )
 
 
 def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
     """Apply one optimiser step to ``theta[rows]`` given their gradients ``grad[rows]``."""
-    apply_rows(theta, rows, grad[rows], first, second, steps[rows] if code >= OPTIMIZER_ADAM else None, code,
-               learning_rate)
+    apply_rows(
+        theta, rows, grad[rows], first, second, steps[rows] if code >= OPTIMIZER_ADAM else None, code, learning_rate
+    )
 
 
-def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.ndarray, second: np.ndarray,
-               t: np.ndarray | None, code: int, learning_rate: float) -> None:
+def apply_rows(
+    theta: np.ndarray,
+    rows: np.ndarray,
+    g: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    t: np.ndarray | None,
+    code: int,
+    learning_rate: float,
+) -> None:
     """The update rules, on the rows ``rows`` of ``theta`` with their gradients ``g``, in place.
 
     SGD ``theta -= eta g``; AdaGrad ``second += g^2, theta -= eta g / sqrt(second)``; lazy Adam
@@ -111,7 +140,7 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
         first[rows] += (1.0 - ADAM_BETA1) * g
         second *= ADAM_BETA2
         second[rows] += (1.0 - ADAM_BETA2) * g * g
-        rate = learning_rate * np.sqrt(1.0 - ADAM_BETA2 ** step) / (1.0 - ADAM_BETA1 ** step)
+        rate = learning_rate * np.sqrt(1.0 - ADAM_BETA2**step) / (1.0 - ADAM_BETA1**step)
         theta -= rate * first / (np.sqrt(second) + ADAM_EPSILON)
         return
     t = t.astype(np.float64)
@@ -119,8 +148,8 @@ def apply_rows(theta: np.ndarray, rows: np.ndarray, g: np.ndarray, first: np.nda
         t = t[:, None]
     first[rows] = ADAM_BETA1 * first[rows] + (1.0 - ADAM_BETA1) * g
     second[rows] = ADAM_BETA2 * second[rows] + (1.0 - ADAM_BETA2) * g * g
-    m_hat = first[rows] / (1.0 - ADAM_BETA1 ** t)
-    v_hat = second[rows] / (1.0 - ADAM_BETA2 ** t)
+    m_hat = first[rows] / (1.0 - ADAM_BETA1**t)
+    v_hat = second[rows] / (1.0 - ADAM_BETA2**t)
     theta[rows] -= learning_rate * m_hat / (np.sqrt(v_hat) + ADAM_EPSILON)
 
 
@@ -183,8 +212,17 @@ def sgd_step(
     u = np.array([user])
     i = np.array([positive])
     j = np.array([negative])
-    grads = triplet_gradients(user_factors, item_factors, item_bias, u, i, j,
-                              loss=loss, regularization=regularization, weights=np.array([weight]))
+    grads = triplet_gradients(
+        user_factors,
+        item_factors,
+        item_bias,
+        u,
+        i,
+        j,
+        loss=loss,
+        regularization=regularization,
+        weights=np.array([weight]),
+    )
     x = triplet_scores(user_factors, item_factors, item_bias, u, i, j)[0]
     items = np.array([positive, negative])
     # _step_code: an adaptive optimiser (code != 0) comes with its state.
@@ -196,11 +234,21 @@ def sgd_step(
         st.user_steps += 1
         st.item_steps += 1
     # Gradients are dense but zero outside the touched rows: update only those.
-    _optimizer_rows(user_factors, grads.user_factors, st.user_first, st.user_second, st.user_steps,
-                    np.array([user]), code, learning_rate)
-    _optimizer_rows(item_factors, grads.item_factors, st.item_first, st.item_second, st.item_steps,
-                    items, code, learning_rate)
+    _optimizer_rows(
+        user_factors,
+        grads.user_factors,
+        st.user_first,
+        st.user_second,
+        st.user_steps,
+        np.array([user]),
+        code,
+        learning_rate,
+    )
+    _optimizer_rows(
+        item_factors, grads.item_factors, st.item_first, st.item_second, st.item_steps, items, code, learning_rate
+    )
     if item_bias is not None:
-        _optimizer_rows(item_bias, grads.item_bias, st.bias_first, st.bias_second, st.item_steps,
-                        items, code, learning_rate)
+        _optimizer_rows(
+            item_bias, grads.item_bias, st.bias_first, st.bias_second, st.item_steps, items, code, learning_rate
+        )
     return float(x)

@@ -88,8 +88,7 @@ class Regularization:
             unknown = set(value) - {"user", "positive", "negative", "bias"}
             if unknown:
                 raise ValueError(
-                    f"unknown regularization role(s) {sorted(unknown)}; "
-                    "expected user, positive, negative, bias"
+                    f"unknown regularization role(s) {sorted(unknown)}; expected user, positive, negative, bias"
                 )
             return cls(**{k: value[k] for k in value})
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -199,8 +198,11 @@ def _check_batch(
     if b.shape != (V.shape[0],):
         raise ValueError(f"item_bias must have shape ({V.shape[0]},), got {b.shape}")
     idx = []
-    for name, arr, bound in (("users", users, U.shape[0]), ("positives", positives, V.shape[0]),
-                             ("negatives", negatives, V.shape[0])):
+    for name, arr, bound in (
+        ("users", users, U.shape[0]),
+        ("positives", positives, V.shape[0]),
+        ("negatives", negatives, V.shape[0]),
+    ):
         a = np.asarray(arr)
         if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"{name} must be a 1-D integer array, got dtype {a.dtype} and shape {a.shape}")
@@ -313,9 +315,17 @@ class TripletTerms(NamedTuple):
     negative_bias: np.ndarray
 
 
-def triplet_terms(Wu: np.ndarray, Hi: np.ndarray, Hj: np.ndarray, bi: np.ndarray, bj: np.ndarray, *,
-                  loss: str = "bpr", regularization: float | Mapping[str, float] | Regularization = 0.0,
-                  weights: np.ndarray | None = None) -> TripletTerms:
+def triplet_terms(
+    Wu: np.ndarray,
+    Hi: np.ndarray,
+    Hj: np.ndarray,
+    bi: np.ndarray,
+    bj: np.ndarray,
+    *,
+    loss: str = "bpr",
+    regularization: float | Mapping[str, float] | Regularization = 0.0,
+    weights: np.ndarray | None = None,
+) -> TripletTerms:
     """The gradient of each triplet's objective ``L`` at the rows it reads (see the module's notes).
 
     :func:`triplet_gradients` sums these into parameter-shaped arrays; the minibatch trainer
@@ -336,8 +346,15 @@ def triplet_terms(Wu: np.ndarray, Hi: np.ndarray, Hj: np.ndarray, bi: np.ndarray
     omega = np.ones(len(x)) if weights is None else weights
     slopes = omega * pair_loss_derivative(x, loss)
     s = slopes[:, None]
-    return TripletTerms(x, slopes, s * (Hi - Hj) + reg.user * Wu, s * Wu + reg.positive * Hi,
-                        -s * Wu + reg.negative * Hj, slopes + reg.bias * bi, -slopes + reg.bias * bj)
+    return TripletTerms(
+        x,
+        slopes,
+        s * (Hi - Hj) + reg.user * Wu,
+        s * Wu + reg.positive * Hi,
+        -s * Wu + reg.negative * Hj,
+        slopes + reg.bias * bi,
+        -slopes + reg.bias * bj,
+    )
 
 
 def triplet_gradients(
@@ -382,8 +399,7 @@ def triplet_gradients(
     if item_bias is not None:
         np.add.at(gb, i, terms.positive_bias)
         np.add.at(gb, j, terms.negative_bias)
-    value = triplet_loss(U, V, None if item_bias is None else b, u, i, j, loss=loss, regularization=reg,
-                         weights=omega)
+    value = triplet_loss(U, V, None if item_bias is None else b, u, i, j, loss=loss, regularization=reg, weights=omega)
     return Gradients(value, gU, gV, gb)
 
 

@@ -44,18 +44,24 @@ class Optimizer(NamedTuple):
 
 
 #: Every loss, in code order (a name's code is its index in LOSSES; tests/test_registry.py checks it).
-LOSS_REGISTRY: dict[str, Loss] = {spec.name: spec for spec in (
-    Loss("bpr", LOSS_BPR, (), False, True, True),
-    Loss("sigmoid", LOSS_SIGMOID, (), False, True, True),
-    Loss("warp", LOSS_WARP, ("max_sampled",), True, False, False),
-)}
+LOSS_REGISTRY: dict[str, Loss] = {
+    spec.name: spec
+    for spec in (
+        Loss("bpr", LOSS_BPR, (), False, True, True),
+        Loss("sigmoid", LOSS_SIGMOID, (), False, True, True),
+        Loss("warp", LOSS_WARP, ("max_sampled",), True, False, False),
+    )
+}
 #: Every optimiser, in code order.
-OPTIMIZER_REGISTRY: dict[str, Optimizer] = {spec.name: spec for spec in (
-    Optimizer("sgd", OPTIMIZER_SGD, True, True),
-    Optimizer("adagrad", OPTIMIZER_ADAGRAD, True, False),
-    Optimizer("adam", OPTIMIZER_ADAM, True, False),
-    Optimizer("adam-dense", OPTIMIZER_ADAM_DENSE, False, False, kernel=False),
-)}
+OPTIMIZER_REGISTRY: dict[str, Optimizer] = {
+    spec.name: spec
+    for spec in (
+        Optimizer("sgd", OPTIMIZER_SGD, True, True),
+        Optimizer("adagrad", OPTIMIZER_ADAGRAD, True, False),
+        Optimizer("adam", OPTIMIZER_ADAM, True, False),
+        Optimizer("adam-dense", OPTIMIZER_ADAM_DENSE, False, False, kernel=False),
+    )
+}
 
 #: Names of the pair losses, in the order of their integer codes in the kernels.
 LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
