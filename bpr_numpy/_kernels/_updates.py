@@ -68,6 +68,30 @@ def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
     return theta - lr * (m * c1) / (math.sqrt(v * c2) + ADAM_EPSILON), m, v
 
 
+# The optimisers' rules on whole rows (the same rules as _adaptive_rule, which the biases use):
+# one row per loop lets LLVM vectorise the square roots and divisions that made AdaGrad and Adam
+# cost 9x and 11x an SGD step while the three rows shared one loop (1.7x faster now, MovieLens
+# 100k, 64 factors). Inlined into _apply_batch, whose error model they take.
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _adagrad_row(theta, acc, g, lr):
+    """AdaGrad on one row (the rule of :func:`_adaptive_rule`), from its gradient row ``g``."""
+    for f in range(theta.shape[0]):
+        v = acc[f] + g[f] * g[f]
+        theta[f] = np.float64(theta[f]) - lr * g[f] / math.sqrt(v)
+        acc[f] = v
+
+
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _adam_row(theta, first, second, g, lr, c1, c2):
+    """Adam on one row (the rule of :func:`_adaptive_rule`), from its gradient row ``g``."""
+    for f in range(theta.shape[0]):
+        m = ADAM_BETA1 * first[f] + (1.0 - ADAM_BETA1) * g[f]
+        v = ADAM_BETA2 * second[f] + (1.0 - ADAM_BETA2) * g[f] * g[f]
+        theta[f] = np.float64(theta[f]) - lr * (m * c1) / (math.sqrt(v * c2) + ADAM_EPSILON)
+        first[f] = m
+        second[f] = v
+
+
 @njit(cache=True, inline="always")
 def _adam_factors(steps):
     """Adam's bias corrections ``(c1, c2)`` after ``steps`` steps of a row."""
@@ -88,7 +112,11 @@ def _adam_corrections(steps, row):
 # (numba's pass timers). Called, the first fit compiles in about 5 s; the call costs within 1% of
 # a MovieLens 100k epoch (CPU time, A/B alternated), and the factors are bitwise the same
 # (benchmarks/equivalence.py, fresh and cached): the same fastmath flags as its callers.
-@njit(cache=True, fastmath=_FASTMATH)
+# error_model="numpy" leaves out Python's zero-divisor check, which kept the optimisers' row
+# loops scalar: no divisor here can be zero (1 + exp(-|x|) >= 1, AdaGrad's accumulator starts at
+# ADAGRAD_INITIAL > 0, Adam adds ADAM_EPSILON, WARP's and AOBPR's divisors are positive by the
+# hyperparameter checks), so only that check goes.
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _apply_batch(
     U,
     V,
@@ -156,6 +184,7 @@ def _apply_batch(
         # Unpacked once per batch: inside the sample loop each array would be reference-counted per sample.
         code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
         adam = code == OPTIMIZER_ADAM
+        grad = np.empty((3, n_factors))  # the triplet's gradients, rows u, i, j (float64)
     loss_sum = 0.0
     product = 1.0
     ordered = 0
@@ -250,28 +279,25 @@ def _apply_batch(
                 cu1, cu2 = _adam_factors(t_u[u])
                 ci1, ci2 = _adam_factors(t_v[i])
                 cj1, cj2 = _adam_factors(t_v[j])
+            # Two passes: the three rows' gradients into scratch rows (from the old values), then
+            # the rule one row at a time (_adagrad_row, _adam_row), whose loops LLVM vectorises.
+            # The factors are bitwise those of one loop over the three rows except for float64
+            # Adam, which moves in the last bits (at most 3e-14 after 3 epochs; equivalence.py).
             for f in range(n_factors):
                 wu = np.float64(U[u, f])
                 hi = np.float64(V[i, f])
                 hj = np.float64(V[j, f])
-                gu = slope * (hi - hj) + reg_u * wu
-                gi = slope * wu + reg_i * hi
-                gj = reg_j * hj - slope * wu
-                U[u, f], m, v_u[u, f] = _adaptive_rule(
-                    wu, gu, m_u[u, f] if adam else 0.0, v_u[u, f], code, rate, cu1, cu2
-                )
-                if adam:
-                    m_u[u, f] = m
-                V[i, f], m, v_v[i, f] = _adaptive_rule(
-                    hi, gi, m_v[i, f] if adam else 0.0, v_v[i, f], code, rate, ci1, ci2
-                )
-                if adam:
-                    m_v[i, f] = m
-                V[j, f], m, v_v[j, f] = _adaptive_rule(
-                    hj, gj, m_v[j, f] if adam else 0.0, v_v[j, f], code, rate, cj1, cj2
-                )
-                if adam:
-                    m_v[j, f] = m
+                grad[0, f] = slope * (hi - hj) + reg_u * wu
+                grad[1, f] = slope * wu + reg_i * hi
+                grad[2, f] = reg_j * hj - slope * wu
+            if adam:
+                _adam_row(U[u], m_u[u], v_u[u], grad[0], rate, cu1, cu2)
+                _adam_row(V[i], m_v[i], v_v[i], grad[1], rate, ci1, ci2)
+                _adam_row(V[j], m_v[j], v_v[j], grad[2], rate, cj1, cj2)
+            else:
+                _adagrad_row(U[u], v_u[u], grad[0], rate)
+                _adagrad_row(V[i], v_v[i], grad[1], rate)
+                _adagrad_row(V[j], v_v[j], grad[2], rate)
             if use_bias:
                 b_i = np.float64(b[i])
                 b_j = np.float64(b[j])
