@@ -529,3 +529,15 @@ def test_import_does_not_compile():
             "from bpr_numpy._topk_kernels import _top_k; "
             "assert not _block_kernel.signatures and not _top_k.signatures")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([-2.0, -1.5, -0.0, 0.0, 0.25, 1.0, 3.5]) | st.floats(-1e6, 1e6), max_size=300))
+def test_the_pair_counts_heapsort_is_numpys_sort(values):
+    """``_pair_count`` sorts a user's test positives with its own heapsort (cheaper to compile than np.sort)."""
+    from bpr_numpy.metrics._kernels import _sorted_copy
+
+    a = np.array(values, dtype=np.float64)
+    got = _sorted_copy(a)
+    assert np.array_equal(got, np.sort(a))  # -0.0 and 0.0 compare equal, as the counts treat them
+    assert np.array_equal(a, np.array(values, dtype=np.float64))  # the input is not touched
