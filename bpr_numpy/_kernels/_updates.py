@@ -109,8 +109,8 @@ def _adam_corrections(steps, row):
 # Compiled on its own and called once per batch, not inlined (inline="always") into _run_chunk:
 # numba's IR inliner re-scans the host function after each inlined call, and inlining this
 # function with its own inlined helpers took about 10 s of the 14 s a first fit spent compiling
-# (numba's pass timers). Called, the first fit compiles in 4.3-6.5 s (quiet or loaded machine); the call costs within 1% of
-# a MovieLens 100k epoch (CPU time, A/B alternated), and the factors are bitwise the same
+# (numba's pass timers). Called, the first fit compiles in 4.3-6.5 s (quiet or loaded machine);
+# the call costs within 1% of a MovieLens 100k epoch (CPU time, A/B alternated), and the factors are bitwise the same
 # (benchmarks/equivalence.py, fresh and cached): the same fastmath flags as its callers.
 # error_model="numpy" leaves out Python's zero-divisor check, which kept the optimisers' row
 # loops scalar: no divisor here can be zero (1 + exp(-|x|) >= 1, AdaGrad's accumulator starts at
