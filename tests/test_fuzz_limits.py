@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpr_numpy import BPR, TrainingDivergedError, datasets, metrics
-from bpr_numpy.model import _training as model_module
+from bpr_numpy.model import _kernel_epoch as model_module
 from bpr_numpy._parameters import CONSTRAINTS, MAX_CANDIDATES
 
 REPO = Path(__file__).resolve().parents[1]

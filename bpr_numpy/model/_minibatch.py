@@ -285,7 +285,7 @@ def run_epoch(
     reg: Regularization,
     n_samples: int | None = None,
 ) -> EpochReport | None:
-    """One epoch of minibatches over ``matrix`` (the signature of :func:`._training.run_epoch`).
+    """One epoch of minibatches over ``matrix`` (the signature of :func:`._kernel_epoch.run_epoch`).
 
     ``threads`` and ``bitmap`` are not used (NumPy uses its own threads for the products);
     ``n_samples=0`` (the kernels' warm-up) does nothing. The epoch's stream is seeded with
