@@ -73,11 +73,13 @@ class Sampling(NamedTuple):
 
     ``popularity`` is None or ``(prob, alias)`` (:func:`bpr_numpy.sampling.alias_table`);
     ``adaptive`` is None or ``(kind, warp_max_sampled, dns_candidates, lam, ranks, spread)``
-    (:func:`bpr_numpy._kernels._adaptive_negative`).
+    (:func:`bpr_numpy._kernels._adaptive_negative`); ``negatives`` is None (one negative per
+    positive) or ``(n_negatives, dns_candidates)`` (:mod:`bpr_numpy._kernels._negatives`).
     """
 
     popularity: tuple | None
     adaptive: tuple | None
+    negatives: tuple | None = None
 
 
 class Outputs(NamedTuple):

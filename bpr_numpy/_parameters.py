@@ -230,6 +230,9 @@ CONSTRAINTS: dict[str, Any] = {
     "solver": Choice(lambda: SOLVERS),
     "batch_size": Integer(1, INT64_MAX),
     "init": Choice(lambda: ("normal", "uniform")),
+    "n_negatives": Integer(
+        1, MAX_CANDIDATES, "a larger count would make a kernel call too long to interrupt with Ctrl-C"
+    ),
 }
 
 
@@ -238,6 +241,18 @@ def check_parameters(params: dict[str, Any]) -> None:
     dtype = check_dtype(params["dtype"])
     for name, constraint in CONSTRAINTS.items():
         constraint.check(name, params[name], dtype)
+
+
+def _several_negatives(sampler: Any) -> bool:
+    """Whether ``sampler`` can draw ``n_negatives > 1`` negatives (see :func:`check_combination`)."""
+    from . import sampling
+
+    return (
+        not sampler.codes.skip_liked
+        and not sampler.keeps_liked
+        and sampler.draw is None
+        and sampler.codes.adaptive in (sampling.ADAPTIVE_NONE, sampling.ADAPTIVE_DNS)
+    )
 
 
 def check_combination(params: dict[str, Any]) -> None:
@@ -276,6 +291,24 @@ def check_combination(params: dict[str, Any]) -> None:
             raise ValueError(
                 f"solver='minibatch' draws negatives from a fixed law; sampler={sampler.name!r} "
                 "depends on the factors (use solver='kernel')"
+            )
+    negatives = int(params["n_negatives"])
+    if negatives > 1:
+        if params["solver"] != "kernel":
+            raise ValueError("n_negatives > 1 is trained by solver='kernel'; solver='minibatch' takes one negative")
+        if loss.draws_negatives:
+            raise ValueError(f"loss={loss.name!r} draws its own negatives: n_negatives must be 1")
+        # The extra negatives are drawn as the sampler draws its first one, redrawn while a known
+        # positive; DNS picks each from its candidates. Samplers that skip (or keep) a known
+        # positive, choose from the factors otherwise, or draw in NumPy cannot do that.
+        if not _several_negatives(sampler):
+            usable = ", ".join(repr(s.name) for s in sampling.REGISTRY.values() if _several_negatives(s))
+            raise ValueError(f"n_negatives > 1 takes the samplers {usable}, not {sampler.name!r}")
+        candidates = negatives * int(params["dns_candidates"])
+        if sampler.codes.adaptive == sampling.ADAPTIVE_DNS and candidates > MAX_CANDIDATES:
+            raise ValueError(
+                f"n_negatives * dns_candidates = {candidates} candidates per positive; "
+                f"at most {MAX_CANDIDATES}, so that a kernel call stays short enough to interrupt with Ctrl-C"
             )
     if loss.draws_negatives and not sampler.warp:
         usable = " or ".join(repr(s.name) for s in sampling.REGISTRY.values() if s.warp)

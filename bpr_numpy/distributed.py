@@ -197,6 +197,8 @@ def fit(
     for name, allowed in SUPPORTED.items():
         if getattr(model, name) not in allowed:
             raise ValueError(f"distributed training supports {name} in {allowed}, got {getattr(model, name)!r}")
+    if int(model.n_negatives) != 1:
+        raise ValueError(f"distributed training takes one negative per positive, got n_negatives={model.n_negatives}")
     for name, value, low in (
         ("checkpoint_every", checkpoint_every, 1),
         ("max_restarts", max_restarts, 0),

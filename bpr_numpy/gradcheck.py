@@ -34,8 +34,11 @@ from ._parameters import Integer, check_allocation, check_random_state
 from .objective import (
     Gradients,
     Regularization,
+    expand_negatives,
     hybrid_triplet_gradients,
     hybrid_triplet_loss,
+    multi_negative_gradients,
+    multi_negative_loss,
     triplet_gradients,
     triplet_loss,
 )
@@ -177,7 +180,11 @@ def check_gradients(
     item_factors : ndarray, shape (n_items, factors)
     item_bias : ndarray, shape (n_items,), or None
     users, positives, negatives : ndarray of int, shape (batch,)
-        The triplets; repeats are allowed and must accumulate.
+        The triplets; repeats are allowed and must accumulate. ``negatives`` may
+        also have shape (batch, k): several negatives per positive, the objective
+        :func:`bpr_numpy.objective.multi_negative_loss` and the default gradient
+        :func:`bpr_numpy.objective.multi_negative_gradients` (-1 entries left out;
+        no ``weights``).
     loss : {"bpr", "sigmoid", "warp"}
         The WARP hinge has a kink at ``x_uij = 1``: a triplet within a few
         steps of it makes the differences straddle the kink, which is not a
@@ -205,13 +212,21 @@ def check_gradients(
     U = np.array(user_factors, dtype=np.float64)
     V = np.array(item_factors, dtype=np.float64)
     b = None if item_bias is None else np.array(item_bias, dtype=np.float64)
-    gradient = triplet_gradients if gradient is None else gradient
-
     users, positives, negatives = (np.asarray(a) for a in (users, positives, negatives))
+    several = negatives.ndim == 2
+    if several and weights is not None:
+        raise ValueError("weights apply to one negative per positive; negatives has shape (batch, k)")
+    default = multi_negative_gradients if several else triplet_gradients
+    gradient = default if gradient is None else gradient
     omega = np.ones(len(users)) if weights is None else np.asarray(weights, dtype=np.float64)
     extra = {} if weights is None else {"weights": omega.copy()}
 
     def loss_of(mask: np.ndarray | None = None) -> float:
+        if several:
+            keep = slice(None) if mask is None else mask
+            return multi_negative_loss(
+                U, V, b, users[keep], positives[keep], negatives[keep], loss=loss, regularization=reg
+            )
         if mask is None:
             return triplet_loss(U, V, b, users, positives, negatives, loss=loss, regularization=reg, weights=omega)
         return triplet_loss(
@@ -242,7 +257,8 @@ def check_gradients(
         return users == r
 
     def of_items(r):
-        return (positives == r) | (negatives == r)
+        hit = negatives == r
+        return (positives == r) | (hit.any(axis=1) if several else hit)
 
     errors["user_factors"] = _block_error(gU, *_numeric_gradient(loss_of, U, of_user, eps))
     errors["item_factors"] = _block_error(gV, *_numeric_gradient(loss_of, V, of_items, eps))
@@ -250,14 +266,16 @@ def check_gradients(
         gb = np.asarray(gb, dtype=np.float64).reshape(b.shape)
         errors["item_bias"] = _block_error(gb, *_numeric_gradient(loss_of, b, of_items, eps))
 
-    x = np.einsum("bf,bf->b", U[users], V[positives] - V[negatives])
+    xu, xi, xj = (users, positives, negatives) if not several else expand_negatives(users, positives, negatives)[:3]
+    x = np.einsum("bf,bf->b", U[xu], V[xi] - V[xj])
     if b is not None:
-        x = x + b[positives] - b[negatives]
+        x = x + b[xi] - b[xj]
     details = {
         "n_users": U.shape[0],
         "n_items": V.shape[0],
         "factors": U.shape[1],
         "batch": len(users),
+        "negatives_per_positive": negatives.shape[1] if several else 1,
         "loss": loss,
         "item_bias": b is not None,
         "regularization": reg.as_tuple(),

@@ -8,6 +8,7 @@ from numba import njit, prange
 
 from ..sampling import ADAPTIVE_AOBPR
 from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _prefetch_runs
+from ._negatives import _apply_batch_multi
 from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._updates import _apply_batch
 
@@ -39,6 +40,7 @@ def _run_chunk(
     trace,
     bitmap=None,
     prefetch_runs=False,
+    negatives=None,
 ):
     """Sample and apply the triplets of chunk ``chunk`` of an epoch of ``epoch_samples``, from the chunk's streams.
 
@@ -53,7 +55,9 @@ def _run_chunk(
     violation), for the tests' replay. ``bitmap``: see :func:`_draw_batch`.
     ``prefetch_runs``: fetch the runs' rows batches ahead (:func:`_prefetch_runs`),
     for matrices bigger than the caches: 18% faster on 20M pairs, 2.5% slower
-    on MovieLens 100k, where everything is cached already.
+    on MovieLens 100k, where everything is cached already. ``negatives`` is None (one
+    negative per positive) or ``(k, dns_candidates)``: each sample's step takes k negatives
+    (:func:`bpr_numpy._kernels._negatives._apply_batch_multi`; ``adaptive`` is then None).
 
     The optional arguments are None-or-tuple on purpose: numba prunes the
     branches on ``is None`` at compile time, so the default path (uniform,
@@ -109,33 +113,61 @@ def _run_chunk(
             starts,
             batch,
         )
-        neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
-            U,
-            V,
-            b,
-            indptr,
-            indices,
-            bu,
-            bi,
-            bj,
-            None,
-            n,
-            lr,
-            reg_u,
-            reg_i,
-            reg_j,
-            reg_b,
-            loss_code,
-            use_bias,
-            scratch,
-            neg_state,
-            popularity,
-            adaptive,
-            opt,
-            trace,
-            first + start,
-            None,
-        )
+        if negatives is not None:
+            neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch_multi(
+                U,
+                V,
+                b,
+                indptr,
+                indices,
+                bu,
+                bi,
+                bj,
+                n,
+                lr,
+                reg_u,
+                reg_i,
+                reg_j,
+                reg_b,
+                loss_code,
+                use_bias,
+                neg_state,
+                popularity,
+                negatives,
+                None,
+                opt,
+                trace,
+                first + start,
+                None,
+            )
+        else:
+            neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
+                U,
+                V,
+                b,
+                indptr,
+                indices,
+                bu,
+                bi,
+                bj,
+                None,
+                n,
+                lr,
+                reg_u,
+                reg_i,
+                reg_j,
+                reg_b,
+                loss_code,
+                use_bias,
+                scratch,
+                neg_state,
+                popularity,
+                adaptive,
+                opt,
+                trace,
+                first + start,
+                None,
+            )
         loss_sum += batch_loss
         ordered += batch_ordered
         skipped += batch_skipped
@@ -168,7 +200,7 @@ def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
         skip_liked,
         prefetch_runs,
     ) = settings
-    popularity, adaptive = sampling
+    popularity, adaptive, negatives = sampling
     out_loss, out_ordered, out_skipped = outs
     out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
         U,
@@ -196,6 +228,7 @@ def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
         trace,
         bitmap,
         prefetch_runs,
+        negatives,
     )
 
 
@@ -247,7 +280,7 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
         skip_liked,
         prefetch_runs,
     ) = settings
-    popularity, adaptive = sampling
+    popularity, adaptive, negatives = sampling
     out_loss, out_ordered, out_skipped = outs
     next_chunk = np.full(1, chunk_start, np.int64)
     for _ in prange(max(1, chunk_stop - chunk_start)):
@@ -279,6 +312,7 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
                 trace,
                 bitmap,
                 prefetch_runs,
+                negatives,
             )
             c = _fetch_add(next_chunk, 0)
 

@@ -145,6 +145,15 @@ class BPR(ParameterMixin, FactorModel):
         Law of the initial factors, of standard deviation ``init_std`` either way:
         normal, or uniform on ``[-a, a)`` with ``a = sqrt(3) init_std`` (Keras's
         ``Embedding`` default is ``a = 0.05``, ``init_std = 0.05 / sqrt(3)``).
+    n_negatives : int, default 1
+        Negatives per sampled positive. With ``k > 1`` each step follows the mean of the
+        positive's ``k`` triplet objectives, all gradients at the old values
+        (:mod:`bpr_numpy.objective._negatives`); the first negative is the sampler's draw, the
+        others are drawn the same way (``"dns"``: each the best of ``dns_candidates``). An epoch
+        still draws as many positives as there are pairs, so it costs about ``(k + 2) / 3``
+        one-negative epochs. ``solver="kernel"``, losses ``"bpr"`` and ``"sigmoid"``, the samplers
+        that redraw a known positive (``"uniform"``, ``"popularity"``, ``"dns"``), without side
+        features or stratified training; ``n_negatives * dns_candidates`` at most 1024.
 
     Attributes
     ----------
@@ -208,6 +217,7 @@ class BPR(ParameterMixin, FactorModel):
         solver: str = "kernel",
         batch_size: int = 64,
         init: str = "normal",
+        n_negatives: int = 1,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -232,6 +242,7 @@ class BPR(ParameterMixin, FactorModel):
         self.solver = solver
         self.batch_size = batch_size
         self.init = init
+        self.n_negatives = n_negatives
         self._check_params()
         self._reset_state()  # the learned arrays: none yet
         self.history_: list[EpochReport] = []

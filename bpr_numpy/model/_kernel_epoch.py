@@ -86,6 +86,10 @@ def run_epoch(
     adaptive_kind = int(codes.adaptive)
     warp_max_sampled = int(model.max_sampled) if LOSS_REGISTRY[model.loss].draws_negatives else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
+    several = None
+    if int(model.n_negatives) > 1:
+        candidates = int(model.dns_candidates) if adaptive_kind == sampling.ADAPTIVE_DNS else 1
+        several = (np.int64(model.n_negatives), np.int64(candidates))
 
     def run(chunk_start: int, chunk_stop: int) -> None:
         if features is not None:
@@ -94,6 +98,10 @@ def run_epoch(
             )
             return
         adaptive = None
+        if several is not None:  # DNS, if any, picks each of the negatives (several[1] candidates)
+            kernel(Parameters(U, V, b), data, settings, Sampling(popularity, None, several), opt, None, outs,
+                   chunk_start, chunk_stop)  # fmt: skip
+            return
         if adaptive_kind or warp_max_sampled:
             ranks, spread = no_ranks
             if aobpr and chunk_stop > chunk_start:
@@ -150,7 +158,9 @@ def chunks_per_call(model: BPR) -> int:
         if name in ("dns_candidates", "max_sampled")
     )
     # Python ints: a numpy int8 parameter would overflow in this product.
+    # Several negatives: each scores its candidates and moves a row.
     work: float = int(model.factors) * (3 + int(candidates)) * (1 if model.optimizer == "sgd" else 10)
+    work *= int(model.n_negatives)
     if model._features is not None:  # a sample touches every feature row of its user and items
         users, items = model._features.users.matrix, model._features.items.matrix
         work *= (users.nnz / users.shape[0] + 2 * items.nnz / items.shape[0]) / 3

@@ -89,6 +89,8 @@ def check_feature_settings(model: BPR) -> None:
     if not LOSS_REGISTRY[model.loss].hybrid:
         usable = " or ".join(repr(loss.name) for loss in LOSS_REGISTRY.values() if loss.hybrid)
         raise ValueError(f"side features support loss {usable}, not {model.loss!r}")
+    if int(model.n_negatives) > 1:
+        raise ValueError("side features train one negative per positive: n_negatives must be 1")
     if model.solver != "kernel":
         return
     if not sampling.REGISTRY[model.sampler].hybrid:

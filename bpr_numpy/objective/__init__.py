@@ -47,6 +47,13 @@ penalty is ``lambda * theta``. With ``s = ell'(x_uij)``::
 For ``"bpr"``, ``s = -g`` with ``g = sigma(-x_uij)``, which gives ``-g (h_i - h_j) + lambda_u w_u``
 and so on, as written in docs/design.md, 'The mathematics'.
 
+Several negatives per positive
+-----------------------------
+With ``n_negatives = k`` a positive ``(u, i)`` comes with ``k`` negatives and its objective is the
+mean of its ``k`` triplets' objectives (``k = 1``: the objective above); the gradients and the
+reference step are in :mod:`bpr_numpy.objective._negatives` (:func:`multi_negative_loss`,
+:func:`multi_negative_gradients`, :func:`multi_negative_step`).
+
 Optimisers
 ----------
 A step on one triplet takes the gradient ``G = dL/dtheta`` of every touched
@@ -72,6 +79,7 @@ from ._hybrid import (
     hybrid_triplet_gradients,
     hybrid_triplet_loss,
 )
+from ._negatives import expand_negatives, multi_negative_gradients, multi_negative_loss, multi_negative_step
 from ._optimizers import OptimizerState, apply_rows, sgd_step
 from ._plain import (
     Gradients,
@@ -138,6 +146,10 @@ __all__ = [
     "TripletTerms",
     "sgd_step",
     "apply_rows",
+    "expand_negatives",
+    "multi_negative_loss",
+    "multi_negative_gradients",
+    "multi_negative_step",
     "fold_in_objective",
     "HybridGradients",
     "hybrid_representations",

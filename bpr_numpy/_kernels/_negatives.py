@@ -1,0 +1,285 @@
+"""Several negatives per positive (``n_negatives = k``) in numba: the extra draws and the step.
+
+The math is :mod:`bpr_numpy.objective._negatives` (:func:`~bpr_numpy.objective.multi_negative_step`):
+the mean of the positive's k triplet objectives, every gradient at the old values, each
+touched row moved once. ``tests/test_negatives.py`` replays the kernel's own trace through the
+reference and compares.
+
+Kept apart from :func:`bpr_numpy._kernels._updates._apply_batch`: the one-negative step stays
+the lean loop it is, and an epoch with ``negatives`` None (the default) compiles without this
+module's code (numba prunes the branch on ``is None``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..objective import OPTIMIZER_ADAM
+from ._draws import _dns_choose, _draw_negative
+from ._primitives import _FASTMATH
+from ._updates import _adagrad_row, _adam_factors, _adam_row, _adaptive_rule, _pair_loss_and_slope
+
+
+@njit(cache=True, inline="always")
+def _row_scale(theta, g, lr):
+    """SGD on one row: ``theta -= lr g`` (``g`` in float64, ``theta`` in the factors' dtype)."""
+    for f in range(theta.shape[0]):
+        theta[f] = np.float64(theta[f]) - lr * g[f]
+
+
+# Called once per batch, not inlined, for the reason _apply_batch is (numba's inliner re-scans the
+# host); error_model="numpy" for the same reason too: every divisor is positive (1 + exp(-|x|),
+# AdaGrad's accumulator, Adam's epsilon, the count of negatives found, which is >= 1 where divided).
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _apply_batch_multi(
+    U,
+    V,
+    b,
+    indptr,
+    indices,
+    bu,
+    bi,
+    bj,
+    n,
+    lr,
+    reg_u,
+    reg_i,
+    reg_j,
+    reg_b,
+    loss_code,
+    use_bias,
+    neg_state,
+    popularity,
+    negatives,
+    given,
+    opt,
+    trace,
+    trace_row,
+    xs,
+):
+    """Apply samples ``0 .. n-1`` in order, each a positive ``(bu[t], bi[t])`` with k negatives.
+
+    ``negatives`` is ``(k, dns_candidates)``. The first negative is the batch's draw ``bj[t]``
+    (-1: the sample is skipped, as with one negative); the other ``k - 1`` are drawn here from
+    ``neg_state`` as the sampler draws (uniform or ``popularity``'s alias table, redrawn while a
+    known positive, -1 if none is found in the redraws), in order. With ``dns_candidates > 1``
+    each of them is the best-scored of that many (:func:`_dns_choose`; the extra candidates
+    uniform), chosen from the factors as they are at this sample. ``given`` is None or an array
+    ``(n, k)`` of negatives to use instead of drawing (the replay entry point).
+
+    The step is :func:`bpr_numpy.objective.multi_negative_step`: gradients of every row at the
+    old values into float64 scratch rows (a negative drawn twice sums into its first
+    occurrence's row), then each distinct row moves once, by SGD, AdaGrad or lazy Adam
+    (``opt`` as in :func:`_apply_batch`).
+
+    ``trace`` (None or an array) receives ``(u, i, j_1 .. j_k)`` of sample ``t`` in row
+    ``trace_row + t`` (``j_1 = -1``: skipped); ``xs`` (None or an array ``(n, k)``) receives each
+    ``x_uij`` before the step (NaN where none). Returns ``(neg_state, sum over samples of the mean
+    of omega ell(x_uij), count of samples whose first x_uij > 0, skipped)``: the first negative is
+    the sampler's plain draw, so the count estimates the same training AUC as with one negative.
+    """
+    k, dns_candidates = negatives
+    n_factors = U.shape[1]
+    n_items = V.shape[0]
+    negs = np.empty(k, np.int64)
+    owner = np.empty(k, np.int64)  # the slot whose row a negative's gradient goes to (its first occurrence)
+    slopes = np.empty(k, np.float64)
+    grad = np.empty((k + 2, n_factors))  # rows: w_u, h_i, then one per negative slot (float64)
+    bias_grad = np.empty(k + 1)  # b_i, then one per negative slot
+    if opt is not None:
+        code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
+        adam = code == OPTIMIZER_ADAM
+    rate = np.float64(lr)
+    ru = np.float64(reg_u)
+    ri = np.float64(reg_i)
+    rj = np.float64(reg_j)
+    rb = np.float64(reg_b)
+    loss_sum = 0.0
+    ordered = 0
+    skipped = 0
+    for t in range(n):
+        u = bu[t]
+        i = bi[t]
+        lo = indptr[u]
+        hi = indptr[u + 1]
+        if given is not None:
+            for m in range(k):
+                negs[m] = given[t, m]
+        else:
+            negs[0] = bj[t]
+            if negs[0] >= 0:
+                for m in range(k):
+                    if m > 0:
+                        neg_state, negs[m] = _draw_negative(neg_state, indices, lo, hi, n_items, popularity)
+                    if dns_candidates > 1 and negs[m] >= 0:
+                        neg_state, negs[m] = _dns_choose(
+                            neg_state, U, V, b, use_bias, indices, lo, hi, u, negs[m], dns_candidates, n_items
+                        )
+        if trace is not None:
+            trace[trace_row + t, 0] = u
+            trace[trace_row + t, 1] = i
+            for m in range(k):
+                trace[trace_row + t, 2 + m] = negs[m] if negs[0] >= 0 or given is not None else -1
+        if given is None and negs[0] < 0:
+            skipped += 1
+            continue
+        found = 0
+        for m in range(k):
+            if negs[m] >= 0:
+                found += 1
+        if found == 0:
+            skipped += 1
+            continue
+        share = 1.0 / found
+        # Scores and slopes, all at the old values.
+        slope_sum = 0.0
+        mean_loss = 0.0
+        first_x = np.nan
+        for m in range(k):
+            j = negs[m]
+            owner[m] = -1
+            if j < 0:
+                if xs is not None:
+                    xs[t, m] = np.nan
+                continue
+            x = 0.0
+            for f in range(n_factors):
+                x += np.float64(U[u, f]) * (np.float64(V[i, f]) - np.float64(V[j, f]))
+            if use_bias:
+                x += np.float64(b[i]) - np.float64(b[j])
+            if xs is not None:
+                xs[t, m] = x
+            if m == 0:
+                first_x = x
+            linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
+            mean_loss += share * (linear + math.log(factor))
+            slopes[m] = share * slope
+            slope_sum += slopes[m]
+            owner[m] = m
+            for p in range(m):
+                if negs[p] == j:
+                    owner[m] = p  # drawn twice: one row, the gradients summed
+                    break
+        # Gradients: w_u and h_i, then the negatives' rows (regularisation shared out by 1/k).
+        for f in range(n_factors):
+            wu = np.float64(U[u, f])
+            grad[0, f] = ru * wu
+            grad[1, f] = slope_sum * wu + ri * np.float64(V[i, f])
+        for m in range(k):
+            if owner[m] == m:
+                grad[2 + m, :] = 0.0
+                bias_grad[1 + m] = 0.0
+        for m in range(k):
+            if owner[m] < 0:
+                continue
+            j = negs[m]
+            s = slopes[m]
+            row = 2 + owner[m]
+            for f in range(n_factors):
+                wu = np.float64(U[u, f])
+                hj = np.float64(V[j, f])
+                grad[0, f] += s * (np.float64(V[i, f]) - hj)
+                grad[row, f] += share * rj * hj - s * wu
+            if use_bias:
+                bias_grad[1 + owner[m]] += share * rb * np.float64(b[j]) - s
+        if use_bias:
+            bias_grad[0] = slope_sum + rb * np.float64(b[i])
+        # Each distinct row moves once.
+        if opt is None:
+            _row_scale(U[u], grad[0], rate)
+            _row_scale(V[i], grad[1], rate)
+            for m in range(k):
+                if owner[m] == m:
+                    _row_scale(V[negs[m]], grad[2 + m], rate)
+            if use_bias:
+                b[i] = np.float64(b[i]) - rate * bias_grad[0]
+                for m in range(k):
+                    if owner[m] == m:
+                        b[negs[m]] = np.float64(b[negs[m]]) - rate * bias_grad[1 + m]
+        else:
+            if adam:
+                t_u[u] += 1
+                t_v[i] += 1
+                cu1, cu2 = _adam_factors(t_u[u])
+                ci1, ci2 = _adam_factors(t_v[i])
+                _adam_row(U[u], m_u[u], v_u[u], grad[0], rate, cu1, cu2)
+                _adam_row(V[i], m_v[i], v_v[i], grad[1], rate, ci1, ci2)
+            else:
+                ci1 = ci2 = 1.0
+                _adagrad_row(U[u], v_u[u], grad[0], rate)
+                _adagrad_row(V[i], v_v[i], grad[1], rate)
+            if use_bias:
+                b[i], mb, v_b[i] = _adaptive_rule(
+                    np.float64(b[i]), bias_grad[0], m_b[i] if adam else 0.0, v_b[i], code, rate, ci1, ci2
+                )
+                if adam:
+                    m_b[i] = mb
+            for m in range(k):
+                if owner[m] != m:
+                    continue
+                j = negs[m]
+                cj1 = cj2 = 1.0
+                if adam:
+                    t_v[j] += 1
+                    cj1, cj2 = _adam_factors(t_v[j])
+                    _adam_row(V[j], m_v[j], v_v[j], grad[2 + m], rate, cj1, cj2)
+                else:
+                    _adagrad_row(V[j], v_v[j], grad[2 + m], rate)
+                if use_bias:
+                    b[j], mb, v_b[j] = _adaptive_rule(
+                        np.float64(b[j]), bias_grad[1 + m], m_b[j] if adam else 0.0, v_b[j], code, rate, cj1, cj2
+                    )
+                    if adam:
+                        m_b[j] = mb
+        loss_sum += mean_loss
+        if first_x > 0.0:
+            ordered += 1
+    return neg_state, loss_sum, ordered, skipped
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _apply_multi_triplets(params, samples, settings, opt):
+    """Apply the model's several-negative step to explicit samples, in order (the tests' replay).
+
+    ``samples``: ``(users, positives, negatives)``, negatives of shape (n, k), -1 left out;
+    ``settings``: EpochSettings (its step size, penalties, loss and bias switch). Returns each
+    ``x_uij`` before its step, shape (n, k), NaN where none.
+    """
+    U, V, b = params
+    users, positives, negs = samples
+    _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
+    n = users.shape[0]
+    k = negs.shape[1]
+    xs = np.full((n, k), np.nan)
+    no_csr = np.zeros(users.max() + 2 if n else 1, np.int64)
+    dummy = np.zeros(1, np.int64)
+    _apply_batch_multi(
+        U,
+        V,
+        b,
+        no_csr,
+        dummy,
+        users,
+        positives,
+        dummy,
+        n,
+        lr,
+        reg_u,
+        reg_i,
+        reg_j,
+        reg_b,
+        loss_code,
+        use_bias,
+        np.uint64(0),
+        None,
+        (np.int64(k), np.int64(1)),
+        negs,
+        opt,
+        None,
+        0,
+        xs,
+    )
+    return xs
