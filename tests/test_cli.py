@@ -301,12 +301,13 @@ def test_per_role_regularization_and_hyperparameters_reach_the_model(tmp_path):
     run("train", "--epochs", "1", "--threads", "1", "--quiet", "--factors", "6", "--lr", "0.05",
         "--regularization", "0.01", "--reg-negative", "0.003", "--reg-bias", "0", "--user-run", "4",
         "--no-item-bias", "--init-std", "0.05", "--loss", "sigmoid", "--dtype", "float64", "--seed", "9",
-        "--save", str(path), check_code=0)
+        "--n-negatives", "3", "--save", str(path), check_code=0)
     params = BPR.load(path).get_params()
     assert dict(params["regularization"]) == {"user": 0.01, "positive": 0.01, "negative": 0.003, "bias": 0.0}
     assert params["factors"] == 6 and params["learning_rate"] == 0.05 and params["user_run"] == 4
     assert params["item_bias"] is False and params["init_std"] == 0.05 and params["loss"] == "sigmoid"
     assert np.dtype(params["dtype"]) == np.float64 and params["random_state"] == 9
+    assert params["n_negatives"] == 3
 
 
 @pytest.mark.parametrize("args, message", [

@@ -20,7 +20,7 @@ def test_a_plain_model_file_of_0_1_0_loads_with_its_parameters_ids_and_rankings(
     params = {k: (np.dtype(v).name if isinstance(v, type) else v) for k, v in model.get_params().items()}
     # The parameters added since take their defaults.
     assert params == {**EXPECTED["plain"]["params"], "solver": "kernel", "batch_size": 64,
-                      "init": "normal"}
+                      "init": "normal", "n_negatives": 1}
     assert model.item_bias is False and not model.item_biases.any()
     assert model.user_ids[3] == "u3" and model.item_ids[0] == 100
     assert model.recommend(np.arange(5), n=5)[0].tolist() == EXPECTED["plain"]["items"]

@@ -20,18 +20,26 @@ NON_DEFAULT = dict(factors=8, learning_rate=0.05, regularization={"user": 0.01, 
                    learning_rate_decay=0.9, item_bias=False, init_std=0.05, dtype=np.float64, threads=1,
                    random_state=3, identity="users", normalize_features=True, solver="minibatch",
                    batch_size=16, init="uniform")
+# Arguments whose non-default value the minibatch solver above refuses, checked on their own.
+KERNEL_NON_DEFAULT = dict(n_negatives=3, sampler="dns", optimizer="adam")
+# get_params of a BPR(**NON_DEFAULT): the kernel-only arguments at their defaults.
+NON_DEFAULT_PARAMS = {**NON_DEFAULT, "n_negatives": 1}
 
 
 def test_every_init_argument_is_covered_here():
     names = [n for n in inspect.signature(BPR.__init__).parameters if n != "self"]
-    assert sorted(names) == sorted(NON_DEFAULT)
+    assert sorted(names) == sorted(set(NON_DEFAULT) | set(KERNEL_NON_DEFAULT))
 
 
 def test_each_init_argument_is_stored_unchanged_under_its_own_name():
     model = BPR(**NON_DEFAULT)
     for name, value in NON_DEFAULT.items():
         assert getattr(model, name) is value, name
-    assert model.get_params() == NON_DEFAULT
+    assert model.get_params() == NON_DEFAULT_PARAMS
+    model = BPR(**KERNEL_NON_DEFAULT)
+    for name, value in KERNEL_NON_DEFAULT.items():
+        assert getattr(model, name) is value, name
+    assert {k: model.get_params()[k] for k in KERNEL_NON_DEFAULT} == KERNEL_NON_DEFAULT
 
 
 def test_clone_gives_an_unfitted_estimator_with_equal_parameters():
@@ -47,7 +55,7 @@ def test_clone_gives_an_unfitted_estimator_with_equal_parameters():
 def test_set_params_round_trips_every_argument():
     model = BPR()
     model.set_params(**NON_DEFAULT)
-    assert model.get_params() == NON_DEFAULT
+    assert model.get_params() == NON_DEFAULT_PARAMS
     with pytest.raises(ValueError, match="unknown parameter 'use_item_bias'"):
         model.set_params(use_item_bias=False)
 

@@ -37,6 +37,7 @@ def _model_params(args) -> dict:
             sampler=args.sampler,
             popularity_exponent=args.popularity_exponent,
             dns_candidates=args.dns_candidates,
+            n_negatives=args.n_negatives,
             aobpr_lambda=args.aobpr_lambda,
             max_sampled=args.max_sampled,
             optimizer=args.optimizer,

@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per draw of the dns sampler (default 5)",
     )
     hp.add_argument(
+        "--n-negatives",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="negatives per positive, the step on the mean of their k triplet objectives (default 1)",
+    )
+    hp.add_argument(
         "--aobpr-lambda",
         type=float,
         default=None,
