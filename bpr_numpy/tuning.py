@@ -300,9 +300,12 @@ class Checkpoint:
     epochs : int
         Epochs the arm has trained in all, at this checkpoint.
     score : float
-        What ``advance`` returned (higher is better; NaN counts as -inf).
+        What ``score`` returned (higher is better; NaN counts as -inf).
+    train_seconds : float
+        The arm's training time so far by the clock (its ``train`` calls): about what training
+        this checkpoint's setting from scratch costs.
     seconds : float
-        The arm's cumulative cost by the clock: the sum of its ``advance`` calls so far.
+        The arm's whole cost so far (its ``train`` and ``score`` calls).
     elapsed : float
         Clock time from the search's start to the end of this checkpoint.
     """
@@ -311,6 +314,7 @@ class Checkpoint:
     rung: int
     epochs: int
     score: float
+    train_seconds: float
     seconds: float
     elapsed: float
 
@@ -344,10 +348,10 @@ class HalvingResult:
         ----------
         tolerance : float, default 0
             Relative: the checkpoints scoring at least ``best - tolerance * |best|`` are
-            candidates, and the one of least ``seconds`` wins. 0 picks the highest score, exact
-            ties going to fewer epochs, then the lower arm.
+            candidates, and the one of least ``train_seconds`` wins. 0 picks the highest score,
+            exact ties going to fewer epochs, then the lower arm.
         """
-        return _select(self.checkpoints, tolerance, lambda c: c.seconds)
+        return _select(self.checkpoints, tolerance, lambda c: c.train_seconds)
 
 
 def _score_key(score: float) -> float:
@@ -417,36 +421,48 @@ def rung_schedule(n_arms: int, min_epochs: int, max_epochs: int, eta: int = 3) -
     return plan
 
 
-def _planned_cost(n: int, started: int, spent: float, per_arm: float, epochs: list[int], eta: int) -> float:
-    """Clock time the whole search would take with ``n`` arms, ``started`` of them through rung 0.
+@dataclass(frozen=True)
+class _Costs:
+    """What rung 0 measured, for planning: medians of its steps' training and scoring seconds.
 
-    Rung 0 costs ``per_arm`` an arm; a later rung's extra epochs are charged in proportion (the
-    scoring at each checkpoint is thereby over-counted, which errs towards fewer arms).
+    The median shrugs off the first arm's one-off compilation. Training is charged per epoch
+    (``per_epoch``), scoring per checkpoint (``per_score``), so a later rung, which trains more
+    epochs but scores once, is planned at its own price.
     """
-    cost = spent + per_arm * (n - started)
-    arms = n
-    for previous, current in itertools.pairwise(epochs):
-        arms = -(-arms // eta)
-        cost += arms * per_arm * (current - previous) / epochs[0]
-    return cost
+
+    per_epoch: float
+    per_score: float
+
+    @classmethod
+    def of(cls, train: list[float], score: list[float], min_epochs: int) -> _Costs:
+        return cls(float(np.median(train)) / min_epochs, float(np.median(score)))
+
+    def planned(self, n: int, started: int, spent: float, epochs: list[int], eta: int) -> float:
+        """Clock time of the whole search with ``n`` arms, ``started`` of them through rung 0 after ``spent``."""
+        cost = spent + (n - started) * (self.per_epoch * epochs[0] + self.per_score)
+        arms = n
+        for previous, current in itertools.pairwise(epochs):
+            arms = -(-arms // eta)
+            cost += arms * (self.per_epoch * (current - previous) + self.per_score)
+        return cost
 
 
-def _arms_for_budget(started: int, spent: float, step_costs: list[float], epochs: list[int], eta: int,
-                     budget: float, max_arms: int) -> int:  # fmt: skip
+def _arms_for_budget(started: int, spent: float, costs: _Costs, epochs: list[int], eta: int, budget: float,
+                     max_arms: int) -> int:  # fmt: skip
     """The most arms, from ``started`` (and ``eta``) to ``max_arms``, whose planned cost fits the budget.
 
     At least ``eta`` arms are planned, so that a slow first arm (one-off compilation) cannot end
     the search before a second measurement; the budget still stops them if it must.
     """
-    per_arm = float(np.median(step_costs))  # the median shrugs off the first arm's compilation
     n = max(started, min(eta, max_arms))
-    while n < max_arms and _planned_cost(n + 1, started, spent, per_arm, epochs, eta) <= budget:
+    while n < max_arms and costs.planned(n + 1, started, spent, epochs, eta) <= budget:
         n += 1
     return n
 
 
 def successive_halving(
-    advance: Callable[[int, int], float],
+    train: Callable[[int, int], object],
+    score: Callable[[int], float],
     *,
     n_arms: int | None,
     min_epochs: int,
@@ -458,35 +474,37 @@ def successive_halving(
     on_checkpoint: Callable[[Checkpoint, int], object] | None = None,
     on_release: Callable[[int], object] | None = None,
 ) -> HalvingResult:
-    """Successive halving with epochs as the resource; a pure function of ``advance`` and ``clock``.
+    """Successive halving with epochs as the resource; a pure function of its callables and ``clock``.
 
     Rung ``r`` brings every surviving arm to ``min(min_epochs * eta**r, max_epochs)`` epochs in
-    all, continuing where it stopped (``advance`` gets the *extra* epochs), and scores it; the best
+    all, continuing where it stopped (``train`` gets the *extra* epochs), and scores it; the best
     ``ceil(n / eta)`` of the ``n`` arms of the rung survive (ties go to the lower arm index, so
     the search is deterministic given the scores). It ends at ``max_epochs``; a lone survivor is
-    still trained up the remaining rungs, so the epoch count is searched for it too.
+    still trained up the remaining rungs, so the epoch count is searched for it too
+    (:func:`rung_schedule` is the plan).
 
     Parameters
     ----------
-    advance : callable ``(arm, extra_epochs) -> score``
-        Train arm ``arm`` (from 0) ``extra_epochs`` more epochs, then score it (higher is
-        better; NaN counts as worse than any number). The first call for an arm starts it.
+    train : callable ``(arm, extra_epochs)``
+        Train arm ``arm`` (from 0) ``extra_epochs`` more epochs; the first call starts it.
+    score : callable ``(arm) -> float``
+        Score arm ``arm`` as trained so far (higher is better; NaN counts as worse than any
+        number). Timed apart from ``train``: see ``n_arms``.
     n_arms : int or None
         Arms to start. None sizes the search from the budget: rung 0 starts arms one by one
-        and, after each, re-plans from the median of their rung-0 costs so far (the first arm
-        may include one-off compilation) how many arms the whole schedule can afford within
-        ``budget_seconds``, at least ``eta`` and up to ``max_arms``; later rungs are charged in
-        proportion to their epochs (which over-counts the scoring at each checkpoint, so the
-        plan errs towards fewer arms). The number of arms then depends on timing, so only a
-        given ``n_arms`` is reproducible.
+        and, after each, plans from the medians of its steps so far (the first may include
+        one-off compilation) how many arms the whole schedule affords within
+        ``budget_seconds``, at least ``eta`` and at most ``max_arms``. Training is charged
+        per epoch and scoring per checkpoint, as measured in rung 0. The number of arms then
+        depends on timing: only a given ``n_arms`` is reproducible.
     min_epochs, max_epochs : int
         Epochs of the first rung, and the most any arm trains (``1 <= min_epochs <= max_epochs``).
     eta : int, default 3
         Halving rate (>= 2): a rung keeps ``1 / eta`` of its arms, which train ``eta`` times longer.
     budget_seconds : float, default inf
-        No new ``advance`` starts once ``clock()`` says this much has passed since the start; a
-        call in progress finishes, so the search overshoots by at most one arm's step. The
-        record so far is returned.
+        No arm's step (training, then scoring) starts once ``clock()`` says this much has passed
+        since the start; a step in progress finishes, so the search overshoots by at most one
+        step. The record so far is returned.
     clock : callable, default time.perf_counter
         Seconds, monotonic (the tests pass a fake one).
     max_arms : int, default :data:`MAX_ARMS`
@@ -495,13 +513,13 @@ def successive_halving(
         Called after each checkpoint with the arms planned so far; returning ``False`` stops
         the search (as :meth:`~bpr_numpy.BPR.fit`'s callback).
     on_release : callable ``(arm)``, optional
-        Called once for each arm that will not be advanced again (eliminated, or the search
+        Called once for each arm that will not be trained again (eliminated, or the search
         over), so its owner can free it.
 
     Returns
     -------
     HalvingResult
-        Every checkpoint, the arms started, and why the search stopped.
+        Every checkpoint, the arms planned, and why the search stopped.
     """
     _check_schedule(n_arms, min_epochs, max_epochs, eta)
     if n_arms is None and not math.isfinite(budget_seconds):
@@ -512,9 +530,11 @@ def successive_halving(
     start = clock()
     planned = 1 if n_arms is None else int(n_arms)
     trained: dict[int, int] = {}  # arm -> epochs so far
-    spent: dict[int, float] = {}  # arm -> its advance calls' seconds so far
+    train_spent: dict[int, float] = {}  # arm -> seconds of its train calls
+    spent: dict[int, float] = {}  # arm -> seconds of its train and score calls
     checkpoints: list[Checkpoint] = []
-    step_costs: list[float] = []  # rung 0's, for sizing
+    train_costs: list[float] = []  # rung 0's, for sizing
+    score_costs: list[float] = []
     survivors: list[int] = []
     stopped = "done"
     released: set[int] = set()
@@ -527,14 +547,18 @@ def successive_halving(
 
     def step(arm: int, rung: int) -> Checkpoint:
         t0 = clock()
-        score = float(advance(arm, epochs[rung] - trained.get(arm, 0)))
+        train(arm, epochs[rung] - trained.get(arm, 0))
         t1 = clock()
+        value = float(score(arm))
+        t2 = clock()
         trained[arm] = epochs[rung]
-        spent[arm] = spent.get(arm, 0.0) + (t1 - t0)
-        checkpoint = Checkpoint(arm, rung, epochs[rung], score, spent[arm], t1 - start)
+        train_spent[arm] = train_spent.get(arm, 0.0) + (t1 - t0)
+        spent[arm] = spent.get(arm, 0.0) + (t2 - t0)
+        checkpoint = Checkpoint(arm, rung, epochs[rung], value, train_spent[arm], spent[arm], t2 - start)
         checkpoints.append(checkpoint)
         if rung == 0:
-            step_costs.append(t1 - t0)
+            train_costs.append(t1 - t0)
+            score_costs.append(t2 - t1)
         return checkpoint
 
     for rung in range(len(epochs)):
@@ -549,7 +573,8 @@ def successive_halving(
             scores[arm] = _score_key(checkpoint.score)
             if rung == 0 and n_arms is None:
                 # Re-plan from what rung 0 has cost so far; never fewer arms than already started.
-                planned = _arms_for_budget(arm + 1, clock() - start, step_costs, epochs, eta, budget_seconds, max_arms)
+                costs = _Costs.of(train_costs, score_costs, min_epochs)
+                planned = _arms_for_budget(arm + 1, clock() - start, costs, epochs, eta, budget_seconds, max_arms)
                 arms = iter(range(arm + 1, planned))
             if on_checkpoint is not None and on_checkpoint(checkpoint, planned) is False:
                 stopped = "callback"
@@ -918,32 +943,31 @@ def tune(
             raise type(exc)(f"the space's draw for arm {arm} ({drawn}) is refused by BPR: {exc}") from None
 
     models: dict[int, BPR] = {}
-    fit_seconds: dict[int, float] = {}
     trained: dict[int, int] = {}  # arm -> epochs
     diverged: set[int] = set()
     released: set[int] = set()
     trials: list[Trial] = []
     best: list[Trial] = []  # the best so far by the selection rule (a list: set inside closures)
 
-    def advance(arm: int, extra: int) -> float:
+    def train_arm(arm: int, extra: int) -> None:
         if arm in diverged:
-            return -math.inf  # nothing left to train
+            return  # nothing left to train
         drawn, arm_seed = settings[arm]
-        t0 = time.perf_counter()
         try:
             if arm not in models:
-                model = BPR(**{**base, **fixed, **drawn}, random_state=arm_seed, threads=threads)
-                models[arm] = model
-                model.fit(fit_input, epochs=extra, show_progress=False)
+                models[arm] = BPR(**{**base, **fixed, **drawn}, random_state=arm_seed, threads=threads)
+                models[arm].fit(fit_input, epochs=extra, show_progress=False)
             else:
                 models[arm].partial_fit(fit_input, epochs=extra, show_progress=False)
         except TrainingDivergedError:
             diverged.add(arm)
-            models.pop(arm, None)
-            return -math.inf
-        finally:
-            fit_seconds[arm] = fit_seconds.get(arm, 0.0) + time.perf_counter() - t0
+            del models[arm]
+            return
         trained[arm] = trained.get(arm, 0) + extra
+
+    def score_arm(arm: int) -> float:
+        if arm in diverged:
+            return -math.inf
         result = metrics.evaluate(models[arm], train_matrix, valid_matrix, k=k, metrics=[name])
         return float(result[key])
 
@@ -956,7 +980,7 @@ def tune(
         drawn, arm_seed = settings[checkpoint.arm]
         trial = Trial(
             checkpoint.arm, dict(drawn), arm_seed, checkpoint.rung, checkpoint.epochs, checkpoint.score,
-            fit_seconds[checkpoint.arm], checkpoint.arm in diverged,
+            checkpoint.train_seconds, checkpoint.arm in diverged,
         )  # fmt: skip
         trials.append(trial)
         best[:] = [_select(trials, tolerance, lambda t: t.fit_seconds)]
@@ -978,7 +1002,8 @@ def tune(
 
     setup = time.perf_counter() - started  # the budget counts from the call, checks included
     halving = successive_halving(
-        advance,
+        train_arm,
+        score_arm,
         n_arms=n_arms,
         min_epochs=min_epochs,
         max_epochs=max_epochs,

@@ -32,8 +32,9 @@ from bpr_numpy.tuning import (
 class FakeArms:
     """Arms whose score after ``e`` epochs is ``q[arm] * (1 - exp(-e / 10))`` plus small seeded noise.
 
-    Each step charges the fake clock ``epoch_cost`` per epoch plus ``score_cost``; ``calls``
-    records every ``(arm, extra_epochs)`` asked for.
+    Training charges the fake clock ``epoch_cost`` per epoch (the very first call
+    ``first_extra`` more, as a compilation would), scoring ``score_cost``; ``calls`` records
+    every ``(arm, extra_epochs)`` asked for.
     """
 
     def __init__(self, q, *, noise=0.002, seed=0, epoch_cost=1.0, score_cost=0.0, first_extra=0.0):
@@ -48,12 +49,24 @@ class FakeArms:
     def clock(self):
         return self.now
 
-    def advance(self, arm, extra):
+    def train(self, arm, extra):
         assert extra > 0
         self.calls.append((arm, extra))
-        self.now += self.epoch_cost * extra + self.score_cost + (self.first_extra if len(self.calls) == 1 else 0.0)
-        epochs = self.trained[arm] = self.trained.get(arm, 0) + extra
-        return float(self.q[arm] * (1 - math.exp(-epochs / 10)) + self.rng.uniform(-self.noise, self.noise))
+        self.now += self.epoch_cost * extra + (self.first_extra if len(self.calls) == 1 else 0.0)
+        self.trained[arm] = self.trained.get(arm, 0) + extra
+
+    def score(self, arm):
+        self.now += self.score_cost
+        return float(self.q[arm] * (1 - math.exp(-self.trained[arm] / 10)) + self.rng.uniform(-self.noise, self.noise))
+
+    def step_cost(self, extra):
+        return self.epoch_cost * extra + self.score_cost
+
+    def schedule_cost(self, n_arms, min_epochs, max_epochs, eta):
+        """Clock time of the whole schedule of ``n_arms`` arms (no budget, no first-call extra)."""
+        plan = rung_schedule(n_arms, min_epochs, max_epochs, eta)
+        previous = [0] + [epochs for _, epochs in plan]
+        return sum(arms * self.step_cost(epochs - before) for (arms, epochs), before in zip(plan, previous))
 
 
 def planted(n_arms, best, seed=0):
@@ -64,7 +77,7 @@ def planted(n_arms, best, seed=0):
 
 
 def halve(arms, n_arms, min_epochs=1, max_epochs=27, eta=3, **kwargs):
-    return successive_halving(arms.advance, n_arms=n_arms, min_epochs=min_epochs, max_epochs=max_epochs, eta=eta,
+    return successive_halving(arms.train, arms.score, n_arms=n_arms, min_epochs=min_epochs, max_epochs=max_epochs, eta=eta,
                               clock=arms.clock, **kwargs)
 
 
@@ -121,9 +134,10 @@ def test_the_rung_schedule(n_arms, eta, min_epochs, span, seed):
 
 def test_ties_go_to_the_lower_arm_and_nan_ranks_last():
     scores = {0: 0.5, 1: float("nan"), 2: 0.5, 3: 0.7, 4: 0.5, 5: 0.1}
-    result = successive_halving(lambda arm, extra: scores[arm], n_arms=6, min_epochs=1, max_epochs=3, eta=3)
+    result = successive_halving(lambda arm, extra: None, scores.get, n_arms=6, min_epochs=1, max_epochs=3, eta=3)
     assert [c.arm for c in result.checkpoints if c.rung == 1] == [0, 3]
-    result = successive_halving(lambda arm, extra: float("nan"), n_arms=3, min_epochs=1, max_epochs=3, eta=3)
+    result = successive_halving(lambda arm, extra: None, lambda arm: float("nan"), n_arms=3, min_epochs=1,
+                                max_epochs=3, eta=3)
     assert [c.arm for c in result.checkpoints if c.rung == 1] == [0]
 
 
@@ -145,10 +159,12 @@ def test_the_budget_stops_new_work_and_overshoots_by_at_most_one_step():
     budget = 60.0
     result = halve(arms, 27, max_epochs=27, budget_seconds=budget)
     assert result.stopped == "budget" and len(result.checkpoints) < len(unlimited.checkpoints)
-    longest_step = max(1.0 * extra + 0.5 for _, extra in arms.calls)
-    assert arms.now <= budget + longest_step
-    assert all(c.elapsed - (1.0 * extra + 0.5) < budget for c, (_, extra) in zip(result.checkpoints, arms.calls))
+    assert arms.now <= budget + max(arms.step_cost(extra) for _, extra in arms.calls)
+    assert all(c.elapsed - arms.step_cost(extra) < budget for c, (_, extra) in zip(result.checkpoints, arms.calls))
     assert result.best() == max(result.checkpoints, key=lambda c: (c.score, -c.epochs, -c.arm))
+    # The costs are recorded per arm: training alone, and training with scoring.
+    first = result.checkpoints[0]
+    assert (first.train_seconds, first.seconds, first.elapsed) == (1.0, 1.5, 1.5)
 
 
 @settings(deadline=None, max_examples=examples(60))
@@ -157,29 +173,30 @@ def test_the_budget_stops_new_work_and_overshoots_by_at_most_one_step():
 def test_no_step_starts_after_the_budget(n_arms, budget, epoch_cost, score_cost, seed):
     arms = FakeArms(np.random.default_rng(seed).uniform(0, 1, n_arms), epoch_cost=epoch_cost, score_cost=score_cost)
     result = halve(arms, n_arms, max_epochs=27, budget_seconds=budget)
-    started = [c.elapsed - (epoch_cost * extra + score_cost) for c, (_, extra) in zip(result.checkpoints, arms.calls)]
+    started = [c.elapsed - arms.step_cost(extra) for c, (_, extra) in zip(result.checkpoints, arms.calls)]
     assert all(t < budget for t in started)
-    assert arms.now <= budget + max(epoch_cost * extra + score_cost for _, extra in arms.calls)
+    assert arms.now <= budget + max(arms.step_cost(extra) for _, extra in arms.calls)
     assert result.checkpoints  # the first step always runs: there is a best so far
 
 
-def test_arms_sized_from_the_budget():
-    # Cost proportional to epochs: the planned cost is exact, so the search fits the budget.
-    arms = FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0)
-    result = halve(arms, None, max_epochs=27, budget_seconds=200.0)
-    plan = rung_schedule(result.n_arms, 1, 27, 3)
-    assert result.stopped == "done" and arms.now <= 200.0
-    assert sum(arms_r * (e - p) for (arms_r, e), p in zip(plan, [0] + [e for _, e in plan])) <= 200.0
-    # One more arm would not have fitted.
-    plan = rung_schedule(result.n_arms + 1, 1, 27, 3)
-    assert sum(arms_r * (e - p) for (arms_r, e), p in zip(plan, [0] + [e for _, e in plan])) > 200.0
+@pytest.mark.parametrize("score_cost", [0.0, 2.0])
+def test_arms_sized_from_the_budget(score_cost):
+    # Costs linear in the epochs plus a scoring cost per checkpoint, as planned: the plan is exact.
+    arms = FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0, score_cost=score_cost)
+    result = halve(arms, None, max_epochs=27, budget_seconds=300.0)
+    assert result.stopped == "done" and arms.now <= 300.0
+    assert arms.schedule_cost(result.n_arms, 1, 27, 3) <= 300.0 < arms.schedule_cost(result.n_arms + 1, 1, 27, 3)
     assert result.best().arm == 7
     # A slow first step (compilation) is shrugged off by the median, and the arms are capped.
-    slow = halve(FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0, first_extra=30.0), None, max_epochs=27,
-                 budget_seconds=200.0)
-    assert result.n_arms - 12 <= slow.n_arms < result.n_arms  # the 30 s spent cost about 10 arms
-    huge = halve(FakeArms(planted(MAX_ARMS, 7), epoch_cost=1e-6), None, max_epochs=27, budget_seconds=200.0)
+    slow = halve(FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0, score_cost=score_cost, first_extra=30.0), None,
+                 max_epochs=27, budget_seconds=300.0)
+    assert result.n_arms * 0.8 <= slow.n_arms < result.n_arms  # the 30 s spent cost about 10% of the arms
+    huge = halve(FakeArms(planted(MAX_ARMS, 7), epoch_cost=1e-6), None, max_epochs=27, budget_seconds=300.0)
     assert huge.n_arms == MAX_ARMS
+    # A budget too small for eta arms still starts eta of them and stops on time.
+    tiny = halve(FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0, first_extra=30.0), None, max_epochs=27,
+                 budget_seconds=20.0)
+    assert tiny.n_arms == 3 and tiny.stopped == "budget" and len(tiny.checkpoints) == 1
     with pytest.raises(ValueError, match="finite budget_seconds"):
         halve(FakeArms([0.5]), None)
 
@@ -212,7 +229,7 @@ def test_callback_stops_and_every_arm_is_released_once():
 def test_schedule_arguments_are_checked(kwargs, message):
     args = dict(n_arms=3, min_epochs=1, max_epochs=9, eta=3) | kwargs
     with pytest.raises(ValueError, match=message):
-        successive_halving(lambda arm, extra: 0.0, **args)
+        successive_halving(lambda arm, extra: None, lambda arm: 0.0, **args)
 
 
 def test_tolerance_picks_the_cheapest_checkpoint_near_the_best():
@@ -220,7 +237,7 @@ def test_tolerance_picks_the_cheapest_checkpoint_near_the_best():
     result = halve(arms, 3, min_epochs=10, max_epochs=30, eta=3)
     assert result.best().epochs == 30
     cheap = result.best(tolerance=0.5)
-    assert cheap.epochs == 10 and cheap.seconds == min(c.seconds for c in result.checkpoints)
+    assert cheap.epochs == 10 and cheap.train_seconds == min(c.train_seconds for c in result.checkpoints)
     with pytest.raises(ValueError, match="tolerance"):
         result.best(tolerance=-1)
 
