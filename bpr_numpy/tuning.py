@@ -12,8 +12,8 @@ others' shorter checkpoints, which were scored too, and each checkpoint's cumula
 time is reported beside its score so the price of the extra epochs is visible (``tolerance``
 trades a little score for a cheaper checkpoint).
 
-The search itself, :func:`successive_halving`, is a pure function of a scoring callback and a
-clock, so its logic is tested without training anything. The space is declared with
+The search itself, :func:`successive_halving`, is a pure function of a training and a scoring
+callable and a clock, so its logic is tested without training anything. The space is declared with
 :class:`Choice`, :class:`LogUniform`, :class:`Uniform` and :class:`IntLogUniform` (a list means a
 choice, a scalar a fixed value); :data:`DEFAULT_SPACE` is a reasonable start for BPR.
 The guide is ``docs/guide/tuning.md``, 'The built-in tuner'.
@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 #: Most arms :func:`successive_halving` starts when it sizes the search from the budget
-#: (``n_arms=None``). 243 = 3**5 random draws cover a space of a handful of dimensions well;
-#: beyond it a generous budget is better spent on longer training than on more draws.
+#: (``n_arms=None``). 243 = 3**5 random draws cover a space of a handful of dimensions well; a
+#: budget that would afford more arms finishes early instead (raise ``max_epochs`` to use it).
 MAX_ARMS = 243
 
 #: Parameters a space may not hold, and why: the tuner sets them itself.
