@@ -1,7 +1,7 @@
 """bpr_numpy: Bayesian Personalized Ranking, a NumPy reference with fast numba kernels.
 
 Importing the package is cheap: the math and the oracle (NumPy only) load at
-once; the estimator, metrics, data sets and CLI load on first use (PEP 562);
+once; the estimator, the tuner, metrics, data sets and CLI load on first use (PEP 562);
 numba is imported only by the modules that need it, and the kernels compile on
 first call and are cached on disk.
 """
@@ -22,6 +22,7 @@ _EXPORTS = {
     "BPR": "model",
     "EpochReport": "model",
     "TrainingDivergedError": "model",
+    "tune": "tuning",
 }
 _SUBMODULES = ("model", "metrics", "datasets", "cli")
 
@@ -39,6 +40,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from . import cli, datasets, metrics, model  # noqa: F401
     from .model import BPR, EpochReport, TrainingDivergedError  # noqa: F401
+    from .tuning import tune  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -1,8 +1,10 @@
-"""Files written through a temporary file and a rename: the permissions they get."""
+"""Files written through a temporary file and a rename: the permissions they get, and small text files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 
 __all__: list[str] = []
@@ -42,3 +44,24 @@ def give_ordinary_mode(fd: int, path: str | os.PathLike) -> None:
     """Give the temporary file open as ``fd`` the mode :func:`ordinary_mode` says ``path`` should get."""
     if hasattr(os, "fchmod"):  # not on Windows, where mkstemp's file is not restricted anyway
         os.fchmod(fd, ordinary_mode(path))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it, synced, then renamed.
+
+    A process killed at any point leaves ``path`` either as it was or complete, as model saves
+    do (``model/_persistence.py``); the file gets the permissions an ordinary write would give it.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bpr_numpy-", suffix=".tmp", dir=folder)
+    try:
+        give_ordinary_mode(fd, path)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -254,6 +254,10 @@ def test_train_on_a_lightgcn_folder(tmp_path):
     assert "LightGCN split" in proc.stdout and "train: 60 positives, held out: 12" in proc.stdout
     proc = run("train", "--data", str(folder), "--split", "random", "--epochs", "1", check_code=1)
     assert "brings its own train/test split" in proc.stderr
+    # A folder with a validation carve instead of a test file (LightGCN++'s train.txt + valid.txt).
+    (folder / "test.txt").rename(folder / "valid.txt")
+    proc = run("train", "--data", str(folder), "--epochs", "1", "--factors", "4", "--threads", "1", check_code=0)
+    assert "train.txt/valid.txt" in proc.stdout and "held out: 12" in proc.stdout
 
 
 def test_dataset_from_the_cache(ml100k_path, tmp_path):
@@ -380,3 +384,66 @@ def test_an_empty_numba_cache_is_detected(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "False"]
+
+
+# ---------------------------------------------------------------- tune
+
+
+def lightgcn_folder(path, holdout="valid.txt"):
+    path.mkdir()
+    (path / "train.txt").write_text("".join(f"{u} " + " ".join(str((u * 3 + k) % 40) for k in range(8)) + "\n"
+                                            for u in range(60)))
+    (path / holdout).write_text("".join(f"{u} {(u * 3 + 11) % 40} {(u * 3 + 13) % 40}\n" for u in range(60)))
+    return path
+
+
+def best_json(stdout):
+    """The best parameters: the JSON object that ends tune's output."""
+    return json.loads(stdout[stdout.rindex("\n{\n") + 1:])
+
+
+def test_tune_scores_on_valid_txt_and_writes_the_best_parameters(tmp_path):
+    folder = lightgcn_folder(tmp_path / "gowalla-mini")
+    (folder / "test.txt").write_text("0 1\n")  # present, but tune scores on valid.txt
+    output = tmp_path / "best.json"
+    args = ("tune", "--data", str(folder), "--arms", "4", "--min-epochs", "1", "--max-epochs", "3",
+            "--threads", "1", "--budget", "300", "--metric", "ndcg@5")
+    proc = run(*args, "--output", str(output), check_code=0)
+    assert "LightGCN split" in proc.stdout and "train.txt/valid.txt" in proc.stdout
+    assert "validation: the held-out file, 120 positives" in proc.stdout
+    assert "searched 4 arms, 6 checkpoints" in proc.stdout and "ndcg@5" in proc.stdout
+    assert proc.stderr.count("tune: arm ") == 6  # one progress line per checkpoint
+    params = best_json(proc.stdout)
+    assert json.loads(output.read_text()) == params and params["epochs"] in (1, 3)
+    BPR(**params)  # ready for the constructor
+    again = run(*args, "--quiet", check_code=0)
+    assert best_json(again.stdout) == params and "tune: arm" not in again.stderr  # reproducible with --threads 1
+
+
+def test_tune_carves_validation_out_of_the_training_part(tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"learning_rate": {"log-uniform": [0.01, 0.1]}, "factors": 8,
+                                 "sampler": ["uniform", "dns"]}))
+    proc = run("tune", "--space", str(space), "--arms", "3", "--min-epochs", "1", "--max-epochs", "1",
+               "--threads", "1", "--top", "1", "--quiet", check_code=0)
+    assert "validation: 8000 of the 80000 training positives held out" in proc.stdout
+    assert "20000 held-out test positives are not looked at" in proc.stdout
+    assert "... 2 more checkpoints" in proc.stdout
+    params = best_json(proc.stdout)
+    assert params["factors"] == 8 and params["epochs"] == 1 and 0.01 <= params["learning_rate"] <= 0.1
+
+
+@pytest.mark.parametrize("space, args, code, message", [
+    ("{not json", (), 1, "not valid JSON"),
+    ('{"epochs": [10, 20]}', (), 1, "epochs are the search's resource"),
+    ('{"learning_rate": {"log-uniform": [0.3, 0.1]}}', (), 1, "space['learning_rate']: LogUniform needs"),
+    ('{"learning_rate": 0.05}', ("--metric", "recall"), 1, "unknown metric 'recall'"),
+    ('{"learning_rate": 0.05}', ("--holdout-file", "valid.txt"), 1, "--holdout-file names the held-out file"),
+    ('{"learning_rate": 0.05}', ("--eta", "1"), 2, "expected an integer >= 2"),
+    ('{"learning_rate": 0.05}', ("--budget", "0"), 2, "expected a number of seconds > 0"),
+])
+def test_tune_errors(tmp_path, space, args, code, message):
+    path = tmp_path / "space.json"
+    path.write_text(space)
+    proc = run("tune", "--space", str(path), *args, check_code=code)
+    assert message in proc.stderr and "Traceback" not in proc.stderr

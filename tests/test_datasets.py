@@ -1034,7 +1034,7 @@ def test_csr_check_in_slices_finds_unsorted_rows(monkeypatch):
 @pytest.mark.parametrize("files, release", [
     (["u.data"], "ml-100k"), (["ml-100k/ua.base"], "ml-100k"), (["ratings.dat", "users.dat"], "ml-1m"),
     (["ml-10M100K/ratings.dat"], "ml-10m"), (["ratings.csv"], "ml-csv"), (["train.txt", "test.txt"], "lightgcn"),
-    (["train.txt"], None), (["notes.md"], None),
+    (["train.txt", "valid.txt"], "lightgcn"), (["train.txt"], None), (["notes.md"], None),
 ])
 def test_detect_release_names_what_a_folder_or_zip_holds(tmp_path, files, release):
     from bpr_numpy import datasets

@@ -67,7 +67,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- the API reference
 PUBLIC_MODULES = ("bpr_numpy", "bpr_numpy.model", "bpr_numpy.objective", "bpr_numpy.sampling", "bpr_numpy.metrics",
                   "bpr_numpy.datasets", "bpr_numpy.fold_in", "bpr_numpy.hybrid", "bpr_numpy.gradcheck",
-                  "bpr_numpy.distributed", "bpr_numpy.cli")
+                  "bpr_numpy.distributed", "bpr_numpy.tuning", "bpr_numpy.cli")
 #: Names of ``bpr_numpy.__all__`` that are modules or the version string: pages of their own or prose.
 NOT_AUTOSUMMARISED = {"model", "metrics", "datasets", "cli", "objective", "__version__"}
 

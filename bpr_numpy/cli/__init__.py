@@ -13,6 +13,10 @@ Sub-commands:
 * ``evaluate``: the held-out metrics of a saved model on the split it was
   trained against, rebuilt from the same data options (``--synthetic`` for
   the built-in set); ``--json``.
+* ``tune``: successive halving over a search space (:func:`bpr_numpy.tune`) within
+  ``--budget`` seconds, scored on a validation split (a LightGCN folder's valid.txt, else
+  a part of the training data); prints the table of checkpoints and the best parameters
+  as JSON (``--output`` writes them).
 * ``recommend``: top items for users given by their raw ids (``--user`` or
   ``--users-file``), liked items filtered, with titles when the model has them.
 * ``similar``: nearest items by cosine of the item factors.
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._commands import _bench, _evaluate, _gradcheck, _recommend, _similar, _train
+from ._commands import _bench, _evaluate, _gradcheck, _recommend, _similar, _train, _tune
 from ._errors import CLIError, _interrupt_once, _report_errors
 from ._output import format_progress
 from ._parser import build_parser
@@ -64,4 +68,5 @@ def _dispatch(args) -> int:
         "recommend": _recommend,
         "similar": _similar,
         "bench": _bench,
+        "tune": _tune,
     }[args.command](args)

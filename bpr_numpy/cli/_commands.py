@@ -1,4 +1,4 @@
-"""What each sub-command does: ``train``, ``evaluate``, ``recommend``, ``similar``, ``bench``, ``gradcheck``.
+"""What each sub-command does: ``train``, ``evaluate``, ``tune``, ``recommend``, ``similar``, ``bench``, ``gradcheck``.
 
 Each takes the parsed arguments and returns the exit status; failures are
 raised (:class:`~._errors.CLIError` for the user's mistakes) and reported in
@@ -144,6 +144,79 @@ def _train(args) -> int:
     if args.save:
         model.save(args.save)
         print(f"saved {args.save}")
+    return 0
+
+
+def _read_space(path: str) -> dict:
+    """The search space of ``tune --space FILE`` (JSON), checked against BPR's parameters now, before any data."""
+    from .. import tuning
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--space {path}: not valid JSON ({exc})") from None
+    try:
+        space = tuning.space_from_json(obj)
+        tuning._resolve_space(space, {})
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--space {path}: {exc}") from None
+    return space
+
+
+def _tune(args) -> int:
+    from .. import tuning
+    from .._files import write_text_atomic
+    from ..datasets import split_random
+
+    space = _read_space(args.space) if args.space else None
+    tuning._parse_metric(args.metric)  # a misspelt metric fails before the data is read
+    data = _load_data(args, args.seed, prefer_validation=True)
+    print(f"data: {data.name}")
+    if data.validation:
+        fit_part, valid = data.train, data.test
+        print(f"validation: the held-out file, {valid.nnz} positives; training: {fit_part.nnz} positives")
+    else:
+        # Score on pairs carved out of the training part: the held-out part is the test set, not looked at.
+        fit_part, valid = split_random(data.train, test_fraction=args.validation_fraction, random_state=args.seed)
+        print(
+            f"validation: {valid.nnz} of the {data.train.nnz} training positives held out "
+            f"({args.validation_fraction:g}, seed {args.seed}); the {data.test.nnz} held-out test positives "
+            "are not looked at"
+        )
+    budget = "sized from the budget" if args.arms is None else f"{args.arms} arms"
+    print(
+        f"search: {args.metric}, {budget}, epochs {args.min_epochs} to {args.max_epochs} (eta {args.eta}), "
+        f"budget {args.budget:g} s, seed {args.seed}",
+        flush=True,
+    )
+    result = tuning.tune(
+        fit_part,
+        valid,
+        space=space,
+        budget_seconds=args.budget,
+        metric=args.metric,
+        n_arms=args.arms,
+        min_epochs=args.min_epochs,
+        max_epochs=args.max_epochs,
+        eta=args.eta,
+        random_state=args.seed,
+        threads=args.threads,
+        tolerance=args.tolerance,
+        show_progress=not args.quiet,
+    )
+    arms = len({t.arm for t in result.trials})
+    why = {"done": "schedule complete", "budget": "budget spent", "callback": "stopped"}[result.stopped]
+    print(f"searched {arms} arms, {len(result.trials)} checkpoints, in {result.elapsed_seconds:.1f} s ({why})")
+    print(result.table(limit=args.top or None))
+    if args.top and len(result.trials) > args.top:
+        print(f"  ... {len(result.trials) - args.top} more checkpoints (--top 0 shows all)")
+    print(f"best: {result.metric} {result.best_score:.4f} at {result.best.epochs} epochs (arm {result.best.arm})")
+    text = json.dumps(tuning._jsonable(result.best_params), indent=2)
+    print(text)
+    if args.output:
+        write_text_atomic(args.output, text + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

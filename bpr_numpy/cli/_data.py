@@ -18,11 +18,33 @@ _SPLITS = (*_OFFICIAL_SPLITS, "leave-k-out", "random")
 _DELIMITERS = {"csv": ",", "tsv": "\t", "dat": "::", "auto": None}
 
 
-class _Data:
-    """A loaded train/test split: ``name`` describes it; ``train``/``test`` are Interactions in one id space."""
+#: The held-out files a LightGCN folder may hold, in the order train/evaluate look for them
+#: (tune looks for valid.txt first: a tuner must not score on the test file).
+_LIGHTGCN_HOLDOUTS = ("test.txt", "valid.txt")
 
-    def __init__(self, name: str, train, test, seeded: bool) -> None:
+
+class _Data:
+    """A loaded train/test split: ``name`` describes it; ``train``/``test`` are Interactions in one id space.
+
+    ``validation``: the held-out pairs are a validation file (a LightGCN folder's ``valid.txt`` or
+    another file named by ``--holdout-file``, not ``test.txt``), which ``tune`` may score on.
+    """
+
+    def __init__(self, name: str, train, test, seeded: bool, validation: bool = False) -> None:
         self.name, self.train, self.test, self.seeded = name, train, test, seeded
+        self.validation = validation
+
+
+def _lightgcn_holdout(path: str, args, prefer_validation: bool) -> str:
+    """The held-out file of a LightGCN folder: ``--holdout-file``, else the first of test.txt and
+    valid.txt present (valid.txt first with ``prefer_validation``)."""
+    if getattr(args, "holdout_file", None):
+        return args.holdout_file
+    from ..datasets._sources import _Source
+
+    order = _LIGHTGCN_HOLDOUTS[::-1] if prefer_validation else _LIGHTGCN_HOLDOUTS
+    with _Source(path) as src:
+        return next((name for name in order if src.has(name)), order[0])
 
 
 def _cached_dataset(name: str, download: bool) -> str:
@@ -63,10 +85,12 @@ def _split(data, args, seed: int, what: str):
     return train, test, how
 
 
-def _load_data(args, seed: int) -> _Data:
+def _load_data(args, seed: int, *, prefer_validation: bool = False) -> _Data:
     """Load the data and build the train/test split the options describe.
 
     ``train`` and ``evaluate`` both call this, so ``evaluate`` rebuilds exactly the split ``train`` used.
+    ``tune`` passes ``prefer_validation``: a LightGCN folder's valid.txt, when it has one, is then
+    the held-out file by default.
     """
     from .. import datasets
 
@@ -80,6 +104,8 @@ def _load_data(args, seed: int) -> _Data:
     elif args.download:
         raise CLIError("--download needs --dataset NAME (one of " + ", ".join(_DATASETS) + ")")
     delimited_opts = args.data_format is not None or args.columns is not None
+    if getattr(args, "holdout_file", None) and path is None:
+        raise CLIError("--holdout-file names the held-out file of a LightGCN folder: pass the folder with --data")
     if path is None:
         if delimited_opts:
             raise CLIError("--format/--columns describe a delimited file: pass it with --data PATH")
@@ -119,7 +145,7 @@ def _load_data(args, seed: int) -> _Data:
         else:
             raise CLIError(
                 f"{path}: expected a MovieLens folder or zip (u.data, ratings.dat or ratings.csv) or a "
-                f"LightGCN folder (train.txt and test.txt), top level or one folder down; "
+                f"LightGCN folder (train.txt and test.txt or valid.txt), top level or one folder down; "
                 f"it holds: {listing}"
             )
     if release in ("lightgcn", "ml-100k", "ml-1m", "ml-10m", "ml-csv") and delimited_opts:
@@ -127,16 +153,21 @@ def _load_data(args, seed: int) -> _Data:
             f"--format/--columns describe a delimited file, but {path} holds {datasets.RELEASES[release]}: drop them"
         )
     min_rating = args.min_rating
+    if getattr(args, "holdout_file", None) and release != "lightgcn":
+        raise CLIError("--holdout-file names the held-out file of a LightGCN folder (train.txt + test.txt/valid.txt)")
 
     if release == "lightgcn":
+        holdout = _lightgcn_holdout(path, args, prefer_validation)
         if split is not None:
             raise CLIError(
-                f"{path} is a LightGCN folder: it brings its own train/test split (test.txt); drop --split {split}"
+                f"{path} is a LightGCN folder: it brings its own train/test split ({holdout}); drop --split {split}"
             )
         if min_rating is not None:
             raise CLIError("--min-rating does not apply to LightGCN data (no ratings)")
-        train, test = datasets.load_lightgcn(path)
-        return _Data(f"LightGCN split ({path}: train.txt/test.txt)", train, test, False)
+        train, test = datasets.load_lightgcn(path, test_name=holdout)
+        return _Data(
+            f"LightGCN split ({path}: train.txt/{holdout})", train, test, False, validation=holdout != "test.txt"
+        )
     if release is None or release == "delimited":
         data = datasets.load_delimited(
             path, delimiter=_DELIMITERS[args.data_format or "auto"], columns=args.columns, min_rating=min_rating

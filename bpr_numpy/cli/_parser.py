@@ -35,13 +35,28 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
+def _number_at_least(low: float, strict: bool, description: str):
+    """An argparse type: a finite number above ``low`` (or at least ``low``), with a message."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+        if not (value > low if strict else value >= low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bpr-numpy``."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="bpr-numpy",
-        description="Bayesian Personalized Ranking: train, evaluate, recommend, benchmark, check gradients.",
+        description="Bayesian Personalized Ranking: train, evaluate, recommend, tune, benchmark, check gradients.",
     )
     parser.add_argument("--version", action="version", version=f"bpr_numpy {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -180,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-k", type=_positive_int, default=10, help="cut-off of the top-k metrics (default 10)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
+    _add_tune(sub)
+
     formats = ["text", "csv", "json"]
     rec = sub.add_parser("recommend", help="top items for users, in the data's raw ids, liked items filtered")
     rec.add_argument("model", help="a .npz model file")
@@ -222,6 +239,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_tune(sub) -> None:
+    tune = sub.add_parser(
+        "tune",
+        help="search hyperparameters by successive halving within a time budget; prints the best as JSON",
+        description="Successive halving over a search space (bpr_numpy.tune): arms are trained --min-epochs, "
+        "scored on validation pairs, and the best 1/--eta continued to --eta times the epochs, up to "
+        "--max-epochs. Validation pairs: a LightGCN folder's valid.txt (or --holdout-file), else "
+        "--validation-fraction of the training part (the held-out test part is not looked at).",
+    )
+    _add_data_options(tune)
+    tune.add_argument(
+        "--budget",
+        type=_number_at_least(0, True, "a number of seconds > 0"),
+        default=900.0,
+        metavar="SECONDS",
+        help="wall-clock budget of the search (default 900); a step in progress finishes",
+    )
+    tune.add_argument("--metric", default="recall@20", help="validation metric to maximise (default recall@20)")
+    tune.add_argument(
+        "--space",
+        metavar="FILE",
+        help='a JSON search space: name -> list (a choice), {"log-uniform": [lo, hi]}, {"uniform": [lo, hi]}, '
+        '{"int-log-uniform": [lo, hi]} or a fixed value (default: bpr_numpy.tuning.DEFAULT_SPACE)',
+    )
+    tune.add_argument(
+        "--arms", type=_positive_int, default=None, metavar="N", help="settings to draw (default: sized from --budget)"
+    )
+    tune.add_argument("--min-epochs", type=_positive_int, default=5, metavar="E", help="epochs of rung 0 (default 5)")
+    tune.add_argument(
+        "--max-epochs", type=_positive_int, default=135, metavar="E", help="most epochs of any arm (default 135)"
+    )
+    tune.add_argument("--eta", type=_int_at_least(2, "an integer >= 2"), default=3, help="halving rate (default 3)")
+    tune.add_argument(
+        "--tolerance",
+        type=_number_at_least(0, False, "a number >= 0"),
+        default=0.0,
+        metavar="R",
+        help="pick the cheapest checkpoint within R (relative) of the best score (default 0: the best)",
+    )
+    tune.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        metavar="F",
+        help="without a validation file: fraction of the training positives scored on (default 0.1)",
+    )
+    tune.add_argument("--seed", type=_nonneg_int, default=0, help="seeds the draws, the arms and the split (default 0)")
+    tune.add_argument("--threads", type=_nonneg_int, default=0, help="0: all cores (default); 1: reproducible")
+    tune.add_argument("--output", metavar="FILE", help="also write the best parameters (JSON) to FILE, atomically")
+    tune.add_argument(
+        "--top", type=_nonneg_int, default=20, metavar="N", help="rows of the result table (default 20; 0: all)"
+    )
+    tune.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -256,7 +328,7 @@ def _add_data_options(p: argparse.ArgumentParser, *, evaluate: bool = False) -> 
     source.add_argument(
         "--data",
         metavar="PATH",
-        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt/test.txt, "
+        help="a MovieLens folder or .zip (any release), a LightGCN folder with train.txt and test.txt or valid.txt, "
         "or a delimited file of user,item[,rating[,timestamp]] rows",
     )
     source.add_argument(
@@ -300,7 +372,13 @@ def _add_data_options(p: argparse.ArgumentParser, *, evaluate: bool = False) -> 
         choices=_SPLITS,
         default=None,
         help="ua/ub/u1..u5: the official MovieLens 100k splits (default for ML-100k); random (default "
-        "otherwise); leave-k-out; LightGCN folders use their own test.txt",
+        "otherwise); leave-k-out; LightGCN folders use their own test.txt (or --holdout-file)",
+    )
+    g.add_argument(
+        "--holdout-file",
+        metavar="NAME",
+        default=None,
+        help="LightGCN folders: the file of held-out pairs (default test.txt, else valid.txt; tune: valid.txt first)",
     )
     g.add_argument(
         "--test-fraction",

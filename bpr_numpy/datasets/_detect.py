@@ -14,7 +14,7 @@ RELEASES = {
     "ml-1m": "MovieLens 1M (ratings.dat + users.dat)",
     "ml-10m": "MovieLens 10M (ratings.dat, no users.dat)",
     "ml-csv": "a CSV MovieLens release (ratings.csv: 20M, 25M or latest)",
-    "lightgcn": "a LightGCN split (train.txt + test.txt)",
+    "lightgcn": "a LightGCN split (train.txt + test.txt or valid.txt)",
 }
 
 #: The files that identify each downloadable MovieLens release.
@@ -34,8 +34,8 @@ def _release_of(src: _Source) -> str | None:
         return "ml-1m" if src.has("users.dat") else "ml-10m"
     if src.has("ratings.csv"):
         return "ml-csv"
-    if src.has("train.txt") and src.has("test.txt"):
-        return "lightgcn"
+    if src.has("train.txt") and (src.has("test.txt") or src.has("valid.txt")):
+        return "lightgcn"  # valid.txt: a validation carve of the training file, as LightGCN++'s
     return None
 
 
