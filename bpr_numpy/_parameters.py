@@ -293,7 +293,10 @@ def check_combination(params: dict[str, Any]) -> None:
                 "depends on the factors (use solver='kernel')"
             )
     negatives = int(params["n_negatives"])
-    if negatives > 1:
+    if loss.joint and params["solver"] != "kernel":
+        raise ValueError(f"loss={loss.name!r} is trained by solver='kernel' (its several-negatives kernel)")
+    if negatives > 1 or loss.joint:
+        what = "n_negatives > 1" if negatives > 1 else f"loss={loss.name!r}"
         if params["solver"] != "kernel":
             raise ValueError("n_negatives > 1 is trained by solver='kernel'; solver='minibatch' takes one negative")
         if loss.draws_negatives:
@@ -303,7 +306,7 @@ def check_combination(params: dict[str, Any]) -> None:
         # positive, choose from the factors otherwise, or draw in NumPy cannot do that.
         if not _several_negatives(sampler):
             usable = ", ".join(repr(s.name) for s in sampling.REGISTRY.values() if _several_negatives(s))
-            raise ValueError(f"n_negatives > 1 takes the samplers {usable}, not {sampler.name!r}")
+            raise ValueError(f"{what} takes the samplers {usable}, not {sampler.name!r}")
         candidates = negatives * int(params["dns_candidates"])
         if sampler.codes.adaptive == sampling.ADAPTIVE_DNS and candidates > MAX_CANDIDATES:
             raise ValueError(

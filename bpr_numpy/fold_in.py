@@ -71,8 +71,9 @@ def fold_in_users(
     item_bias : ndarray, shape (n_items,), or None
     user_items : sparse matrix or 2-D array, shape (n_new_users, n_items)
         The new users' interactions; stored values > 0 are positives.
-    loss : {"bpr", "sigmoid", "warp"}
-        Pair loss of :func:`~bpr_numpy.objective.fold_in_objective`.
+    loss : {"bpr", "sigmoid", "warp", "softmax"}
+        Pair loss of :func:`~bpr_numpy.objective.fold_in_objective` (``"softmax"``: its
+        one-negative case, which is ``"bpr"``).
     user_regularization : float
         ``lambda_u``; 0 lets a user whose positives all outrank its negatives
         grow without bound until ``max_iter``.

@@ -37,6 +37,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 ML100K = Path(os.environ.get("BPR_NUMPY_ML100K", Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"))
 
 
+#: The Gowalla carve of the LightGCN papers (train.txt, valid.txt), read from ../shared/data; never committed.
+GOWALLA = Path(os.environ.get("BPR_NUMPY_GOWALLA", Path(__file__).resolve().parents[2] / "shared" / "data" / "gowalla"))
+
+
+@pytest.fixture(scope="session")
+def gowalla_path():
+    if not (GOWALLA / "train.txt").is_file() or not (GOWALLA / "valid.txt").is_file():
+        pytest.skip(f"the Gowalla carve (train.txt, valid.txt) not found at {GOWALLA}")
+    return GOWALLA
+
+
 @pytest.fixture(scope="session")
 def ml100k_path():
     if not (ML100K / "ua.base").is_file():

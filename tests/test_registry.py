@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bpr_numpy import BPR, cli, distributed, sampling
-from bpr_numpy._parameters import CONSTRAINTS
+from bpr_numpy._parameters import CONSTRAINTS, _several_negatives
 from bpr_numpy.objective import (LOSS_REGISTRY, LOSSES, OPTIMIZER_REGISTRY, OPTIMIZERS, loss_code,
                                  optimizer_code)
 
@@ -55,6 +55,11 @@ def test_the_estimator_refuses_exactly_what_the_capabilities_rule_out(loss, samp
         return
     if not allowed:
         with pytest.raises(ValueError, match="draws its own negatives"):
+            BPR(loss=loss, sampler=sampler)
+        return
+    if LOSS_REGISTRY[loss].joint and not _several_negatives(sampling.REGISTRY[sampler]):
+        # a loss over several negatives takes the samplers that can draw them
+        with pytest.raises(ValueError, match="takes the samplers"):
             BPR(loss=loss, sampler=sampler)
         return
     model = BPR(loss=loss, sampler=sampler, factors=2, epochs=1, threads=1, random_state=0)

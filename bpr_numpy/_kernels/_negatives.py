@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..objective import OPTIMIZER_ADAM
+from ..objective import LOSS_SOFTMAX, OPTIMIZER_ADAM
 from ._draws import _dns_choose, _draw_negative
 from ._primitives import _FASTMATH
 from ._updates import _adagrad_row, _adam_factors, _adam_row, _adaptive_rule, _pair_loss_and_slope
@@ -70,7 +70,9 @@ def _apply_batch_multi(
     uniform), chosen from the factors as they are at this sample. ``given`` is None or an array
     ``(n, k)`` of negatives to use instead of drawing (the replay entry point).
 
-    The step is :func:`bpr_numpy.objective.multi_negative_step`: gradients of every row at the
+    The step is :func:`bpr_numpy.objective.multi_negative_step`: the slopes of the mean of the
+    pair losses, or of the sampled softmax (``loss_code`` ``LOSS_SOFTMAX``) once every score is
+    known; gradients of every row at the
     old values into float64 scratch rows (a negative drawn twice sums into its first
     occurrence's row), then each distinct row moves once, by SGD, AdaGrad or lazy Adam
     (``opt`` as in :func:`_apply_batch`).
@@ -87,6 +89,8 @@ def _apply_batch_multi(
     negs = np.empty(k, np.int64)
     owner = np.empty(k, np.int64)  # the slot whose row a negative's gradient goes to (its first occurrence)
     slopes = np.empty(k, np.float64)
+    scores = np.empty(k, np.float64)  # x_uij of each negative slot (the softmax needs all of them first)
+    joint = loss_code == LOSS_SOFTMAX
     grad = np.empty((k + 2, n_factors))  # rows: w_u, h_i, then one per negative slot (float64)
     bias_grad = np.empty(k + 1)  # b_i, then one per negative slot
     if opt is not None:
@@ -154,15 +158,33 @@ def _apply_batch_multi(
                 xs[t, m] = x
             if m == 0:
                 first_x = x
-            linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
-            mean_loss += share * (linear + math.log(factor))
-            slopes[m] = share * slope
-            slope_sum += slopes[m]
+            scores[m] = x
+            if not joint:
+                linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
+                mean_loss += share * (linear + math.log(factor))
+                slopes[m] = share * slope
+                slope_sum += slopes[m]
             owner[m] = m
             for p in range(m):
                 if negs[p] == j:
                     owner[m] = p  # drawn twice: one row, the gradients summed
                     break
+        if joint:
+            # The sampled softmax: ln(1 + sum_m e^-x_m), shifted by max(0, max_m -x_m) against
+            # overflow; slope_m = -e^-x_m / (1 + sum e^-x) (objective/_negatives.py).
+            shift = 0.0
+            for m in range(k):
+                if owner[m] >= 0 and -scores[m] > shift:
+                    shift = -scores[m]
+            total = math.exp(-shift)
+            for m in range(k):
+                if owner[m] >= 0:
+                    total += math.exp(-scores[m] - shift)
+            mean_loss = shift + math.log(total)
+            for m in range(k):
+                if owner[m] >= 0:
+                    slopes[m] = -math.exp(-scores[m] - mean_loss)
+                    slope_sum += slopes[m]
         # Gradients: w_u and h_i, then the negatives' rows (regularisation shared out by 1/k).
         for f in range(n_factors):
             wu = np.float64(U[u, f])

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..objective import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_BPR, LOSS_WARP, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM
+from ..objective import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_SIGMOID, LOSS_WARP, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM
 from ..sampling import ADAPTIVE_DNS
 from ._draws import _adaptive_negative, _dns_choose
 from ._primitives import _FASTMATH, BATCH, PREFETCH_AHEAD, _prefetch, _prefetch_row
@@ -46,10 +46,11 @@ def _pair_loss_and_slope(x, loss_code, weight, one):
     else:
         g = inv
         sx = e * inv
-    if loss_code == LOSS_BPR:
-        # softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
-        return max(-x64, 0.0), 1.0 + np.float64(e), -np.float64(g)
-    return np.float64(g), 1.0, -np.float64(g * sx)
+    if loss_code == LOSS_SIGMOID:
+        return np.float64(g), 1.0, -np.float64(g * sx)
+    # "bpr", and "softmax" with one negative (which is BPR; with several, _kernels/_negatives.py
+    # computes its slopes): softplus(-x) = max(-x, 0) + log(1 + exp(-|x|))
+    return max(-x64, 0.0), 1.0 + np.float64(e), -np.float64(g)
 
 
 @njit(cache=True, inline="always")

@@ -51,13 +51,16 @@ class BPR(ParameterMixin, FactorModel):
     epochs : int, default 100
         Epochs for :meth:`fit`; one epoch draws as many triplets as there
         are positives.
-    loss : {"bpr", "sigmoid", "warp"}, default "bpr"
+    loss : {"bpr", "sigmoid", "warp", "softmax"}, default "bpr"
         ``"bpr"`` is BPR-Opt, ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``;
         ``"warp"`` is WARP as LightFM does it: negatives are drawn (by
         ``sampler``, ``"uniform"`` or ``"popularity"``) until one violates the
         margin ``x_uj > x_ui - 1`` or ``max_sampled`` draws are made; the
         hinge ``max(0, 1 - x_uij)`` is weighted by
         ``log(floor((n_items - 1) / draws))`` (:func:`bpr_numpy.objective.warp_weight`).
+        ``"softmax"`` is the sampled softmax over the ``n_negatives`` negatives of a positive,
+        ``ln(1 + sum_m exp(-x_uij_m))`` (with one negative, BPR-Opt); ``solver="kernel"``,
+        no side features or stratified training (:mod:`bpr_numpy.objective._negatives`).
     sampler : str, default "uniform"
         Negative sampling, one of :data:`bpr_numpy.sampling.SAMPLERS`:
         ``"uniform"`` (j uniform, resampled while a known positive: the
@@ -151,7 +154,9 @@ class BPR(ParameterMixin, FactorModel):
         (:mod:`bpr_numpy.objective._negatives`); the first negative is the sampler's draw, the
         others are drawn the same way (``"dns"``: each the best of ``dns_candidates``). An epoch
         still draws as many positives as there are pairs, so it costs about ``(k + 2) / 3``
-        one-negative epochs. ``solver="kernel"``, losses ``"bpr"`` and ``"sigmoid"``, the samplers
+        one-negative epochs. With ``loss="softmax"`` the step follows the sampled softmax over
+        the k negatives instead of their mean. ``solver="kernel"``, losses ``"bpr"``,
+        ``"sigmoid"`` and ``"softmax"``, the samplers
         that redraw a known positive (``"uniform"``, ``"popularity"``, ``"dns"``), without side
         features or stratified training; ``n_negatives * dns_candidates`` at most 1024.
 

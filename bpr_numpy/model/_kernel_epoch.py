@@ -87,7 +87,9 @@ def run_epoch(
     warp_max_sampled = int(model.max_sampled) if LOSS_REGISTRY[model.loss].draws_negatives else 0
     no_ranks = (np.zeros((0, 0), np.int32), np.zeros(0))
     several = None
-    if int(model.n_negatives) > 1:
+    # Several negatives, or a loss joint over them (the sampled softmax, even with one): the
+    # several-negatives kernel, which draws the extra negatives and applies DNS to each itself.
+    if int(model.n_negatives) > 1 or LOSS_REGISTRY[model.loss].joint:
         candidates = int(model.dns_candidates) if adaptive_kind == sampling.ADAPTIVE_DNS else 1
         several = (np.int64(model.n_negatives), np.int64(candidates))
 

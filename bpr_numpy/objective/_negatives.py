@@ -19,6 +19,18 @@ and ``h_i`` by ``k``). With ``s_m = ell'(x_uij_m)``::
     dL/db_i  = (1/k) sum_m s_m                + lambda_b b_i
     dL/db_jm = (1/k) (-s_m + lambda_b b_jm)
 
+**The sampled softmax** (``loss="softmax"``, a *joint* loss of the registry) replaces the mean
+of the k pair losses by one function of the k scores together::
+
+    L(u, i, j_1..j_k) = ln(1 + sum_m exp(-x_uij_m)) + the same penalties
+
+the cross-entropy of the positive against its k negatives (``-ln`` of the positive's softmax
+probability among the k + 1 items, since ``x_uij = x_ui - x_uj``). With ``k = 1`` it is
+``-ln sigma(x_uij)``, BPR. Its slopes are ``s_m = -exp(-x_uij_m) / (1 + sum_m' exp(-x_uij_m'))``
+(each in (-1, 0), their sum > -1), which take the place of ``(1/k) ell'(x_uij_m)`` in every
+gradient above: a negative that scores close to (or above) the positive gets most of the step,
+a soft version of DNS's hardest-of-k. The penalties are shared as for the mean.
+
 The hardest-of-k (keep only the best-scored negative) is DNS, the ``"dns"`` sampler; the two
 combine: with ``sampler="dns"`` each of the k negatives is the best of ``dns_candidates``.
 
@@ -37,7 +49,7 @@ import numpy as np
 
 from ._optimizers import OptimizerState, _optimizer_rows
 from ._plain import Gradients, Regularization, _check_batch, pair_loss, triplet_terms
-from ._registry import OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, optimizer_code
+from ._registry import LOSS_REGISTRY, OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE, optimizer_code
 
 
 def expand_negatives(
@@ -77,6 +89,34 @@ def expand_negatives(
     return u[rows], i[rows], j[rows, cols], share[rows, cols]
 
 
+def _joint(loss: str) -> bool:
+    if loss not in LOSS_REGISTRY:
+        raise ValueError(f"loss must be one of {tuple(LOSS_REGISTRY)}, got {loss!r}")
+    return LOSS_REGISTRY[loss].joint
+
+
+def _softmax_terms(x: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled softmax's per-positive loss ``ln(1 + sum_m e^-x_m)`` and per-triplet slopes.
+
+    ``x``: one score difference per triplet; ``rows``: the positive (row of the batch) each
+    belongs to. Stable: shifted by each positive's ``max(0, max_m -x_m)``.
+    """
+    z = -x
+    shift = np.zeros(n_rows)
+    np.maximum.at(shift, rows, z)
+    total = np.exp(-shift)  # the positive's own term, e^0, shifted
+    np.add.at(total, rows, np.exp(z - shift[rows]))
+    lse = shift + np.log(total)  # ln(1 + sum_m e^-x_m) per positive
+    return lse, -np.exp(z - lse[rows])
+
+
+def _expanded_rows(negatives: np.ndarray) -> tuple[np.ndarray, int]:
+    """The batch row of each triplet :func:`expand_negatives` returns, and the number of rows."""
+    j = np.asarray(negatives)
+    rows, _ = np.nonzero(j >= 0)
+    return rows, j.shape[0]
+
+
 def multi_negative_loss(
     user_factors: np.ndarray,
     item_factors: np.ndarray,
@@ -97,7 +137,9 @@ def multi_negative_loss(
     users, positives : ndarray of int, shape (batch,)
     negatives : ndarray of int, shape (batch, k)
         -1: not found, left out.
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "softmax"}
+        A pair loss (the mean of the k triplet objectives) or ``"softmax"`` (the sampled
+        softmax, joint over the k negatives).
     regularization : float, mapping or Regularization
 
     Returns
@@ -109,7 +151,13 @@ def multi_negative_loss(
     u, i, j, share = expand_negatives(users, positives, negatives)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, u, i, j)
     x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b[i] - b[j]
-    per_triplet = pair_loss(x, loss)
+    if _joint(loss):
+        rows, n_rows = _expanded_rows(negatives)
+        lse, _ = _softmax_terms(x, rows, n_rows)
+        # Each triplet carries its share of its positive's softmax term, so the sum below counts it once.
+        per_triplet = lse[rows]
+    else:
+        per_triplet = pair_loss(x, loss)
     per_triplet = per_triplet + 0.5 * reg.user * np.einsum("bf,bf->b", U[u], U[u])
     per_triplet = per_triplet + 0.5 * reg.positive * np.einsum("bf,bf->b", V[i], V[i])
     per_triplet = per_triplet + 0.5 * reg.negative * np.einsum("bf,bf->b", V[j], V[j])
@@ -137,17 +185,30 @@ def multi_negative_gradients(
     reg = Regularization.coerce(regularization)
     u0, i0, j0, share = expand_negatives(users, positives, negatives)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, u0, i0, j0)
-    terms = triplet_terms(U[u], V[i], V[j], b[i], b[j], loss=loss, regularization=reg)
-    s = share[:, None]
     gU = np.zeros_like(U)
     gV = np.zeros_like(V)
     gb = np.zeros_like(b)
-    np.add.at(gU, u, s * terms.user)
-    np.add.at(gV, i, s * terms.positive)
-    np.add.at(gV, j, s * terms.negative)
-    if item_bias is not None:
-        np.add.at(gb, i, share * terms.positive_bias)
-        np.add.at(gb, j, share * terms.negative_bias)
+    if _joint(loss):
+        # The softmax's slopes replace share * ell'(x); the penalties are shared as for the mean.
+        x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b[i] - b[j]
+        rows, n_rows = _expanded_rows(negatives)
+        _, slope = _softmax_terms(x, rows, n_rows)
+        sl, sh = slope[:, None], share[:, None]
+        np.add.at(gU, u, sl * (V[i] - V[j]) + sh * reg.user * U[u])
+        np.add.at(gV, i, sl * U[u] + sh * reg.positive * V[i])
+        np.add.at(gV, j, -sl * U[u] + sh * reg.negative * V[j])
+        if item_bias is not None:
+            np.add.at(gb, i, slope + share * reg.bias * b[i])
+            np.add.at(gb, j, -slope + share * reg.bias * b[j])
+    else:
+        terms = triplet_terms(U[u], V[i], V[j], b[i], b[j], loss=loss, regularization=reg)
+        s = share[:, None]
+        np.add.at(gU, u, s * terms.user)
+        np.add.at(gV, i, s * terms.positive)
+        np.add.at(gV, j, s * terms.negative)
+        if item_bias is not None:
+            np.add.at(gb, i, share * terms.positive_bias)
+            np.add.at(gb, j, share * terms.negative_bias)
     value = multi_negative_loss(
         U, V, None if item_bias is None else b, users, positives, negatives, loss=loss, regularization=reg
     )
@@ -183,7 +244,7 @@ def multi_negative_step(
     negatives : array of int, shape (k,)
         The positive's negatives, none equal to ``positive``; -1 entries are left out.
     learning_rate : float
-    loss : {"bpr", "sigmoid"}
+    loss : {"bpr", "sigmoid", "softmax"}
     regularization : float, mapping or Regularization
     optimizer : {"sgd", "adagrad", "adam"}
     state : OptimizerState, optional

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._parameters import as_finite_float
-from ._registry import LOSS_BPR, LOSS_SIGMOID, LOSS_WARP, loss_code
+from ._registry import LOSS_BPR, LOSS_SIGMOID, LOSS_SOFTMAX, LOSS_WARP, loss_code
 
 
 def warp_weight(n_items: int, n_draws: int) -> float:
@@ -135,9 +135,11 @@ def pair_loss(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     ----------
     x : array_like
         Score differences ``x_uij``.
-    loss : {"bpr", "sigmoid", "warp"}
+    loss : {"bpr", "sigmoid", "warp", "softmax"}
         ``"bpr"`` is ``-ln sigma(x)``; ``"sigmoid"`` is ``1 - sigma(x)``;
-        ``"warp"`` is ``max(0, 1 - x)`` (unweighted).
+        ``"warp"`` is ``max(0, 1 - x)`` (unweighted); ``"softmax"`` with one negative is
+        ``ln(1 + e^-x)``, the same as ``"bpr"`` (with several, it is joint:
+        :func:`multi_negative_loss`).
 
     Returns
     -------
@@ -146,7 +148,7 @@ def pair_loss(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     code = loss_code(loss)
-    if code == LOSS_BPR:
+    if code in (LOSS_BPR, LOSS_SOFTMAX):
         return _softplus(-x)
     if code == LOSS_SIGMOID:
         return _sigmoid(-x)
@@ -160,12 +162,12 @@ def pair_loss_derivative(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     ----------
     x : array_like
         Score differences ``x_uij``.
-    loss : {"bpr", "sigmoid", "warp"}
+    loss : {"bpr", "sigmoid", "warp", "softmax"}
 
     Returns
     -------
     numpy.ndarray
-        ``-sigma(-x)`` for ``"bpr"``; ``-sigma(x) sigma(-x)`` for ``"sigmoid"``;
+        ``-sigma(-x)`` for ``"bpr"`` (and ``"softmax"``, one negative); ``-sigma(x) sigma(-x)`` for ``"sigmoid"``;
         for ``"warp"``, -1 where ``x < 1`` and 0 elsewhere (the hinge's kink
         at 1 takes the right derivative, as the kernels do). Always in ``[-1, 0]``.
     """
@@ -174,7 +176,7 @@ def pair_loss_derivative(x: np.ndarray, loss: str = "bpr") -> np.ndarray:
     if code == LOSS_WARP:
         return np.where(x < 1.0, -1.0, 0.0)
     g = _sigmoid(-x)
-    if code == LOSS_BPR:
+    if code in (LOSS_BPR, LOSS_SOFTMAX):
         return -g
     return -g * _sigmoid(x)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 #: The losses' integer codes, as the kernels and the reference compare them.
-LOSS_BPR, LOSS_SIGMOID, LOSS_WARP = 0, 1, 2
+LOSS_BPR, LOSS_SIGMOID, LOSS_WARP, LOSS_SOFTMAX = 0, 1, 2, 3
 #: The optimisers' integer codes.
 OPTIMIZER_SGD, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE = 0, 1, 2, 3
 
@@ -19,7 +19,10 @@ class Loss(NamedTuple):
 
     ``draws_negatives``: the loss draws its own negatives at update time (WARP), from a sampler
     whose ``warp`` capability is set; ``hybrid``/``distributed``: supported with side features /
-    by stratified training.
+    by stratified training; ``joint``: the loss is one function of a positive's ``n_negatives``
+    scores together, not a mean of pair losses (the sampled softmax, whose math is in
+    :mod:`bpr_numpy.objective._negatives`; with one negative it is ``"bpr"``), trained by the
+    several-negatives kernel.
     """
 
     name: str
@@ -28,6 +31,7 @@ class Loss(NamedTuple):
     draws_negatives: bool
     hybrid: bool
     distributed: bool
+    joint: bool = False
 
 
 class Optimizer(NamedTuple):
@@ -50,6 +54,7 @@ LOSS_REGISTRY: dict[str, Loss] = {
         Loss("bpr", LOSS_BPR, (), False, True, True),
         Loss("sigmoid", LOSS_SIGMOID, (), False, True, True),
         Loss("warp", LOSS_WARP, ("max_sampled",), True, False, False),
+        Loss("softmax", LOSS_SOFTMAX, (), False, False, False, joint=True),
     )
 }
 #: Every optimiser, in code order.
