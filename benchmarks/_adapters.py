@@ -341,6 +341,8 @@ class LightFMAdapter(Adapter):
     name = "lightfm"
     module = "lightfm"
     package = "lightfm-next"
+    #: LightFM's ``loss`` argument ("bpr" here; benchmarks/gowalla.py also runs "warp").
+    loss = "bpr"
 
     def version(self) -> str:
         from importlib import metadata
@@ -366,7 +368,7 @@ class LightFMAdapter(Adapter):
         from lightfm import LightFM
 
         n_users, n_items = shape
-        return LightFM(no_components=settings.factors, loss="bpr", learning_schedule="adagrad",
+        return LightFM(no_components=settings.factors, loss=self.loss, learning_schedule="adagrad",
                        learning_rate=settings.learning_rate,
                        item_alpha=2.0 * settings.regularization / max(n_items, 1),
                        user_alpha=settings.regularization / max(n_users, 1),

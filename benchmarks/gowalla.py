@@ -14,13 +14,15 @@ Rows (``--rows``, each defined once in ``ROWS``):
 - ``negatives``: 8 uniform negatives per positive (``n_negatives=8``), lr 0.2;
 - ``aobpr``: adaptive oversampling, the same step and L2;
 - ``warp``: the WARP loss with AdaGrad;
+- ``softmax``: the sampled softmax over 16 uniform negatives per positive;
 - ``best``: the best setting found by hand (DNS-5 with 4 negatives per positive);
 - ``tuned``: the tuner's pick, read from ``--tuned FILE`` (the JSON ``bpr-numpy tune --output``
   writes, or :meth:`bpr_numpy.tuning.TuneResult.to_json`); skipped without it.
 
 Peers (``--libs``, through ``_adapters.py``, the same CSR and the same scoring):
-implicit and cornac BPR at the settings in ``PEERS`` (their best on this split of a small grid,
-``--peer-grid`` re-runs it), LightFM WARP and BPR when ``lightfm`` imports.
+implicit and cornac BPR at the settings in ``PEERS`` (bpr_numpy's plain-SGD pick, the same update
+convention; ``--peer-grid`` searches a learning-rate x L2 grid first), LightFM BPR and WARP when
+``lightfm`` imports.
 
 Each row is fitted ``len(--seeds)`` times; the table gives the mean (± the standard deviation
 over seeds when there are several) and the seconds of one fit (scoring not included). Threads:
@@ -43,6 +45,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (a te
     sys.path.append(str(Path(__file__).resolve().parent))
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -79,9 +82,11 @@ ROWS: dict[str, Setting] = {
     "aobpr": Setting("AOBPR", dict(learning_rate=0.1, regularization=0.005, sampler="aobpr"), 200),
     "warp": Setting("WARP + AdaGrad", dict(learning_rate=0.05, regularization=1e-4, loss="warp",
                                            optimizer="adagrad"), 100),
+    "softmax": Setting("sampled softmax, 16 uniform negatives",
+                       dict(learning_rate=0.1, regularization=0.005, loss="softmax", n_negatives=16), 150),
     "best": Setting("best found: DNS-5, 4 negatives per positive",
-                    dict(learning_rate=0.1, regularization=0.005, sampler="dns", dns_candidates=5,
-                         n_negatives=4), 500),
+                    dict(learning_rate=0.2, regularization=0.005, sampler="dns", dns_candidates=5,
+                         n_negatives=4), 400),
 }
 
 
@@ -95,15 +100,20 @@ class PeerSetting:
     regularization: float
     epochs: int
     grid: dict[str, Sequence[float]] = field(default_factory=dict)
+    loss: str = "bpr"  # LightFM's loss
 
 
-#: The peers' rows: the best of each one's grid on valid.txt (``--peer-grid`` re-runs the grid).
+#: The peers' learning-rate x L2 grid (``--peer-grid``); implicit and cornac update as bpr_numpy
+#: does (``theta += lr (z grad - lambda theta)``), so their defaults here are bpr_numpy's plain-SGD
+#: grid pick.
+_GRID = dict(learning_rate=(0.05, 0.1, 0.2), regularization=(0.001, 0.005, 0.01))
+
+#: The peers' rows (LightFM's L2 is mapped onto its global decay by its adapter).
 PEERS: tuple[PeerSetting, ...] = (
-    PeerSetting("implicit", "implicit BPR", 0.05, 0.001, 200,
-                dict(learning_rate=(0.01, 0.05, 0.1), regularization=(0.0001, 0.001, 0.01))),
-    PeerSetting("cornac", "cornac BPR", 0.05, 0.001, 200,
-                dict(learning_rate=(0.01, 0.05, 0.1), regularization=(0.0001, 0.001, 0.01))),
-    PeerSetting("lightfm", "LightFM BPR (adagrad)", 0.05, 0.001, 100),
+    PeerSetting("implicit", "implicit BPR", 0.1, 0.005, 200, _GRID),
+    PeerSetting("cornac", "cornac BPR", 0.1, 0.005, 200, _GRID),
+    PeerSetting("lightfm", "LightFM BPR (adagrad)", 0.05, 0.005, 100),
+    PeerSetting("lightfm", "LightFM WARP (adagrad)", 0.05, 0.005, 50, loss="warp"),
 )
 
 
@@ -204,8 +214,7 @@ def run_peer(peer: PeerSetting, adapter: Any, train: sp.csr_matrix, valid: sp.cs
         assert best is not None
         _, lr, reg = best
         note = f"grid lr {list(peer.grid['learning_rate'])} x reg {list(peer.grid['regularization'])}"
-    res = Result(f"{peer.library}: {peer.label.split(' ', 1)[1]}", f"learning_rate={lr}, regularization={reg}",
-                 n_epochs, note=note)
+    res = Result(peer.label, f"learning_rate={lr}, regularization={reg}", n_epochs, note=note)
     for seed in seeds:
         s = FitSettings(factors=64, epochs=n_epochs, learning_rate=lr, regularization=reg, threads=threads, seed=seed)
         r, n, sec = fit_peer(adapter, train, valid, s)
@@ -242,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the LightGCN carve's folder (default: %(default)s)")
     p.add_argument("--rows", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                   default=["default", "grid", "dns", "negatives", "best", "tuned"],
+                   default=["default", "grid", "dns", "negatives", "softmax", "warp", "best", "tuned"],
                    help=f"bpr_numpy rows, from {','.join([*ROWS, 'tuned'])} (default: %(default)s)")
     p.add_argument("--libs", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                    default=[peer.library for peer in PEERS], help="peers (default: %(default)s); 'none' for none")
@@ -286,8 +295,12 @@ def main(argv: Sequence[str] | None = None, log: TextIO = sys.stdout) -> int:
     by_name = {a.name: a for a in adapters}
     for peer in PEERS:
         if peer.library in by_name:
-            results.append(run_peer(peer, by_name[peer.library], train, valid, args.seeds, args.threads, epochs,
-                                    args.peer_grid, log))
+            adapter = by_name[peer.library]
+            if peer.loss != getattr(adapter, "loss", "bpr"):
+                adapter = copy.copy(adapter)
+                adapter.loss = peer.loss  # type: ignore[attr-defined]
+            results.append(run_peer(peer, adapter, train, valid, args.seeds, args.threads, epochs, args.peer_grid,
+                                    log))
     text = table(results, args.threads)
     print("\n" + text, file=log)
     if args.markdown:
