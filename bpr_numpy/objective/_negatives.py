@@ -69,6 +69,11 @@ def expand_negatives(
         One entry per negative found, in row order; ``share`` is ``1 / k_t``, ``k_t`` the number
         of negatives found for that positive.
     """
+    return _triplets(users, positives, negatives)[:4]
+
+
+def _triplets(users, positives, negatives):
+    """:func:`expand_negatives`'s four arrays, checked, and the batch row each triplet comes from."""
     u = np.asarray(users)
     i = np.asarray(positives)
     j = np.asarray(negatives)
@@ -86,7 +91,7 @@ def expand_negatives(
     share = np.zeros(j.shape, np.float64)
     np.divide(1.0, per_row[:, None], out=share, where=found & (per_row[:, None] > 0))
     rows, cols = np.nonzero(found)
-    return u[rows], i[rows], j[rows, cols], share[rows, cols]
+    return u[rows], i[rows], j[rows, cols], share[rows, cols], rows
 
 
 def _joint(loss: str) -> bool:
@@ -108,13 +113,6 @@ def _softmax_terms(x: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.nda
     np.add.at(total, rows, np.exp(z - shift[rows]))
     lse = shift + np.log(total)  # ln(1 + sum_m e^-x_m) per positive
     return lse, -np.exp(z - lse[rows])
-
-
-def _expanded_rows(negatives: np.ndarray) -> tuple[np.ndarray, int]:
-    """The batch row of each triplet :func:`expand_negatives` returns, and the number of rows."""
-    j = np.asarray(negatives)
-    rows, _ = np.nonzero(j >= 0)
-    return rows, j.shape[0]
 
 
 def multi_negative_loss(
@@ -148,12 +146,11 @@ def multi_negative_loss(
         ``sum_t L(u_t, i_t, j_t1..j_tk)``, float64.
     """
     reg = Regularization.coerce(regularization)
-    u, i, j, share = expand_negatives(users, positives, negatives)
+    u, i, j, share, rows = _triplets(users, positives, negatives)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, u, i, j)
     x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b[i] - b[j]
     if _joint(loss):
-        rows, n_rows = _expanded_rows(negatives)
-        lse, _ = _softmax_terms(x, rows, n_rows)
+        lse, _ = _softmax_terms(x, rows, np.shape(negatives)[0])
         # Each triplet carries its share of its positive's softmax term, so the sum below counts it once.
         per_triplet = lse[rows]
     else:
@@ -183,7 +180,7 @@ def multi_negative_gradients(
     :class:`~bpr_numpy.objective.Gradients` shaped like the parameters, float64.
     """
     reg = Regularization.coerce(regularization)
-    u0, i0, j0, share = expand_negatives(users, positives, negatives)
+    u0, i0, j0, share, rows = _triplets(users, positives, negatives)
     U, V, b, u, i, j = _check_batch(user_factors, item_factors, item_bias, u0, i0, j0)
     gU = np.zeros_like(U)
     gV = np.zeros_like(V)
@@ -191,8 +188,7 @@ def multi_negative_gradients(
     if _joint(loss):
         # The softmax's slopes replace share * ell'(x); the penalties are shared as for the mean.
         x = np.einsum("bf,bf->b", U[u], V[i] - V[j]) + b[i] - b[j]
-        rows, n_rows = _expanded_rows(negatives)
-        _, slope = _softmax_terms(x, rows, n_rows)
+        _, slope = _softmax_terms(x, rows, np.shape(negatives)[0])
         sl, sh = slope[:, None], share[:, None]
         np.add.at(gU, u, sl * (V[i] - V[j]) + sh * reg.user * U[u])
         np.add.at(gV, i, sl * U[u] + sh * reg.positive * V[i])
