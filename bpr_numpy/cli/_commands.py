@@ -150,6 +150,7 @@ def _train(args) -> int:
 def _read_space(path: str) -> dict:
     """The search space of ``tune --space FILE`` (JSON), checked against BPR's parameters now, before any data."""
     from .. import tuning
+    from ..tuning._space import _resolve_space
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -158,7 +159,7 @@ def _read_space(path: str) -> dict:
         raise CLIError(f"--space {path}: not valid JSON ({exc})") from None
     try:
         space = tuning.space_from_json(obj)
-        tuning._resolve_space(space, {})
+        _resolve_space(space, {})
     except (TypeError, ValueError) as exc:
         raise CLIError(f"--space {path}: {exc}") from None
     return space
@@ -168,9 +169,10 @@ def _tune(args) -> int:
     from .. import tuning
     from .._files import write_text_atomic
     from ..datasets import split_random
+    from ..tuning._tune import _jsonable, _parse_metric
 
     space = _read_space(args.space) if args.space else None
-    tuning._parse_metric(args.metric)  # a misspelt metric fails before the data is read
+    _parse_metric(args.metric)  # a misspelt metric fails before the data is read
     data = _load_data(args, args.seed, prefer_validation=True)
     print(f"data: {data.name}")
     if data.validation:
@@ -212,7 +214,7 @@ def _tune(args) -> int:
     if args.top and len(result.trials) > args.top:
         print(f"  ... {len(result.trials) - args.top} more checkpoints (--top 0 shows all)")
     print(f"best: {result.metric} {result.best_score:.4f} at {result.best.epochs} epochs (arm {result.best.arm})")
-    text = json.dumps(tuning._jsonable(result.best_params), indent=2)
+    text = json.dumps(_jsonable(result.best_params), indent=2)
     print(text)
     if args.output:
         write_text_atomic(args.output, text + "\n")

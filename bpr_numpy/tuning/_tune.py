@@ -1,0 +1,462 @@
+""":func:`bpr_numpy.tune`: each arm a BPR fitted, then continued with ``partial_fit``; the result.
+
+Every checkpoint is scored on the validation pairs; :class:`TuneResult` holds them all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import BPR
+from ._halving import MAX_ARMS, Checkpoint, _check_schedule, _score_key, _select, successive_halving
+from ._space import _RESERVED, DEFAULT_SPACE, Dimension, _resolve_space
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One checkpoint of :func:`tune`: an arm's setting, scored after some epochs.
+
+    Attributes
+    ----------
+    arm : int
+        The arm's index, from 0.
+    params : dict
+        The values drawn for the arm (the space's dimensions; fixed values and ``base_params``
+        are in :attr:`TuneResult.best_params` only).
+    seed : int
+        The arm's ``random_state``, derived from tune's ``random_state`` and ``arm``.
+    rung : int
+        The rung of successive halving, from 0.
+    epochs : int
+        Epochs trained in all at this checkpoint.
+    score : float
+        The metric on the validation pairs; -inf when the arm diverged.
+    fit_seconds : float
+        Training time of the arm up to this checkpoint (``fit`` and ``partial_fit``, scoring
+        excluded): about what refitting this checkpoint's parameters costs.
+    diverged : bool
+        Training produced NaN or infinite factors (:class:`~bpr_numpy.TrainingDivergedError`);
+        the arm is not trained further.
+    """
+
+    arm: int
+    params: dict[str, Any]
+    seed: int
+    rung: int
+    epochs: int
+    score: float
+    fit_seconds: float
+    diverged: bool = False
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` found.
+
+    Attributes
+    ----------
+    best_params : dict
+        Constructor arguments of the best checkpoint, ready for ``BPR(**best_params)``:
+        ``base_params``, the space's fixed values, the arm's drawn values, its ``random_state``
+        and ``epochs`` (the checkpoint's). ``threads`` is left out (add ``threads=1`` for the
+        bitwise same model when the search ran with ``threads=1``).
+    best_score : float
+        The best checkpoint's validation score.
+    metric : str
+        The metric's key, e.g. ``"recall@20"``.
+    best : Trial
+        The best checkpoint.
+    trials : list of Trial
+        Every checkpoint, in the order they were scored.
+    elapsed_seconds : float
+        Wall-clock time of the search.
+    best_model : BPR or None
+        The best arm's fitted model when its final state is the best checkpoint (it was not
+        trained further, as an arm eliminated after that checkpoint or a last-rung winner);
+        None when the arm trained past its best checkpoint: refit ``BPR(**best_params)``.
+    n_arms : int
+        Arms planned (given, or sized from the budget).
+    stopped : {"done", "budget", "callback"}
+        Why the search ended.
+    random_state : int
+        The seed the arms were derived from (drawn from the system when ``random_state=None``).
+    """
+
+    best_params: dict[str, Any]
+    best_score: float
+    metric: str
+    best: Trial
+    trials: list[Trial]
+    elapsed_seconds: float
+    best_model: BPR | None = field(default=None, repr=False)
+    n_arms: int = 0
+    stopped: str = "done"
+    random_state: int = 0
+
+    def table(self, limit: int | None = None) -> str:
+        """The checkpoints as a plain-text table, best score first.
+
+        Parameters
+        ----------
+        limit : int, optional
+            Show only this many rows.
+
+        Returns
+        -------
+        str
+            One line per checkpoint: rank, arm, rung, epochs, score, cumulative fit seconds and
+            the drawn values; the best checkpoint is marked ``*``.
+        """
+        rows = sorted(self.trials, key=lambda t: (-_score_key(t.score), t.epochs, t.arm))
+        if limit is not None:
+            rows = rows[:limit]
+        width = max(9, len(self.metric))
+        lines = [f"{'rank':>5} {'arm':>4} {'rung':>4} {'epochs':>6} {self.metric:>{width}} {'fit s':>8}  params"]
+        for rank, t in enumerate(rows, 1):
+            score = "diverged" if t.diverged else f"{t.score:.4f}"
+            mark = "*" if t == self.best else " "
+            params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+            lines.append(
+                f"{rank:>4}{mark} {t.arm:>4} {t.rung:>4} {t.epochs:>6} {score:>{width}} {t.fit_seconds:>8.2f}  {params}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON values (no model; non-finite scores as None)."""
+        return {
+            "metric": self.metric,
+            "best_score": _jsonable(self.best_score),
+            "best_params": _jsonable(self.best_params),
+            "elapsed_seconds": self.elapsed_seconds,
+            "n_arms": self.n_arms,
+            "stopped": self.stopped,
+            "random_state": self.random_state,
+            "trials": [
+                {
+                    "arm": t.arm,
+                    "params": _jsonable(t.params),
+                    "seed": t.seed,
+                    "rung": t.rung,
+                    "epochs": t.epochs,
+                    "score": _jsonable(t.score),
+                    "fit_seconds": t.fit_seconds,
+                    "diverged": t.diverged,
+                }
+                for t in self.trials
+            ],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: NumPy scalars as Python ones, a dtype by name, non-finite floats as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _parse_metric(metric: Any) -> tuple[str, int, str]:
+    """``(name, k, key)`` of a metric key such as ``"recall@20"``, checked before any training."""
+    from ..metrics import METRIC_NAMES
+    from ..metrics._protocol import _TOPK_METRICS
+
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a string such as 'recall@20', got {type(metric).__name__}")
+    name, at, k = metric.partition("@")
+    top_k = name in _TOPK_METRICS
+    if name not in METRIC_NAMES or top_k != bool(at) or (at and not (k.isdigit() and int(k) >= 1)):
+        raise ValueError(
+            f"unknown metric {metric!r}: use a key metrics.evaluate returns, one of {', '.join(METRIC_NAMES)} "
+            "with @k for the top-k ones (e.g. 'recall@20', 'ndcg@20', 'auc')"
+        )
+    k_value = int(k) if at else 10
+    return name, k_value, f"{name}@{k_value}" if top_k else name
+
+
+def _check_base(base_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    from ..model import BPR
+
+    if base_params is None:
+        return {}
+    if not isinstance(base_params, Mapping):
+        raise TypeError(f"base_params must be a mapping of BPR arguments, got {type(base_params).__name__}")
+    for name in base_params:
+        if name in _RESERVED:
+            raise ValueError(f"base_params[{name!r}]: set by the tuner: {_RESERVED[name]}")
+    BPR(**base_params)  # unknown names and bad values fail here, named by BPR
+    return dict(base_params)
+
+
+def _resolve_seed(random_state: Any) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    if isinstance(random_state, (bool, np.bool_)) or not isinstance(random_state, (int, np.integer)):
+        raise TypeError(f"random_state must be None or an int, got {type(random_state).__name__}")
+    if random_state < 0:
+        raise ValueError(f"random_state must be >= 0, got {random_state}")
+    return int(random_state)
+
+
+def _arm_setting(seed: int, arm: int, dims: Mapping[str, Dimension]) -> tuple[dict[str, Any], int]:
+    """Arm ``arm``'s drawn values and model seed: a function of ``(seed, arm)`` alone, so an arm
+    is the same whatever the number of arms."""
+    config_seq, model_seq = np.random.SeedSequence(seed, spawn_key=(arm,)).spawn(2)
+    rng = np.random.default_rng(config_seq)
+    drawn = {name: dim.sample(rng) for name, dim in dims.items()}
+    return drawn, int(model_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))  # [0, 2**63): a BPR seed
+
+
+def _matrices(train: Any, validation: Any) -> tuple[Any, Any]:
+    """Checked CSR matrices of the training and validation positives, in one id space."""
+    from .._validation import as_user_items
+    from ..datasets import Interactions
+
+    if isinstance(train, Interactions) and isinstance(validation, Interactions):
+        for name in ("user_ids", "item_ids"):
+            mine, theirs = getattr(train, name), getattr(validation, name)
+            if mine is not None and theirs is not None and not np.array_equal(mine, theirs):
+                raise ValueError(
+                    f"train and validation have different {name}: rows would mean other users or items "
+                    "(split one Interactions, or align them with Interactions.with_id_space_of)"
+                )
+    train_matrix = as_user_items(train.matrix if isinstance(train, Interactions) else train, "train")
+    valid_matrix = as_user_items(
+        validation.matrix if isinstance(validation, Interactions) else validation, "validation"
+    )
+    if train_matrix.shape != valid_matrix.shape:
+        raise ValueError(f"train has shape {train_matrix.shape} but validation has shape {valid_matrix.shape}")
+    return train_matrix, valid_matrix
+
+
+def tune(
+    train: Any,
+    validation: Any,
+    *,
+    space: Mapping[str, Any] | None = None,
+    budget_seconds: float = 900.0,
+    metric: str = "recall@20",
+    n_arms: int | None = None,
+    min_epochs: int = 5,
+    max_epochs: int = 135,
+    eta: int = 3,
+    base_params: Mapping[str, Any] | None = None,
+    random_state: int | None = 0,
+    threads: int = 0,
+    tolerance: float = 0.0,
+    show_progress: bool | None = None,
+    callback: Callable[[Trial], object] | None = None,
+) -> TuneResult:
+    """Search BPR's hyperparameters by successive halving within a time budget.
+
+    Arm ``a`` is ``BPR(**base_params, **drawn, random_state=seed_a, threads=threads)`` with
+    values drawn from ``space``; it is fitted ``min_epochs`` epochs, scored by ``metric`` on the
+    validation pairs (ranking without its training pairs), and, while it survives, continued
+    with :meth:`~bpr_numpy.BPR.partial_fit` to ``eta`` times as many epochs and scored again
+    (:func:`successive_halving`). The best checkpoint over all arms and epochs wins; its
+    epochs are part of :attr:`TuneResult.best_params`.
+
+    Parameters
+    ----------
+    train : sparse matrix, array_like or Interactions, shape (n_users, n_items)
+        Training positives, as for :meth:`~bpr_numpy.BPR.fit`.
+    validation : sparse matrix, array_like or Interactions, same shape
+        Held-out positives the arms are scored on: a validation split of the training data,
+        never the test set you report on.
+    space : mapping, optional
+        BPR parameter name to a dimension (:class:`Choice`, :class:`LogUniform`,
+        :class:`Uniform`, :class:`IntLogUniform`), a list (a choice) or a fixed value.
+        Default :data:`DEFAULT_SPACE`. ``epochs``, ``threads`` and ``random_state`` are
+        refused: the tuner sets them. Every value a dimension can take is checked with BPR
+        before training starts.
+    budget_seconds : float, default 900
+        Wall-clock budget. No arm starts a step once it is spent; the step in progress
+        finishes, so the search overshoots by at most one arm's step (its epochs and scoring).
+    metric : str, default "recall@20"
+        A key :func:`bpr_numpy.metrics.evaluate` returns: ``"recall@20"``, ``"ndcg@20"``,
+        ``"precision@10"``, ``"auc"``, ``"full_auc"``, ``"mrr"``...
+    n_arms : int, optional
+        Settings to draw. Default: sized from the budget as rung 0 runs (up to
+        :data:`MAX_ARMS`), which depends on timing; give it for a reproducible search.
+    min_epochs, max_epochs : int, default 5 and 135
+        Epochs of the first rung and the most any arm trains.
+    eta : int, default 3
+        Each rung keeps the best ``1 / eta`` of its arms and trains them ``eta`` times longer.
+    base_params : mapping, optional
+        BPR arguments shared by every arm (``factors``, ``loss``, ``dtype``...); the space's
+        values override them.
+    random_state : int or None, default 0
+        Seed of the draws and of every arm's model seed. None draws one (kept in the result).
+    threads : int, default 0
+        Training threads of every arm (0: all cores). With ``threads=1``, a given ``n_arms``
+        and a budget that does not bind, two searches with the same seed give the same trials.
+    tolerance : float, default 0
+        Relative: among the checkpoints scoring within ``tolerance * |best score|`` of the
+        best, the one of least training time wins (a shorter or cheaper setting that is as
+        good). 0 picks the highest score (exact ties: fewer epochs, then the lower arm).
+    show_progress : bool, optional
+        One line per checkpoint on stderr. Default: when stderr is a terminal.
+    callback : callable, optional
+        Called with each :class:`Trial`; returning ``False`` stops the search.
+
+    Returns
+    -------
+    TuneResult
+        The best parameters (epochs included) and score, every checkpoint, and the best model
+        when it was not trained past its best checkpoint.
+
+    Raises
+    ------
+    TrainingDivergedError
+        Every arm diverged (a diverged arm alone scores -inf and the search goes on).
+
+    Notes
+    -----
+    Every arm of a rung is held in memory until the rung ends (``n_arms`` models at rung 0).
+    """
+    from .. import metrics
+    from ..model import BPR, TrainingDivergedError
+
+    started = time.perf_counter()
+    name, k, key = _parse_metric(metric)
+    base = _check_base(base_params)
+    dims, fixed = _resolve_space(DEFAULT_SPACE if space is None else space, base)
+    seed = _resolve_seed(random_state)
+    BPR(threads=threads)  # a bad thread count fails now, named by BPR
+    if not (isinstance(budget_seconds, (int, float, np.integer, np.floating)) and budget_seconds > 0):
+        raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
+    _check_schedule(n_arms, min_epochs, max_epochs, eta)
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    train_matrix, valid_matrix = _matrices(train, validation)
+    from ..datasets import Interactions
+
+    fit_input = train if isinstance(train, Interactions) else train_matrix  # an Interactions' ids go to the model
+    progress = sys.stderr.isatty() if show_progress is None else bool(show_progress)
+
+    # Every arm the search may start, drawn and checked now: a combination BPR refuses (say a
+    # loss and a sampler that do not go together) fails before any training.
+    settings: dict[int, tuple[dict[str, Any], int]] = {}
+    for arm in range(MAX_ARMS if n_arms is None else n_arms):
+        drawn, arm_seed = settings[arm] = _arm_setting(seed, arm, dims)
+        try:
+            BPR(**{**base, **fixed, **drawn}, random_state=arm_seed, threads=threads)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"the space's draw for arm {arm} ({drawn}) is refused by BPR: {exc}") from None
+
+    models: dict[int, BPR] = {}
+    trained: dict[int, int] = {}  # arm -> epochs
+    diverged: set[int] = set()
+    released: set[int] = set()
+    trials: list[Trial] = []
+    best: list[Trial] = []  # the best so far by the selection rule (a list: set inside closures)
+
+    def train_arm(arm: int, extra: int) -> None:
+        if arm in diverged:
+            return  # nothing left to train
+        drawn, arm_seed = settings[arm]
+        try:
+            if arm not in models:
+                models[arm] = BPR(**{**base, **fixed, **drawn}, random_state=arm_seed, threads=threads)
+                models[arm].fit(fit_input, epochs=extra, show_progress=False)
+            else:
+                models[arm].partial_fit(fit_input, epochs=extra, show_progress=False)
+        except TrainingDivergedError:
+            diverged.add(arm)
+            del models[arm]
+            return
+        trained[arm] = trained.get(arm, 0) + extra
+
+    def score_arm(arm: int) -> float:
+        if arm in diverged:
+            return -math.inf
+        result = metrics.evaluate(models[arm], train_matrix, valid_matrix, k=k, metrics=[name])
+        return float(result[key])
+
+    def free_models() -> None:
+        # Keep a model only while it may train again or holds the best checkpoint.
+        for arm in [a for a in models if a in released and (not best or a != best[0].arm)]:
+            del models[arm]
+
+    def on_checkpoint(checkpoint: Checkpoint, planned: int) -> object:
+        drawn, arm_seed = settings[checkpoint.arm]
+        trial = Trial(
+            checkpoint.arm, dict(drawn), arm_seed, checkpoint.rung, checkpoint.epochs, checkpoint.score,
+            checkpoint.train_seconds, checkpoint.arm in diverged,
+        )  # fmt: skip
+        trials.append(trial)
+        best[:] = [_select(trials, tolerance, lambda t: t.fit_seconds)]
+        free_models()
+        if progress:
+            top = max(_score_key(t.score) for t in trials)
+            print(
+                f"tune: arm {trial.arm} (of {planned}) rung {trial.rung} epochs {trial.epochs} {key} "
+                f"{'diverged' if trial.diverged else f'{trial.score:.4f}'} (best {top:.4f}) "
+                f"{checkpoint.elapsed + setup:.1f} s / {budget_seconds:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        return None if callback is None else callback(trial)
+
+    def on_release(arm: int) -> None:
+        released.add(arm)
+        free_models()
+
+    setup = time.perf_counter() - started  # the budget counts from the call, checks included
+    halving = successive_halving(
+        train_arm,
+        score_arm,
+        n_arms=n_arms,
+        min_epochs=min_epochs,
+        max_epochs=max_epochs,
+        eta=eta,
+        budget_seconds=max(float(budget_seconds) - setup, 1e-9),
+        on_checkpoint=on_checkpoint,
+        on_release=on_release,
+    )
+    winner = best[0]
+    if not winner.score > -math.inf:
+        raise TrainingDivergedError(
+            f"every arm diverged or scored NaN ({len(trials)} checkpoints): lower the learning rate's range "
+            "or raise the regularization's"
+        )
+    drawn, arm_seed = settings[winner.arm]
+    model = models.get(winner.arm)
+    best_model = model if model is not None and trained.get(winner.arm) == winner.epochs else None
+    return TuneResult(
+        best_params={**base, **fixed, **drawn, "epochs": winner.epochs, "random_state": arm_seed},
+        best_score=winner.score,
+        metric=key,
+        best=winner,
+        trials=trials,
+        elapsed_seconds=time.perf_counter() - started,
+        best_model=best_model,
+        n_arms=halving.n_arms,
+        stopped=halving.stopped,
+        random_state=seed,
+    )
