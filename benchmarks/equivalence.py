@@ -50,7 +50,8 @@ folder (every kernel compiled afresh), then again in a second subprocess on that
 (every kernel loaded from numba's cache; ``--no-cached-pass`` skips it): the results must be
 bitwise equal in a fresh process and in a cached one. Without it, one pass in a subprocess
 with the environment's cache. ``--jobs N`` (default 2) splits a pass over N subprocesses, by
-dtype, so that no two compile the same kernel. ``--only PATTERN`` (fnmatch, comma-separated)
+dtype, so that no two compile the same kernel; with ``--fresh-cache`` each job has a cache
+folder of its own (numba's cache is not safe for processes writing one folder at once). ``--only PATTERN`` (fnmatch, comma-separated)
 and ``--limit N`` select combinations; ``list`` prints them.
 
 ``compare`` prints one line per combination and pass (``OK``, ``DIFFER`` with the arrays that
@@ -417,8 +418,6 @@ def run_pass(label: str, combos: Sequence[Combo], work: Path, code: Path, *, job
     folder = work / label
     folder.mkdir()
     env = dict(os.environ)
-    if cache is not None:
-        env["NUMBA_CACHE_DIR"] = str(cache)
     before = cache_entries(cache) if cache is not None else None
     procs = []
     t0 = time.perf_counter()
@@ -431,7 +430,14 @@ def run_pass(label: str, combos: Sequence[Combo], work: Path, code: Path, *, job
         # The worker is this file run as a script with the code's root first on sys.path, so it
         # trains with that checkout's bpr_numpy whatever is installed.
         cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", str(spec_path), "--code", str(code)]
-        procs.append((subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL), part))
+        if cache is not None:
+            # One cache folder per job (the split is the same in every pass): numba's cache is not
+            # safe for processes writing one folder at once. Two jobs saving overloads of one
+            # function number their files from the same index, and one overwrites the other's;
+            # a later process then loads code compiled for another signature ("can't unbox
+            # array", seen with two jobs sharing a folder).
+            env["NUMBA_CACHE_DIR"] = str(cache / f"job-{j}")
+        procs.append((subprocess.Popen(cmd, env=dict(env), stdin=subprocess.DEVNULL), part))
     status: dict[str, dict[str, Any]] = {}
     for j, (proc, part) in enumerate(procs):
         rc = proc.wait()

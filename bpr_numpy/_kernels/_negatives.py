@@ -20,7 +20,7 @@ from numba import njit
 from ..objective import LOSS_SOFTMAX, OPTIMIZER_ADAM
 from ._draws import _dns_choose, _draw_negative
 from ._primitives import _FASTMATH
-from ._updates import _adagrad_row, _adam_factors, _adam_row, _adaptive_rule, _pair_loss_and_slope
+from ._updates import _adagrad_row, _adam_constants, _adam_factors, _adam_row, _adaptive_rule, _pair_loss_and_slope
 
 
 @njit(cache=True, inline="always")
@@ -93,6 +93,7 @@ def _apply_batch_multi(
     joint = loss_code == LOSS_SOFTMAX
     grad = np.empty((k + 2, n_factors))  # rows: w_u, h_i, then one per negative slot (float64)
     bias_grad = np.empty(k + 1)  # b_i, then one per negative slot
+    beta = _adam_constants(grad)  # Adam's constants in float64, the type of this kernel's step
     if opt is not None:
         code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
         adam = code == OPTIMIZER_ADAM
@@ -227,8 +228,8 @@ def _apply_batch_multi(
                 t_v[i] += 1
                 cu1, cu2 = _adam_factors(t_u[u])
                 ci1, ci2 = _adam_factors(t_v[i])
-                _adam_row(U[u], m_u[u], v_u[u], grad[0], rate, cu1, cu2)
-                _adam_row(V[i], m_v[i], v_v[i], grad[1], rate, ci1, ci2)
+                _adam_row(U[u], m_u[u], v_u[u], grad[0], rate, cu1, cu2, beta)
+                _adam_row(V[i], m_v[i], v_v[i], grad[1], rate, ci1, ci2, beta)
             else:
                 ci1 = ci2 = 1.0
                 _adagrad_row(U[u], v_u[u], grad[0], rate)
@@ -247,7 +248,7 @@ def _apply_batch_multi(
                 if adam:
                     t_v[j] += 1
                     cj1, cj2 = _adam_factors(t_v[j])
-                    _adam_row(V[j], m_v[j], v_v[j], grad[2 + m], rate, cj1, cj2)
+                    _adam_row(V[j], m_v[j], v_v[j], grad[2 + m], rate, cj1, cj2, beta)
                 else:
                     _adagrad_row(V[j], v_v[j], grad[2 + m], rate)
                 if use_bias:
