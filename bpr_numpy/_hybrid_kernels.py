@@ -174,7 +174,7 @@ def _hybrid_run_chunk(
     yval,
     indptr,
     indices,
-    user_of,
+    row_blocks,
     epoch_samples,
     user_run,
     seed,
@@ -214,7 +214,7 @@ def _hybrid_run_chunk(
             neg_state,
             indptr,
             indices,
-            user_of,
+            row_blocks,
             n_items,
             n,
             user_run,
@@ -276,7 +276,7 @@ def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs,
     """Chunk ``ch`` of the epoch the bundles describe, its results into ``outs`` (as ``_kernels._epoch_chunk``)."""
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
-    indptr, indices, user_of, _ = data
+    indptr, indices, row_blocks, _ = data
     (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, _) = settings
     out_loss, out_ordered, out_skipped = outs
     out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
@@ -291,7 +291,7 @@ def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs,
         yval,
         indptr,
         indices,
-        user_of,
+        row_blocks,
         n_samples,
         user_run,
         seed,

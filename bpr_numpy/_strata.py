@@ -216,7 +216,7 @@ def train_stratum(
     import numba
 
     from . import _kernels
-    from ._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings
+    from ._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings, row_blocks
     from ._runtime import PARALLEL_LOCK, beyond_cache, membership_bitmap, numba_threads
     from .objective import Regularization
 
@@ -228,7 +228,7 @@ def train_stratum(
             f"{int(user_step[0])} (users) and {int(item_step[0])} (items; -1: in training)"
         )
     user_step[0] = item_step[0] = -1
-    indptr, indices, user_of = stratum_csr(strata, q, user_factors.shape[0])
+    indptr, indices, _ = stratum_csr(strata, q, user_factors.shape[0])
     n_samples = indices.shape[0]
     chunks = _kernels.n_chunks(n_samples)
     outs = epoch_outputs(chunks)
@@ -254,7 +254,7 @@ def train_stratum(
         )
         args = (
             Parameters(user_factors, item_factors, item_bias),
-            TrainingData(indptr, indices, user_of, bitmap),
+            TrainingData(indptr, indices, row_blocks(indptr), bitmap),
             epoch,
             Sampling(None, None),
             None,

@@ -154,7 +154,6 @@ def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoc
         model = BPR(factors=3, epochs=0, threads=1, random_state=5, dtype=np.float64).fit(
             R, user_features=Xm, item_features=Ym)
         m = model._user_items
-        user_of = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
         n = m.nnz * 3
         chunks = n_chunks(n)
         out = epoch_outputs(chunks)
@@ -166,7 +165,7 @@ def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoc
         numba.set_num_threads(1)
         try:
             for start, stop in ((0, 5), (5, chunks)):
-                kernel(params, features, training_data(m.indptr, m.indices, user_of=user_of), setup, None,
+                kernel(params, features, training_data(m.indptr, m.indices), setup, None,
                        OptimizerState("sgd", 0, 0, 3).kernel_args(), out, start, stop)
         finally:
             numba.set_num_threads(previous)
@@ -184,8 +183,7 @@ def test_an_epoch_applies_the_plain_samplers_triplets_in_order():
     start = [a.copy() for a in (model.user_embeddings, model.item_embeddings, model.item_bias_embeddings)]
     model.partial_fit(R, epochs=1)
     indptr, indices = R.indptr.astype(np.int64), R.indices.astype(np.int32)
-    user_of = np.repeat(np.arange(50, dtype=np.int32), np.diff(indptr))
-    u, i, j = _sample_stream(training_data(indptr, indices, user_of=user_of), 30, R.nnz, 4, model._seed, 0, False,
+    u, i, j = _sample_stream(training_data(indptr, indices), 30, R.nnz, 4, model._seed, 0, False,
                              None)
     keep = j >= 0
     feats = model._features

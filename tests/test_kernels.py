@@ -258,6 +258,21 @@ def test_membership_bitmap_is_the_dense_matrix(n_users, n_items, density, seed):
     assert not np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, n_items:].any()
 
 
+@settings(max_examples=examples(60), deadline=None)
+@given(st.lists(st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 300)), min_size=1, max_size=60))
+def test_row_index_finds_the_user_of_every_position(row_lengths):
+    # The samplers' row index against the user of each position spelled out (np.repeat), with
+    # empty rows (leading, trailing, in runs) and rows shorter and longer than a block.
+    from bpr_numpy._kernel_args import ROW_BLOCK, row_blocks
+
+    indptr = np.concatenate([[0], np.cumsum(row_lengths)]).astype(np.int64)
+    blocks = row_blocks(indptr)
+    assert blocks.dtype == np.int32 and blocks.shape == (-(-int(indptr[-1]) // ROW_BLOCK) + 1,)
+    want = np.repeat(np.arange(len(row_lengths)), row_lengths)
+    got = [K._row_of(indptr, blocks, k) for k in range(int(indptr[-1]))]
+    np.testing.assert_array_equal(got, want)
+
+
 @settings(max_examples=examples(40), deadline=None)
 @given(st.integers(1, 30), st.integers(1, 90), st.floats(0.0, 1.0), st.integers(0, 2**31),
        st.sampled_from([1, 5, 16, 32]), st.booleans(), st.booleans())

@@ -13,7 +13,7 @@ from numba import njit
 
 from .._rng import below, next_bits, unit_open
 from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS, MAX_NEGATIVE_TRIES
-from ._primitives import BATCH, _chunk_range, _contains, _prefetch, _prefetch_row, _stream_seed
+from ._primitives import BATCH, ROW_BLOCK, _chunk_range, _contains, _prefetch, _prefetch_row, _row_of, _stream_seed
 
 
 @njit(cache=True, inline="always")
@@ -93,24 +93,24 @@ def _batch_buffers():
 
 
 @njit(cache=True, inline="always")
-def _prefetch_runs(starts, batch, stage, user_run, user_of, indptr, indices, U):
+def _prefetch_runs(starts, batch, stage, user_run, row_blocks, indptr, indices, U):
     """Stage ``stage`` of fetching what the runs of batch ``batch`` read first.
 
     A run's first sample follows a chain of dependent loads (position -> user ->
     row bounds -> row), each a cache miss on a large matrix. Issued over three
-    batches, one link per batch: stage 0 fetches ``user_of`` and ``indices`` at
-    the start positions, stage 1 reads the users (cached by now) and fetches
-    their row bounds and factor rows, stage 2 reads the bounds and fetches the
+    batches, one link per batch: stage 0 fetches the row index and ``indices`` at
+    the start positions, stage 1 finds the users (:func:`_row_of`, cached by now) and
+    fetches their row bounds and factor rows, stage 2 reads the bounds and fetches the
     rows' first 256 entries. Only hints: nothing it does changes a result.
     """
     per_batch = _runs_per_batch(user_run)
     for r in range(batch * per_batch, min((batch + 1) * per_batch, starts.shape[0])):
         k = starts[r]
         if stage == 0:
-            _prefetch(user_of, k, 0)
+            _prefetch(row_blocks, k // ROW_BLOCK, 0)
             _prefetch(indices, k, 0)
             continue
-        u = user_of[k]
+        u = _row_of(indptr, row_blocks, k)
         if stage == 1:
             _prefetch(indptr, u, 0)
             _prefetch_row(U, u)
@@ -126,7 +126,7 @@ def _draw_batch(
     neg_state,
     indptr,
     indices,
-    user_of,
+    row_blocks,
     n_items,
     n,
     user_run,
@@ -179,7 +179,7 @@ def _draw_batch(
     for t in range(n):
         if t % user_run == 0:
             k = bi[t]
-            u = np.int64(user_of[k])
+            u = _row_of(indptr, row_blocks, k)
         else:
             u = bu[t - 1]
             lo = indptr[u]

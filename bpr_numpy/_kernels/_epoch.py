@@ -20,7 +20,7 @@ def _run_chunk(
     b,
     indptr,
     indices,
-    user_of,
+    row_blocks,
     epoch_samples,
     user_run,
     seed,
@@ -84,7 +84,7 @@ def _run_chunk(
         # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
         for stage in range(3 if prefetch_runs else 0):
             if 0 <= batch + 3 - stage < n_batches:
-                _prefetch_runs(starts, batch + 3 - stage, stage, user_run, user_of, indptr, indices, U)
+                _prefetch_runs(starts, batch + 3 - stage, stage, user_run, row_blocks, indptr, indices, U)
         if batch < 0:
             continue
         start = batch * BATCH
@@ -94,7 +94,7 @@ def _run_chunk(
             neg_state,
             indptr,
             indices,
-            user_of,
+            row_blocks,
             n_items,
             n,
             user_run,
@@ -184,7 +184,7 @@ def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
     arrays as dead code (the epoch then trained nothing; caught by the tests).
     """
     U, V, b = params
-    indptr, indices, user_of, bitmap = data
+    indptr, indices, row_blocks, bitmap = data
     (
         n_samples,
         user_run,
@@ -208,7 +208,7 @@ def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
         b,
         indptr,
         indices,
-        user_of,
+        row_blocks,
         n_samples,
         user_run,
         seed,
@@ -264,7 +264,7 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
     # plain arrays and scalars (with the bundles captured, MovieLens 100k fits on 2 threads took
     # 12% longer, alternated A/B).
     U, V, b = params
-    indptr, indices, user_of, bitmap = data
+    indptr, indices, row_blocks, bitmap = data
     (
         n_samples,
         user_run,
@@ -292,7 +292,7 @@ def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_st
                 b,
                 indptr,
                 indices,
-                user_of,
+                row_blocks,
                 n_samples,
                 user_run,
                 seed,
@@ -324,17 +324,17 @@ def _sample_stream(data, n_items, n_samples, user_run, seed, epoch, skip_liked, 
     ``data`` is a :class:`bpr_numpy._kernel_args.TrainingData`. Returns arrays ``(users,
     positives, negatives)`` of length ``n_samples``, ``negatives[k] = -1`` for skipped samples.
     """
-    indptr, indices, user_of, bitmap = data
+    indptr, indices, row_blocks, bitmap = data
     # The bitmap goes on as an argument: numba prunes ``bitmap is None`` branches of arguments
     # only, and _draw_batch is inlined into the function that calls it.
     return _sample_stream_arrays(
-        indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
+        indptr, indices, row_blocks, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
     )
 
 
 @njit(cache=True)
 def _sample_stream_arrays(
-    indptr, indices, user_of, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
+    indptr, indices, row_blocks, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
 ):
     """:func:`_sample_stream` on the unpacked training data."""
     users = np.empty(n_samples, np.int64)
@@ -354,7 +354,7 @@ def _sample_stream_arrays(
                 neg_state,
                 indptr,
                 indices,
-                user_of,
+                row_blocks,
                 n_items,
                 n,
                 user_run,

@@ -8,6 +8,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._kernel_args import ROW_BLOCK
 from .._rng import GOLDEN, mix64
 
 #: Most samples per chunk. The layout depends on the epoch's size only, so that the sampled
@@ -108,6 +109,28 @@ def _prefetch_row(A, r):
     step = max(1, 64 // A.itemsize)
     for f in range(0, A.shape[1], step):
         _prefetch(A, r, f)
+
+
+@njit(cache=True, inline="always")
+def _row_of(indptr, row_blocks, k):
+    """The row of the CSR that holds position ``k``: the last ``u`` with ``indptr[u] <= k``.
+
+    ``row_blocks[q]`` is the row of position ``q * ROW_BLOCK`` and its last entry the row of the
+    last position (:func:`bpr_numpy._kernel_args.row_blocks`), so the answer lies between two
+    neighbouring entries, usually equal or a few rows apart: a short binary search of ``indptr``.
+    Empty rows share their ``indptr`` value with the next row, so the last ``u`` is the
+    non-empty one.
+    """
+    q = k // ROW_BLOCK
+    lo = np.int64(row_blocks[q])
+    hi = np.int64(row_blocks[q + 1])
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if indptr[mid] <= k:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @njit(cache=True, inline="always")

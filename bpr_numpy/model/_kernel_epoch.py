@@ -32,14 +32,14 @@ _CHUNKS_PER_CALL = 64
 def run_epoch(
     model: BPR,
     matrix: sp.csr_matrix,
-    user_of: np.ndarray,
+    rows: np.ndarray,
     threads: int,
     alias: tuple[np.ndarray, np.ndarray],
     bitmap: np.ndarray | None,
     reg: Regularization,
     n_samples: int | None = None,
 ) -> EpochReport | None:
-    """One epoch of the kernel over ``matrix`` (``reg``: the coerced regularisation).
+    """One epoch of the kernel over ``matrix`` (``rows``: its row index, ``reg``: the coerced regularisation).
 
     ``n_samples=0`` only compiles the kernel and returns None.
     """
@@ -59,7 +59,7 @@ def run_epoch(
     group = (
         sampling.aobpr_refresh_chunks(n_items, max(1, n_samples // max(chunks, 1))) if aobpr else chunks_per_call(model)
     )
-    data = TrainingData(matrix.indptr, matrix.indices, user_of, bitmap)
+    data = TrainingData(matrix.indptr, matrix.indices, rows, bitmap)
     seed, state, features = model._seed, model._optimizer_state, model._features
     assert seed is not None and state is not None, "start() resolves the seed and the optimiser state first"
     settings = epoch_settings(

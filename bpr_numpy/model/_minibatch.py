@@ -278,7 +278,7 @@ def _drawn(
 def run_epoch(
     model: BPR,
     matrix: sp.csr_matrix,
-    user_of: np.ndarray,
+    rows: np.ndarray,
     threads: int,
     alias: tuple[np.ndarray, np.ndarray],
     bitmap: np.ndarray | None,
@@ -287,7 +287,8 @@ def run_epoch(
 ) -> EpochReport | None:
     """One epoch of minibatches over ``matrix`` (the signature of :func:`._kernel_epoch.run_epoch`).
 
-    ``threads`` and ``bitmap`` are not used (NumPy uses its own threads for the products);
+    ``rows``, ``threads`` and ``bitmap`` are not used (each pair's user is spelled out here;
+    NumPy uses its own threads for the products);
     ``n_samples=0`` (the kernels' warm-up) does nothing. The epoch's stream is seeded with
     ``(seed, epoch)``, so ``fit`` then ``partial_fit`` draws what one longer ``fit`` draws.
     With side features the batches move the feature embeddings, and the factors are the
@@ -304,7 +305,8 @@ def run_epoch(
     learning_rate = epoch_learning_rate(model, epoch)
     spec = sampling.REGISTRY[model.sampler]
     n_items = matrix.shape[1]
-    keys = user_of.astype(np.int64) * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
+    user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = user_of * n_items + matrix.indices  # sorted: CSR rows in order, columns sorted
     features = model._features
     user_factors, item_factors, item_biases = model._factors()
     biases = item_biases if model.item_bias else None

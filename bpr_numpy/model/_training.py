@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import sampling
+from .._kernel_args import row_blocks
 from .._parameters import INT64_MAX, check_allocation
 from .._runtime import (
     aligned_empty,
@@ -237,7 +238,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     # the kernels take, rather than compiling a new kernel or failing inside numba.
     model._set_parameters([kernel_ready(a, dtype) for a in model._parameters()])
     threads = min(model.threads or available_threads(), available_threads())
-    user_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
+    rows = row_blocks(matrix.indptr)  # the samplers' map from a CSR position to its user
     state = model._optimizer_state
     U, V, _ = model._factors()
     # The trained rows: factor rows, or feature-embedding rows with side features.
@@ -265,10 +266,10 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
     # The thread count is set once for the whole loop: per epoch it cost 1% of a MovieLens
     # 100k fit. The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
     with numba_threads(threads) if threads > 1 else nullcontext():
-        return epoch_loop(model, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress, validation)
+        return epoch_loop(model, matrix, rows, threads, alias, bitmap, epochs, callback, show_progress, validation)
 
 
-def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, callback, show_progress, validation) -> BPR:
+def epoch_loop(model: BPR, matrix, rows, threads, alias, bitmap, epochs, callback, show_progress, validation) -> BPR:
     """The epochs of :meth:`_train`, after its setup."""
     total = model._epochs_done + epochs
     # Compile (or load from the cache) outside the epoch timer: a call
@@ -276,7 +277,7 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
     # Coerced once: the checks cost 1.5% of a MovieLens 100k fit when done per epoch.
     reg = Regularization.coerce(model.regularization)
     run = _EPOCHS[model.solver]
-    run(model, matrix, user_of, threads, alias, bitmap, reg, n_samples=0)
+    run(model, matrix, rows, threads, alias, bitmap, reg, n_samples=0)
     snapshot = _Snapshot(model)
     snapshot.take()
     # Ctrl-C may land anywhere in the loop. Inside an epoch's kernel calls (``completed``
@@ -297,7 +298,7 @@ def epoch_loop(model: BPR, matrix, user_of, threads, alias, bitmap, epochs, call
                 snapshot.take()
             elif any(a.shape != b.shape for a, b in zip(model._parameters(), snapshot.saved, strict=False)):
                 model._check_parameter_arrays()  # reshaped in place: names the array
-            report = run(model, matrix, user_of, threads, alias, bitmap, reg)
+            report = run(model, matrix, rows, threads, alias, bitmap, reg)
             assert report is not None, "an epoch with samples reports"
             completed = True
             check_finite(model, snapshot.take())
@@ -355,7 +356,8 @@ def _minibatch_epoch(*args, **kwargs) -> EpochReport | None:
 
 
 #: One epoch of each solver (``BPR(solver=...)``, :data:`bpr_numpy._parameters.SOLVERS`), with one
-#: signature: ``(model, matrix, user_of, threads, alias, bitmap, reg, n_samples=None)``.
+#: signature: ``(model, matrix, rows, threads, alias, bitmap, reg, n_samples=None)``; ``rows`` is
+#: :func:`bpr_numpy._kernel_args.row_blocks` of the matrix.
 _EPOCHS = {"kernel": _kernel_epoch, "minibatch": _minibatch_epoch}
 
 
