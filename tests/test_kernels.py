@@ -290,8 +290,15 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dns", [0, 3], ids=["uniform", "dns-3"])
 @pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel], ids=["serial", "parallel"])
-def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel):
+def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel, dns):
+    # DNS tests its extra candidates (drawn with the batch) against the bitmap too: the same draws.
+    from bpr_numpy import sampling
+
+    adaptive = None
+    if dns:
+        adaptive = (sampling.ADAPTIVE_DNS, 0, dns, 1.0, np.zeros((0, 0), np.int32), np.zeros(0))
     m = _csr(60, 100, 0.15, seed=8)
     n = 20_011  # chunks of ~313 samples: 10 batches each, the prefetch pipeline's steady state included
     bits = K._membership_bitmap(m.indptr, m.indices, m.shape[1])
@@ -303,7 +310,7 @@ def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel)
         # Zero learning rate under threads: the statistics must agree exactly; serially the factors too.
         lr = 0.05 if kernel is K._epoch_serial else 0.0
         kernel(Parameters(U, V, b), training_data(m.indptr, m.indices, bitmap),
-               _settings(U.dtype, lr, "bpr", True, n, 16, 5, 2, prefetch_runs=prefetch_runs), Sampling(None, None),
+               _settings(U.dtype, lr, "bpr", True, n, 16, 5, 2, prefetch_runs=prefetch_runs), Sampling(None, adaptive),
                None, None, out, 0, chunks)
         results.append((U, V, b, *out))
     for other in results[1:]:

@@ -269,6 +269,58 @@ def _dns_choose(state, U, V, b, use_bias, indices, lo, hi, u, j, n_candidates, n
 
 
 @njit(cache=True, inline="always")
+def _is_positive(indices, lo, hi, bitmap, u, j):
+    """Whether ``j`` is a positive of ``u`` (row ``indices[lo:hi]``): a bit of ``bitmap``, or a binary search."""
+    if bitmap is None:
+        return _contains(indices, lo, hi, j)
+    return (bitmap[u, j >> 6] >> np.uint64(j & 63)) & np.uint64(1) != 0
+
+
+@njit(cache=True, inline="always")
+def _draw_dns_candidates(state, indptr, indices, bitmap, bu, bj, n, candidates, n_items):
+    """DNS's extra candidates for the batch's samples, before their updates: ``candidates[t, c]`` (-1: none found).
+
+    Each is what :func:`_dns_choose` draws at the update: uniform, redrawn while it is a positive
+    (at most ``MAX_NEGATIVE_TRIES`` draws), for every sample with a negative (``bj[t] >= 0``), the
+    samples in order. Candidates do not depend on the factors, so drawing them here takes the
+    same draws from the same stream in the same order, and DNS picks the same negatives: drawn
+    here, the membership test reads the bitmap where there is one (a binary search of the row
+    otherwise), and the candidates' rows can be prefetched ahead of the updates.
+    """
+    for t in range(n):
+        if bj[t] < 0:
+            continue
+        u = bu[t]
+        lo = indptr[u]
+        hi = indptr[u + 1]
+        for c in range(candidates.shape[1]):
+            found = np.int64(-1)
+            for _ in range(MAX_NEGATIVE_TRIES):
+                state, item = _draw_candidate(state, n_items, None)
+                if not _is_positive(indices, lo, hi, bitmap, u, item):
+                    found = item
+                    break
+            candidates[t, c] = found
+    return state
+
+
+@njit(cache=True, inline="always")
+def _dns_pick(U, V, b, use_bias, u, j, candidates):
+    """DNS's choice among ``j`` and the drawn ``candidates`` (-1 skipped): the highest-scored, the first of ties."""
+    best = j
+    best_score = _item_score(U, V, b, u, j, use_bias)
+    for c in range(candidates.shape[0]):
+        item = candidates[c]
+        if item < 0:
+            continue
+        score = _item_score(U, V, b, u, item, use_bias)
+        if score > best_score:
+            best = item
+            best_score = score
+    return best
+
+
+@njit(cache=True, inline="always")
 def _aobpr_draw(state, U, indices, lo, hi, u, ranks, spread, lam, n_items):
     """AOBPR: a geometric rank of a factor drawn by ``|w_uf| sigma_f``; non-positives only, -1 if none.
 

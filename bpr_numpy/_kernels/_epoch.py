@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..sampling import ADAPTIVE_AOBPR
-from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _prefetch_runs
+from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
+from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _draw_dns_candidates, _prefetch_runs
 from ._negatives import _apply_batch_multi
 from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._updates import _apply_batch
@@ -74,8 +74,13 @@ def _run_chunk(
     scratch = np.empty(1, U.dtype)
     # Negatives chosen at update time (from the current factors) are not drawn in the batch.
     draw_negatives = True
+    # DNS alone draws its extra candidates with the batch (_draw_dns_candidates): none elsewhere.
+    dns_extra = 0
     if adaptive is not None:
         draw_negatives = adaptive[0] != ADAPTIVE_AOBPR and adaptive[1] == 0
+        if adaptive[0] == ADAPTIVE_DNS and adaptive[1] == 0:
+            dns_extra = adaptive[2] - 1
+    candidates = np.empty((BATCH, dns_extra), np.int64)
     loss_sum = 0.0
     ordered = 0
     skipped = 0
@@ -113,6 +118,8 @@ def _run_chunk(
             starts,
             batch,
         )
+        if dns_extra > 0:
+            neg_state = _draw_dns_candidates(neg_state, indptr, indices, bitmap, bu, bj, n, candidates, n_items)
         if negatives is not None:
             neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch_multi(
                 U,
@@ -163,6 +170,7 @@ def _run_chunk(
                 neg_state,
                 popularity,
                 adaptive,
+                candidates,
                 opt,
                 trace,
                 first + start,

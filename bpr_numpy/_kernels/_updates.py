@@ -13,7 +13,7 @@ from numba import njit
 
 from ..objective import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LOSS_SIGMOID, LOSS_WARP, OPTIMIZER_ADAGRAD, OPTIMIZER_ADAM
 from ..sampling import ADAPTIVE_DNS
-from ._draws import _adaptive_negative, _dns_choose
+from ._draws import _adaptive_negative, _dns_pick
 from ._primitives import _FASTMATH, BATCH, PREFETCH_AHEAD, _prefetch, _prefetch_row
 
 
@@ -163,6 +163,7 @@ def _apply_batch(
     neg_state,
     popularity,
     adaptive,
+    candidates,
     opt,
     trace,
     trace_row,
@@ -178,7 +179,8 @@ def _apply_batch(
     (:meth:`bpr_numpy.objective.OptimizerState.kernel_args`) the step is
     AdaGrad's or Adam's instead. ``bw`` is None (weight 1, or the
     weight ``adaptive`` gives) or the weights of an explicit sequence;
-    ``adaptive`` as in :func:`_adaptive_negative`. ``trace`` (None or an
+    ``adaptive`` as in :func:`_adaptive_negative`; with DNS alone, ``candidates[t]`` are sample
+    ``t``'s extra candidates (:func:`_draw_dns_candidates`, drawn with the batch). ``trace`` (None or an
     array) receives ``(u, i, j, weight)`` of sample ``t`` in row ``trace_row
     + t``; ``xs`` (None or an array) receives ``x_uij`` before each step (NaN
     where skipped). ``j = -1`` skips a sample (counted), ``j = -2`` is WARP's
@@ -203,7 +205,6 @@ def _apply_batch(
     one = scratch[0]  # 1 in the factors' dtype
     if adaptive is not None:
         dns_only = adaptive[0] == ADAPTIVE_DNS and adaptive[1] == 0  # DNS without WARP
-        dns_candidates = adaptive[2]
     if opt is not None:
         # Unpacked once per batch: inside the sample loop each array would be reference-counted per sample.
         code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
@@ -227,6 +228,12 @@ def _apply_batch(
             if use_bias:
                 _prefetch(b, bi[ahead], 0)
                 _prefetch(b, bj[ahead], 0)
+            if adaptive is not None and dns_only:
+                for c in range(candidates.shape[1]):
+                    if candidates[ahead, c] >= 0:
+                        _prefetch_row(V, candidates[ahead, c])
+                        if use_bias:
+                            _prefetch(b, candidates[ahead, c], 0)
         if t < 0:
             continue
         u = bu[t]
@@ -236,10 +243,9 @@ def _apply_batch(
         if adaptive is not None:
             if j >= 0 and dns_only:
                 # DNS alone (the common case) without _adaptive_negative, whose tuple of arrays unpacked
-                # per sample cost DNS with 2 candidates a fifth of its epoch on MovieLens 100k.
-                neg_state, j = _dns_choose(
-                    neg_state, U, V, b, use_bias, indices, indptr[u], indptr[u + 1], u, j, dns_candidates, n_items
-                )
+                # per sample cost DNS with 2 candidates a fifth of its epoch on MovieLens 100k; its
+                # candidates were drawn with the batch (the same draws as _dns_choose's).
+                j = _dns_pick(U, V, b, use_bias, u, j, candidates[t])
             elif j >= 0:
                 neg_state, j, weight = _adaptive_negative(
                     neg_state,
@@ -392,6 +398,7 @@ def _apply_triplets(params, triplets, settings, opt):
             np.uint64(0),
             None,
             None,
+            no_csr.reshape(1, 1),
             opt,
             None,
             0,
