@@ -70,7 +70,9 @@ before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 fit(matrix)
-print(json.dumps({"lib": lib, "peak_mib": status("VmHWM"), "before_mib": before,
+import importlib
+where = importlib.import_module(lib).__file__
+print(json.dumps({"lib": lib, "module": where, "peak_mib": status("VmHWM"), "before_mib": before,
                   "fit_increment_mib": status("VmHWM") - before}))
 """
 
@@ -92,8 +94,10 @@ def measure(lib: str, path: Path, threads: int, factors: int, code: str | None =
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = os.pathsep.join([code, *filter(None, [env.get("PYTHONPATH")])])
+    # Run from the data's folder: ``python -c`` puts the working directory first on sys.path,
+    # which would shadow ``code`` when run from a checkout.
     out = subprocess.run([sys.executable, "-c", CHILD, lib, str(path), str(threads), str(factors)],
-                         capture_output=True, text=True, env=env, check=False)
+                         capture_output=True, text=True, env=env, cwd=path.parent, check=False)
     if out.returncode:
         raise SystemExit(f"{lib}: exit status {out.returncode}\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
