@@ -160,7 +160,7 @@ def side_features() -> dict[str, sp.csr_matrix]:
 def uses_bitmap(matrix: sp.csr_matrix) -> bool:
     """Whether the samplers get a membership bitmap for ``matrix``.
 
-    The rule of ``bpr_numpy.model._membership_bitmap``, restated so that the data line can say
+    The rule of ``bpr_numpy._runtime.membership_bitmap``, restated so that the data line can say
     which path each set takes without reaching into the code under test: the bitmap is built
     when it is no bigger than twice the CSR's index array (int32 indices).
     """

@@ -95,7 +95,7 @@ def test_the_data_take_both_sampler_paths(eq):
     try:  # the restated rule against the code's own, while the code has it there
         from bpr_numpy._runtime import membership_bitmap
     except ImportError:
-        pytest.skip("bpr_numpy.model._membership_bitmap moved")
+        pytest.skip("bpr_numpy._runtime.membership_bitmap moved")
     for m in (dense, sparse):
         built = membership_bitmap(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.shape[1])
         assert (built is not None) == eq.uses_bitmap(m)

@@ -11,6 +11,7 @@ from _budget import examples
 from bpr_numpy import _kernels as K
 from bpr_numpy import _rng
 from bpr_numpy._kernel_args import Parameters, Sampling, epoch_outputs, epoch_settings, training_data
+from bpr_numpy._runtime import positives_bitmap
 from bpr_numpy._validation import as_user_items
 from bpr_numpy.objective import LOSSES, Regularization, loss_code, pair_loss, sgd_step
 
@@ -251,7 +252,7 @@ def test_membership_bitmap_is_the_dense_matrix(n_users, n_items, density, seed):
     rng = np.random.default_rng(seed)
     m = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
     m.sort_indices()
-    bits = K._membership_bitmap(m.indptr, m.indices, n_items)
+    bits = positives_bitmap(m.indptr, m.indices, n_items)
     assert bits.shape == (n_users, (n_items + 63) // 64)
     unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :n_items]
     np.testing.assert_array_equal(unpacked.astype(bool), m.toarray() > 0)
@@ -282,7 +283,7 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
 
     m = _csr(n_users, n_items, max(density, 1 / (n_users * n_items)), seed)
     popularity = sampling.alias_table(sampling.popularity_weights(m, 0.8)) if popular else None
-    bits = K._membership_bitmap(m.indptr, m.indices, n_items)
+    bits = positives_bitmap(m.indptr, m.indices, n_items)
     n = 3 * m.nnz + 40
     args = (n_items, n, user_run, seed % 1000, 3, skip_liked, popularity)
     for got, want in zip(K._sample_stream(training_data(m.indptr, m.indices, bits), *args),
@@ -301,7 +302,7 @@ def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel,
         adaptive = (sampling.ADAPTIVE_DNS, 0, dns, 1.0, np.zeros((0, 0), np.int32), np.zeros(0))
     m = _csr(60, 100, 0.15, seed=8)
     n = 20_011  # chunks of ~313 samples: 10 batches each, the prefetch pipeline's steady state included
-    bits = K._membership_bitmap(m.indptr, m.indices, m.shape[1])
+    bits = positives_bitmap(m.indptr, m.indices, m.shape[1])
     results = []
     for bitmap, prefetch_runs in ((None, False), (bits, False), (None, True), (bits, True)):
         U, V, b = _params(m, 8, np.float64)

@@ -29,7 +29,7 @@ step will read: the three factor rows (and biases) of each triplet, and on
 matrices beyond the caches the rows each run of one user starts from
 (:func:`_prefetch_runs`). The updates are then applied in the same order as
 without batching; only the memory latency is hidden. When the catalogue is
-dense enough (see :func:`bpr_numpy.model._membership_bitmap`) the test "is
+dense enough (see :func:`bpr_numpy._runtime.membership_bitmap`) the test "is
 the drawn negative a positive of u?" reads one bit of a users x items
 bitmap instead of binary-searching u's row: the same answer, hence the same
 stream, 10% faster on MovieLens 100k.
@@ -68,7 +68,6 @@ from ._primitives import (
     _contains,
     _copy_finite,
     _fetch_add,
-    _membership_bitmap,
     _prefetch,
     _prefetch_row,
     _row_of,
@@ -103,7 +102,6 @@ __all__ = [
     "_row_of",
     "_contains",
     "_copy_finite",
-    "_membership_bitmap",
     "_draw_candidate",
     "_draw_negative",
     "_runs_per_batch",

@@ -158,7 +158,7 @@ def _draw_batch(
     ``MAX_NEGATIVE_TRIES`` draws, or, with ``skip_liked``, given up. ``j = -1``
     marks a sample to skip (and count): a user who holds every item, a
     skipped liked candidate, or no negative found in the redraws. ``bitmap``
-    is None or :func:`_membership_bitmap` of the CSR: the first candidate's
+    is None or :func:`bpr_numpy._runtime.positives_bitmap` of the CSR: the first candidate's
     test is then one bit instead of a binary search (the same answer, so the
     same stream). Without
     ``draw_negatives`` (samplers that pick the negative at update time) ``bj``

@@ -157,15 +157,3 @@ def _copy_finite(src, dst):
         dst[k] = v
         finite &= v - v == 0  # NaN for NaN and +-inf; fastmath is off here, so it is kept
     return finite
-
-
-@njit(cache=True)
-def _membership_bitmap(indptr, indices, n_items):
-    """Bit ``j`` of row ``u`` set when ``(u, j)`` is a positive: ``(n_users, ceil(n_items / 64))`` uint64 words."""
-    words = (n_items + 63) >> 6
-    bits = np.zeros((indptr.shape[0] - 1, words), np.uint64)
-    for u in range(indptr.shape[0] - 1):
-        for k in range(indptr[u], indptr[u + 1]):
-            j = indices[k]
-            bits[u, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
-    return bits
