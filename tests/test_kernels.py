@@ -327,3 +327,13 @@ def test_copy_finite_copies_and_reports_non_finite_values(values, dtype):
     dst = np.full_like(src, 7)
     assert K._copy_finite(src, dst) == bool(np.isfinite(src).all())
     np.testing.assert_array_equal(dst, src)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(st.integers(1, 10**7))
+def test_adam_corrections_are_the_references(steps):
+    # The kernels write 1 / (1 - beta^t) as -1 / expm1(t ln beta): the same values to round-off.
+    from bpr_numpy.objective import ADAM_BETA1, ADAM_BETA2
+
+    c1, c2 = K._adam_factors(steps)
+    np.testing.assert_allclose([c1, c2], [1 / (1 - ADAM_BETA1**steps), 1 / (1 - ADAM_BETA2**steps)], rtol=1e-12)

@@ -93,10 +93,10 @@ def _apply_batch_multi(
     joint = loss_code == LOSS_SOFTMAX
     grad = np.empty((k + 2, n_factors))  # rows: w_u, h_i, then one per negative slot (float64)
     bias_grad = np.empty(k + 1)  # b_i, then one per negative slot
-    beta = _adam_constants(grad)  # Adam's constants in float64, the type of this kernel's step
     if opt is not None:
         code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
         adam = code == OPTIMIZER_ADAM
+        beta = _adam_constants(grad)  # Adam's constants in float64, the type of this kernel's step
     rate = np.float64(lr)
     ru = np.float64(reg_u)
     ri = np.float64(reg_i)
