@@ -929,8 +929,9 @@ def test_fuzz_subset_runs_with_boundscheck(tmp_path):
     assert "PASSED tests/test_fuzz.py::test_boundscheck_mode_catches_an_out_of_bounds_read" in result.stdout, tail
     assert "PASSED tests/test_fuzz.py::test_fit_on_fuzzed_matrices_matches_the_clean_input" in result.stdout, tail
     assert "PASSED tests/test_hybrid.py::test_an_epoch_applies_the_plain_samplers_triplets_in_order" in result.stdout, tail
-    prefetching = "test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial]"
-    assert f"PASSED tests/test_kernels.py::{prefetching}" in result.stdout, tail
+    for sampler in ("uniform", "dns-3"):
+        prefetching = f"test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch[serial-{sampler}]"
+        assert f"PASSED tests/test_kernels.py::{prefetching}" in result.stdout, tail
     assert "PASSED tests/test_strata.py::test_strata_are_the_sub_matrices_over_block_local_ids" in result.stdout, tail
     assert "PASSED tests/test_fuzz_limits.py::test_fuzzed_replaced_arrays_reach_no_kernel_unchecked" in result.stdout, \
         tail
