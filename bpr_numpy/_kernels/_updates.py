@@ -74,8 +74,9 @@ def _adaptive_rule(theta, g, m, v, code, lr, c1, c2):
 # cost 9x and 11x an SGD step while the three rows shared one loop. The arithmetic is in the
 # type of the arguments: float32 for a float32 model (as the reference computes it), which puts
 # 8 elements in a vector where float64 put 4, and the divider, which these loops are bound by,
-# does twice the work per instruction (AdaGrad 5.3x -> 2.4x an SGD step, Adam 6.3x -> 3.1x,
-# MovieLens 100k, 64 factors, one thread). Inlined into _apply_batch, whose error model they take.
+# does twice the work per instruction (AdaGrad 5.5x -> 2.4x an SGD step, Adam 6.6x -> 3.0-3.3x,
+# benchmarks/slow_paths.py: MovieLens 100k, 64 factors, one thread). Inlined into _apply_batch,
+# whose error model they take.
 @njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
 def _adagrad_row(theta, acc, g, lr):
     """AdaGrad on one row (the rule of :func:`_adaptive_rule`), from its gradient row ``g``, in ``theta``'s dtype."""
