@@ -8,8 +8,8 @@ chunk)``), so a hybrid model whose only features are identities trains on the
 same triplets as the plain model.
 
 Feature matrices arrive as CSR arrays ``(indptr, indices, data)`` with sorted
-column indices; representations are built per triplet in float64 scratch
-rows, so no ``n_users x factors`` table is kept in step with the embeddings.
+column indices; representations are built per triplet in scratch rows, so no
+``n_users x factors`` table is kept in step with the embeddings.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from numba import njit, prange
 from ._kernels import (
     _FASTMATH,
     BATCH,
-    _adam_corrections,
+    _adam_factors,
     _adaptive_rule,
     _batch_buffers,
     _chunk_streams,
@@ -31,54 +31,25 @@ from ._kernels import (
 from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 
-@njit(cache=True, inline="always")
-def _represent(out, emb, ptr, idx, val, row):
-    """``out = sum_f val_f emb[f]`` over the stored features of ``row``."""
-    for k in range(out.shape[0]):
-        out[k] = 0.0
-    for p in range(ptr[row], ptr[row + 1]):
-        x = np.float64(val[p])
-        f = idx[p]
-        for k in range(out.shape[0]):
-            out[k] += x * emb[f, k]
-
-
-@njit(cache=True, inline="always")
-def _represent_bias(c, ptr, idx, val, row):
-    total = 0.0
-    for p in range(ptr[row], ptr[row + 1]):
-        total += np.float64(val[p]) * c[idx[p]]
-    return total
-
-
-@njit(cache=True, inline="always")
-def _step(theta, row, k, g, code, lr, first, second, c1, c2):
-    """Move ``theta[row, k]`` by one optimiser step of gradient ``g`` (float64)."""
-    old = np.float64(theta[row, k])
-    if code == OPTIMIZER_SGD:
-        theta[row, k] = old - lr * g
-        return
-    m = first[row, k] if code == OPTIMIZER_ADAM else 0.0
-    theta[row, k], m, second[row, k] = _adaptive_rule(old, g, m, second[row, k], code, lr, c1, c2)
-    if code == OPTIMIZER_ADAM:
-        first[row, k] = m
-
-
-@njit(cache=True, inline="always")
-def _step_bias(theta, row, g, code, lr, first, second, c1, c2):
-    """:func:`_step` for a 1-D parameter (the item-feature biases)."""
-    old = np.float64(theta[row])
-    if code == OPTIMIZER_SGD:
-        theta[row] = old - lr * g
-        return
-    m = first[row] if code == OPTIMIZER_ADAM else 0.0
-    theta[row], m, second[row] = _adaptive_rule(old, g, m, second[row], code, lr, c1, c2)
-    if code == OPTIMIZER_ADAM:
-        first[row] = m
-
-
-@njit(cache=True, inline="always")
-def _hybrid_update(
+# Called once per batch, with every per-sample step written out in its loop: no helper that takes
+# an array is called per sample or per element. An inlined helper taking arrays costs a
+# reference-count increment and decrement per array and call (atomic, on counters both threads
+# share); the representations, the merge of the item rows and each element's optimiser step were
+# such helpers, and made the identity-features model cost 5.7x a plain SGD step (2.2x written out).
+# The SGD step then computes in the embeddings' dtype, as the plain kernel does (float32 vectors
+# hold twice the elements and need no conversions), and the items' representations enter only as
+# their difference: 1.4x (benchmarks/slow_paths.py, MovieLens 100k, one thread).
+#
+# Inlined into its callers (numba's IR inliner), not compiled on its own as _kernels._apply_batch
+# is: a function compiled on its own is linked into each caller's module, and LLVM optimises that
+# copy again there. The process that compiles the kernels runs the function's own build (the
+# callers' calls bind to the first definition loaded), a process that loads the callers from
+# numba's cache runs the callers' copies; here the two builds differed in the last bits (Adam on
+# float64, which a sigmoid loss then amplified), so cached and fresh processes trained different
+# factors. Inlined, there is one build per caller. tests/test_equivalence_smoke.py trains each kind
+# of path in a fresh and a cached process and compares the factors bitwise.
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _hybrid_apply_batch(
     E,
     Fm,
     c,
@@ -88,9 +59,10 @@ def _hybrid_update(
     yptr,
     yidx,
     yval,
-    u,
-    i,
-    j,
+    bu,
+    bi,
+    bj,
+    n,
     lr,
     reg_u,
     reg_i,
@@ -98,69 +70,203 @@ def _hybrid_update(
     reg_b,
     loss_code,
     use_bias,
-    w,
-    hi,
-    hj,
+    scratch,
     opt,
+    xs,
+    loss_sum,
 ):
-    """One step of :func:`bpr_numpy.objective.hybrid_sgd_step`; returns ``(x, linear, factor)``.
+    """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order, each one :func:`bpr_numpy.objective.hybrid_sgd_step`.
 
-    Gradients are taken at the old values: the representations are built
+    ``scratch`` is a ``(3, factors)`` array of the embeddings' dtype (the representation of u,
+    the difference of i's and j's, and a cell for rounding to that dtype); ``lr`` and the ``reg_*`` arrive in that
+    dtype; ``opt`` as in :func:`_hybrid_run_chunk`; ``xs`` (None or an array) receives
+    ``x_uij`` before each step (NaN where skipped). ``j < 0`` skips a sample (counted).
+    ``loss_sum`` is the running total the batch's losses are added to.
+
+    Gradients are taken at the old values: the representations (u's, and the
+    difference of i's and j's, which is all the step needs of them) are built
     first, and each feature row's gradient uses only them and the row's own
     old value, so the order of the row updates does not matter. The item
     features of i and j are merged (both rows are sorted), so a feature of
     both items gets one step with both terms.
+
+    Arithmetic: as in :func:`bpr_numpy._kernels._apply_batch`, the representations, ``x_uij``,
+    the slope and the SGD step are computed in the embeddings' dtype (float32 for a float32
+    model; feature values and coefficients rounded to it), so a float64 model follows the
+    float64 reference to round-off and a float32 model computes what the plain float32 kernel
+    computes; AdaGrad's and Adam's per-element rules run in float64.
+
+    Returns ``(loss_sum + the batch's sum of ell(x_uij), count of x_uij > 0, skipped)``.
     """
     code, mU, mV, mb, vU, vV, vb, tU, tV = opt
-    _represent(w, E, xptr, xidx, xval, u)
-    _represent(hi, Fm, yptr, yidx, yval, i)
-    _represent(hj, Fm, yptr, yidx, yval, j)
-    x = 0.0
-    for k in range(w.shape[0]):
-        x += w[k] * (hi[k] - hj[k])
-    if use_bias:
-        x += _represent_bias(c, yptr, yidx, yval, i) - _represent_bias(c, yptr, yidx, yval, j)
-    linear, factor, slope = _pair_loss_and_slope(x, loss_code, 1.0, 1.0)
-    lr = np.float64(lr)
-    c1 = c2 = 1.0
-    for p in range(xptr[u], xptr[u + 1]):
-        f = xidx[p]
-        coef = np.float64(xval[p]) * slope
-        if code == OPTIMIZER_ADAM:
-            c1, c2 = _adam_corrections(tU, f)
-        for k in range(w.shape[0]):
-            _step(E, f, k, coef * (hi[k] - hj[k]) + reg_u * np.float64(E[f, k]), code, lr, mU, vU, c1, c2)
-    pa, ea = yptr[i], yptr[i + 1]
-    pb, eb = yptr[j], yptr[j + 1]
-    while pa < ea or pb < eb:
-        ga = yidx[pa] if pa < ea else -1
-        gb = yidx[pb] if pb < eb else -1
-        coef = 0.0
-        regc = 0.0
-        touches = 0.0
-        if gb < 0 or (ga >= 0 and ga <= gb):
-            g = ga
-            coef += np.float64(yval[pa])
-            regc += reg_i
-            touches += 1.0
-            pa += 1
-        else:
-            g = gb
-        if pb < eb and yidx[pb] == g:
-            coef -= np.float64(yval[pb])
-            regc += reg_j
-            touches += 1.0
-            pb += 1
-        if code == OPTIMIZER_ADAM:
-            c1, c2 = _adam_corrections(tV, g)
-        coef *= slope
-        for k in range(w.shape[0]):
-            _step(Fm, g, k, coef * w[k] + regc * np.float64(Fm[g, k]), code, lr, mV, vV, c1, c2)
+    adam = code == OPTIMIZER_ADAM
+    w = scratch[0]
+    d = scratch[1]
+    cell = scratch[2]  # cell[0] = value; value = cell[0] rounds a float64 to the embeddings' dtype
+    n_factors = w.shape[0]
+    cell[0] = 1
+    one = cell[0]
+    rate = np.float64(lr)  # the adaptive rules' step size
+    product = 1.0
+    ordered = 0
+    skipped = 0
+    for t in range(n):
+        u = bu[t]
+        i = bi[t]
+        j = bj[t]
+        if j < 0:
+            skipped += 1
+            if xs is not None:
+                xs[t] = np.nan
+            continue
+        # The user's representation w = sum_f x_uf E[f]: the first feature sets it (0 + v e = v e,
+        # no pass of zeros), an empty row is zero.
+        for p in range(xptr[u], xptr[u + 1]):
+            cell[0] = xval[p]
+            value = cell[0]
+            f = xidx[p]
+            if p == xptr[u]:
+                for k in range(n_factors):
+                    w[k] = value * E[f, k]
+            else:
+                for k in range(n_factors):
+                    w[k] += value * E[f, k]
+        if xptr[u] == xptr[u + 1]:
+            w[:] = 0
+        # The items' difference d = h_i - h_j = sum_g (y_ig - y_jg) F[g] in one pass over both
+        # sorted rows, merged: a feature both items hold with the same value is read not at all
+        # (the representations h_i and h_j themselves are never needed), and the bias
+        # difference with it. The first term sets d, as for w.
+        pa, ea = yptr[i], yptr[i + 1]
+        pb, eb = yptr[j], yptr[j + 1]
+        started = False
+        bias_d = np.float32(0.0)  # in the embeddings' dtype (numba unifies it to float64 for float64 ones)
+        while pa < ea or pb < eb:
+            ga = yidx[pa] if pa < ea else -1
+            gb = yidx[pb] if pb < eb else -1
+            coef = 0.0
+            if gb < 0 or (ga >= 0 and ga <= gb):
+                g = ga
+                coef += np.float64(yval[pa])
+                pa += 1
+            else:
+                g = gb
+            if pb < eb and yidx[pb] == g:
+                coef -= np.float64(yval[pb])
+                pb += 1
+            if coef == 0.0:
+                continue
+            cell[0] = coef
+            value = cell[0]
+            if not started:
+                for k in range(n_factors):
+                    d[k] = value * Fm[g, k]
+                started = True
+            else:
+                for k in range(n_factors):
+                    d[k] += value * Fm[g, k]
+            if use_bias:
+                bias_d += value * c[g]
+        if not started:
+            d[:] = 0
+        # x_uij in the embeddings' dtype (a float32 zero: numba unifies it to float64 for float64 ones).
+        x32 = np.float32(0.0)
+        for k in range(n_factors):
+            x32 += w[k] * d[k]
         if use_bias:
-            _step_bias(c, g, coef + reg_b * touches * np.float64(c[g]), code, lr, mb, vb, c1, c2)
-    return x, linear, factor
+            x32 += bias_d
+        x = np.float64(x32)
+        linear, factor, slope = _pair_loss_and_slope(x32, loss_code, 1.0, one)
+        c1 = c2 = 1.0
+        # The user's feature rows: gradient x_uf * slope * d + reg_u * E[f].
+        for p in range(xptr[u], xptr[u + 1]):
+            f = xidx[p]
+            coef = np.float64(xval[p]) * slope
+            if code == OPTIMIZER_SGD:
+                cell[0] = coef
+                coef_e = cell[0]
+                for k in range(n_factors):
+                    old = E[f, k]
+                    E[f, k] = old - lr * (coef_e * d[k] + reg_u * old)
+                continue
+            if adam:
+                tU[f] += 1
+                c1, c2 = _adam_factors(tU[f])
+            for k in range(n_factors):
+                old = np.float64(E[f, k])
+                g_k = coef * np.float64(d[k]) + reg_u * old
+                m = mU[f, k] if adam else 0.0
+                E[f, k], m, vU[f, k] = _adaptive_rule(old, g_k, m, vU[f, k], code, rate, c1, c2)
+                if adam:
+                    mU[f, k] = m
+        # The item feature rows of i and j, merged: gradient slope * (y_ig - y_jg) * w + penalty.
+        pa, ea = yptr[i], yptr[i + 1]
+        pb, eb = yptr[j], yptr[j + 1]
+        while pa < ea or pb < eb:
+            ga = yidx[pa] if pa < ea else -1
+            gb = yidx[pb] if pb < eb else -1
+            coef = 0.0
+            regc = 0.0
+            touches = 0.0
+            if gb < 0 or (ga >= 0 and ga <= gb):
+                g = ga
+                coef += np.float64(yval[pa])
+                regc += reg_i
+                touches += 1.0
+                pa += 1
+            else:
+                g = gb
+            if pb < eb and yidx[pb] == g:
+                coef -= np.float64(yval[pb])
+                regc += reg_j
+                touches += 1.0
+                pb += 1
+            coef *= slope
+            if code == OPTIMIZER_SGD:
+                cell[0] = coef
+                coef_e = cell[0]
+                cell[0] = regc
+                regc_e = cell[0]
+                for k in range(n_factors):
+                    old = Fm[g, k]
+                    Fm[g, k] = old - lr * (coef_e * w[k] + regc_e * old)
+                if use_bias:
+                    cell[0] = reg_b * touches
+                    regb_e = cell[0]
+                    old = c[g]
+                    c[g] = old - lr * (coef_e + regb_e * old)
+                continue
+            if adam:
+                tV[g] += 1
+                c1, c2 = _adam_factors(tV[g])
+            for k in range(n_factors):
+                old = np.float64(Fm[g, k])
+                g_k = coef * np.float64(w[k]) + regc * old
+                m = mV[g, k] if adam else 0.0
+                Fm[g, k], m, vV[g, k] = _adaptive_rule(old, g_k, m, vV[g, k], code, rate, c1, c2)
+                if adam:
+                    mV[g, k] = m
+            if use_bias:
+                old = np.float64(c[g])
+                g_b = coef + reg_b * touches * old
+                m = mb[g] if adam else 0.0
+                c[g], m, vb[g] = _adaptive_rule(old, g_b, m, vb[g], code, rate, c1, c2)
+                if adam:
+                    mb[g] = m
+        if xs is not None:
+            xs[t] = x
+        loss_sum += linear
+        product *= factor
+        if x > 0.0:
+            ordered += 1
+    # Each factor is in [1, 2]: BATCH of them stay far from overflow.
+    return loss_sum + np.log(product), ordered, skipped
 
 
+# numba's default error model here (a check before each division), not error_model="numpy": with
+# it, this function's own build and its caller's copy differed for Adam on float64 (the hazard
+# described above _hybrid_apply_batch, one level up; benchmarks/equivalence.py --fresh-cache found
+# it). The checks cost SGD nothing measurable (one division a sample) and AdaGrad a third.
 @njit(cache=True, fastmath=_FASTMATH)
 def _hybrid_run_chunk(
     E,
@@ -189,6 +295,7 @@ def _hybrid_run_chunk(
     use_bias,
     skip_liked,
     popularity,
+    bitmap,
     opt,
 ):
     """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunk` does.
@@ -200,11 +307,8 @@ def _hybrid_run_chunk(
         epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
     )
     bu, bi, bj, base, length = _batch_buffers()
-    w = np.empty(E.shape[1])
-    hi = np.empty(E.shape[1])
-    hj = np.empty(E.shape[1])
+    scratch = np.empty((3, E.shape[1]), E.dtype)
     loss_sum = 0.0
-    product = 1.0
     ordered = 0
     skipped = 0
     for start in range(0, n_samples, BATCH):
@@ -229,45 +333,38 @@ def _hybrid_run_chunk(
             True,
             skip_liked,
             popularity,
-            None,
+            bitmap,
             starts,
             start // BATCH,
         )
-        for t in range(n):
-            if bj[t] < 0:
-                skipped += 1
-                continue
-            x, linear, factor = _hybrid_update(
-                E,
-                Fm,
-                c,
-                xptr,
-                xidx,
-                xval,
-                yptr,
-                yidx,
-                yval,
-                bu[t],
-                bi[t],
-                bj[t],
-                lr,
-                reg_u,
-                reg_i,
-                reg_j,
-                reg_b,
-                loss_code,
-                use_bias,
-                w,
-                hi,
-                hj,
-                opt,
-            )
-            loss_sum += linear
-            product *= factor
-            if x > 0.0:
-                ordered += 1
-        loss_sum += np.log(product)
-        product = 1.0
+        loss_sum, batch_ordered, batch_skipped = _hybrid_apply_batch(
+            E,
+            Fm,
+            c,
+            xptr,
+            xidx,
+            xval,
+            yptr,
+            yidx,
+            yval,
+            bu,
+            bi,
+            bj,
+            n,
+            lr,
+            reg_u,
+            reg_i,
+            reg_j,
+            reg_b,
+            loss_code,
+            use_bias,
+            scratch,
+            opt,
+            None,
+            loss_sum,
+        )
+        ordered += batch_ordered
+        skipped += batch_skipped
     return loss_sum, ordered, skipped
 
 
@@ -276,7 +373,7 @@ def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs,
     """Chunk ``ch`` of the epoch the bundles describe, its results into ``outs`` (as ``_kernels._epoch_chunk``)."""
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
-    indptr, indices, row_blocks, _ = data
+    indptr, indices, row_blocks, bitmap = data
     (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, _) = settings
     out_loss, out_ordered, out_skipped = outs
     out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
@@ -306,6 +403,7 @@ def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs,
         use_bias,
         skip_liked,
         popularity,
+        bitmap,
         opt,
     )
 
@@ -316,7 +414,7 @@ def _hybrid_epoch_serial(params, features, data, settings, popularity, opt, outs
 
     ``params``: the embeddings as a :class:`bpr_numpy._kernel_args.Parameters`; ``features``:
     FeatureMatrices; ``data``, ``settings``, ``outs`` as for :func:`bpr_numpy._kernels._epoch_serial`
-    (the bitmap and run prefetching are not used); ``popularity`` as in its Sampling.
+    (run prefetching is not used); ``popularity`` as in its Sampling.
     """
     for ch in range(chunk_start, chunk_stop):
         _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch)
@@ -333,22 +431,22 @@ def _hybrid_epoch_parallel(params, features, data, settings, popularity, opt, ou
             ch = _fetch_add(next_chunk, 0)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _hybrid_apply_triplets(params, features, triplets, settings, opt):
     """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step.
 
-    ``triplets`` is ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_epoch_serial`.
+    Negatives below 0 are skipped (NaN in the result), as in an epoch. ``triplets`` is
+    ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_epoch_serial`.
     """
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
     users, positives, negatives = triplets
     _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
     xs = np.empty(users.shape[0])
-    w = np.empty(E.shape[1])
-    hi = np.empty(E.shape[1])
-    hj = np.empty(E.shape[1])
-    for k in range(users.shape[0]):
-        xs[k], _, _ = _hybrid_update(
+    scratch = np.empty((3, E.shape[1]), E.dtype)
+    for start in range(0, users.shape[0], BATCH):
+        stop = min(start + BATCH, users.shape[0])
+        _hybrid_apply_batch(
             E,
             Fm,
             c,
@@ -358,9 +456,10 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
             yptr,
             yidx,
             yval,
-            users[k],
-            positives[k],
-            negatives[k],
+            users[start:stop],
+            positives[start:stop],
+            negatives[start:stop],
+            stop - start,
             lr,
             reg_u,
             reg_i,
@@ -368,9 +467,9 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
             reg_b,
             loss_code,
             use_bias,
-            w,
-            hi,
-            hj,
+            scratch,
             opt,
+            xs[start:stop],
+            0.0,
         )
     return xs

@@ -257,7 +257,7 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
         and not LOSS_REGISTRY[model.loss].draws_negatives
     )
     bitmap = None
-    if model._features is None and epochs and draws_ahead and model.solver == "kernel":  # the kernels' test
+    if epochs and draws_ahead and model.solver == "kernel":  # the kernels' test (plain and hybrid)
         bitmap = membership_bitmap(matrix.indptr, matrix.indices, matrix.shape[1])
     if not epochs:
         if validation is not None:
