@@ -28,17 +28,20 @@ from ._kernels import (
     _fetch_add,
     _pair_loss_and_slope,
 )
+from ._kernels._updates import _adagrad_row, _adam_constants, _adam_row
 from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 
 # Called once per batch, with every per-sample step written out in its loop: no helper that takes
-# an array is called per sample or per element. An inlined helper taking arrays costs a
+# an array is called per sample or per element (AdaGrad and Adam call their row rules per feature
+# row, as the plain kernel does per row). An inlined helper taking arrays costs a
 # reference-count increment and decrement per array and call (atomic, on counters both threads
 # share); the representations, the merge of the item rows and each element's optimiser step were
-# such helpers, and made the identity-features model cost 5.7x a plain SGD step (2.2x written out).
-# The SGD step then computes in the embeddings' dtype, as the plain kernel does (float32 vectors
-# hold twice the elements and need no conversions), and the items' representations enter only as
-# their difference: 1.4x (benchmarks/slow_paths.py, MovieLens 100k, one thread).
+# such helpers, and made the identity-features model cost 5.7x a plain SGD step (2.2x written out)
+# and with AdaGrad 74x (10x). The steps then compute in the embeddings' dtype, as the plain kernel
+# does (float32 vectors hold twice the elements and need no conversions; AdaGrad and Adam through
+# its row rules), and the items' representations enter only as their difference: 1.5x, AdaGrad
+# 3.5x (benchmarks/slow_paths.py, MovieLens 100k, one thread).
 #
 # Inlined into its callers (numba's IR inliner), not compiled on its own as _kernels._apply_batch
 # is: a function compiled on its own is linked into each caller's module, and LLVM optimises that
@@ -77,10 +80,10 @@ def _hybrid_apply_batch(
 ):
     """Apply triplets ``0 .. n-1`` of ``(bu, bi, bj)`` in order, each one :func:`bpr_numpy.objective.hybrid_sgd_step`.
 
-    ``scratch`` is a ``(3, factors)`` array of the embeddings' dtype (the representation of u,
-    the difference of i's and j's, and a cell for rounding to that dtype); ``lr`` and the ``reg_*`` arrive in that
-    dtype; ``opt`` as in :func:`_hybrid_run_chunk`; ``xs`` (None or an array) receives
-    ``x_uij`` before each step (NaN where skipped). ``j < 0`` skips a sample (counted).
+    ``scratch`` is a ``(4, factors)`` array of the embeddings' dtype (the representation of u,
+    the difference of i's and j's, a cell for rounding to that dtype, a gradient row); ``lr``
+    and the ``reg_*`` arrive in that dtype; ``opt`` as in :func:`_hybrid_run_chunk`; ``xs``
+    (None or an array) receives ``x_uij`` before each step (NaN where skipped). ``j < 0`` skips a sample (counted).
     ``loss_sum`` is the running total the batch's losses are added to.
 
     Gradients are taken at the old values: the representations (u's, and the
@@ -91,10 +94,12 @@ def _hybrid_apply_batch(
     both items gets one step with both terms.
 
     Arithmetic: as in :func:`bpr_numpy._kernels._apply_batch`, the representations, ``x_uij``,
-    the slope and the SGD step are computed in the embeddings' dtype (float32 for a float32
-    model; feature values and coefficients rounded to it), so a float64 model follows the
-    float64 reference to round-off and a float32 model computes what the plain float32 kernel
-    computes; AdaGrad's and Adam's per-element rules run in float64.
+    the slope, the gradient rows and their rules (SGD's step, or AdaGrad's and Adam's row rules
+    ``_adagrad_row`` and ``_adam_row``, the plain kernel's) are computed in the embeddings' dtype
+    (float32 for a float32 model; feature values and coefficients rounded to it), so a float64
+    model follows the float64 reference to round-off and a float32 model computes what the plain
+    float32 kernel computes. The item biases' adaptive rule runs in float64, as the plain
+    kernel's does.
 
     Returns ``(loss_sum + the batch's sum of ell(x_uij), count of x_uij > 0, skipped)``.
     """
@@ -102,6 +107,8 @@ def _hybrid_apply_batch(
     adam = code == OPTIMIZER_ADAM
     w = scratch[0]
     d = scratch[1]
+    grad = scratch[3]
+    beta = _adam_constants(E)
     cell = scratch[2]  # cell[0] = value; value = cell[0] rounds a float64 to the embeddings' dtype
     n_factors = w.shape[0]
     cell[0] = 1
@@ -189,16 +196,22 @@ def _hybrid_apply_batch(
                     old = E[f, k]
                     E[f, k] = old - lr * (coef_e * d[k] + reg_u * old)
                 continue
+            # AdaGrad or Adam: the gradient row in the embeddings' dtype, then the row rule the
+            # plain kernel applies (_adagrad_row, _adam_row: vectorised, in that dtype).
+            cell[0] = coef
+            coef_e = cell[0]
+            for k in range(n_factors):
+                grad[k] = coef_e * d[k] + reg_u * E[f, k]
+            # The rule by hand (a helper taking the arrays made AdaGrad 40% slower: reference counts).
             if adam:
                 tU[f] += 1
                 c1, c2 = _adam_factors(tU[f])
-            for k in range(n_factors):
-                old = np.float64(E[f, k])
-                g_k = coef * np.float64(d[k]) + reg_u * old
-                m = mU[f, k] if adam else 0.0
-                E[f, k], m, vU[f, k] = _adaptive_rule(old, g_k, m, vU[f, k], code, rate, c1, c2)
-                if adam:
-                    mU[f, k] = m
+                cell[0] = c1  # the corrections in the embeddings' dtype, as _adam_row takes them
+                c1_e = cell[0]
+                cell[0] = c2
+                _adam_row(E[f], mU[f], vU[f], grad, lr, c1_e, cell[0], beta)
+            else:
+                _adagrad_row(E[f], vU[f], grad, lr)
         # The item feature rows of i and j, merged: gradient slope * (y_ig - y_jg) * w + penalty.
         pa, ea = yptr[i], yptr[i + 1]
         pb, eb = yptr[j], yptr[j + 1]
@@ -236,16 +249,21 @@ def _hybrid_apply_batch(
                     old = c[g]
                     c[g] = old - lr * (coef_e + regb_e * old)
                 continue
+            cell[0] = coef
+            coef_e = cell[0]
+            cell[0] = regc
+            regc_e = cell[0]
+            for k in range(n_factors):
+                grad[k] = coef_e * w[k] + regc_e * Fm[g, k]
             if adam:
                 tV[g] += 1
                 c1, c2 = _adam_factors(tV[g])
-            for k in range(n_factors):
-                old = np.float64(Fm[g, k])
-                g_k = coef * np.float64(w[k]) + regc * old
-                m = mV[g, k] if adam else 0.0
-                Fm[g, k], m, vV[g, k] = _adaptive_rule(old, g_k, m, vV[g, k], code, rate, c1, c2)
-                if adam:
-                    mV[g, k] = m
+                cell[0] = c1
+                c1_e = cell[0]
+                cell[0] = c2
+                _adam_row(Fm[g], mV[g], vV[g], grad, lr, c1_e, cell[0], beta)
+            else:
+                _adagrad_row(Fm[g], vV[g], grad, lr)
             if use_bias:
                 old = np.float64(c[g])
                 g_b = coef + reg_b * touches * old
@@ -263,11 +281,12 @@ def _hybrid_apply_batch(
     return loss_sum + np.log(product), ordered, skipped
 
 
-# numba's default error model here (a check before each division), not error_model="numpy": with
-# it, this function's own build and its caller's copy differed for Adam on float64 (the hazard
-# described above _hybrid_apply_batch, one level up; benchmarks/equivalence.py --fresh-cache found
-# it). The checks cost SGD nothing measurable (one division a sample) and AdaGrad a third.
-@njit(cache=True, fastmath=_FASTMATH)
+# error_model="numpy" (no check before each division), which the row rules of AdaGrad and Adam
+# inlined here need to be vectorised. The first version of this rewrite applied those rules
+# element by element in float64, and with this error model its own build and its caller's copy
+# differed for float64 Adam (the hazard described above _hybrid_apply_batch, one level up); with
+# the row rules every combination agrees (benchmarks/equivalence.py --fresh-cache).
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _hybrid_run_chunk(
     E,
     Fm,
@@ -307,7 +326,7 @@ def _hybrid_run_chunk(
         epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
     )
     bu, bi, bj, base, length = _batch_buffers()
-    scratch = np.empty((3, E.shape[1]), E.dtype)
+    scratch = np.empty((4, E.shape[1]), E.dtype)
     loss_sum = 0.0
     ordered = 0
     skipped = 0
@@ -443,7 +462,7 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
     users, positives, negatives = triplets
     _, _, _, _, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, _, _ = settings
     xs = np.empty(users.shape[0])
-    scratch = np.empty((3, E.shape[1]), E.dtype)
+    scratch = np.empty((4, E.shape[1]), E.dtype)
     for start in range(0, users.shape[0], BATCH):
         stop = min(start + BATCH, users.shape[0])
         _hybrid_apply_batch(

@@ -216,8 +216,9 @@ def test_an_epoch_applies_the_plain_samplers_triplets_in_order():
 def test_identity_features_only_train_the_plain_model(optimizer, sampler, dtype):
     # The hybrid kernel computes SGD's step in the embeddings' dtype, as the plain kernel does, and
     # with identities only its sums are the plain kernel's (1 * e = e, d = V[i] - V[j]): the same
-    # factors, bit for bit. AdaGrad and Adam: the hybrid kernel applies their rules element by
-    # element in float64, the plain one row by row in the factors' dtype: equal to round-off.
+    # factors, bit for bit. AdaGrad and Adam: both kernels apply the same row rules, but the
+    # gradient rows are summed in another order (j's: -slope w + reg h against reg h - slope w),
+    # so they agree to round-off.
     R = _interactions(1)
     kw = dict(factors=16, epochs=4, threads=1, random_state=2, dtype=dtype, optimizer=optimizer,
               sampler=sampler, learning_rate=0.05)
