@@ -4,9 +4,10 @@ Trains every valid sampler x loss x optimiser x {plain, side features} x {float3
 combination for 3 epochs with ``threads=1`` (the serial kernel, bitwise reproducible for a
 seed), plus a few non-default settings that take other branches (``item_bias=False``,
 ``user_run=1``, ``learning_rate_decay=0.9``, ``popularity_exponent=0.5``,
-``dns_candidates=2``, per-role regularisation, WARP's ``max_sampled``, AOBPR's lambda,
-``partial_fit`` after ``fit``, side-feature identity and normalisation settings, a matrix
-big enough for the kernels' prefetching). ``save`` writes every combination's trained arrays;
+``dns_candidates=2``, several negatives per positive (``n_negatives``), per-role
+regularisation, WARP's ``max_sampled``, AOBPR's lambda, ``partial_fit`` after ``fit``,
+side-feature identity and normalisation settings, a matrix big enough for the kernels'
+prefetching). ``save`` writes every combination's trained arrays;
 ``compare`` trains them again with the code at hand and checks they are bitwise equal.
 
 Which combinations exist is read from the code: the samplers, losses and optimisers from
@@ -262,6 +263,16 @@ def candidates() -> list[Combo]:
         combo("dense", "uniform", "bpr", "sgd", "float32", features=True, identity=False),
         combo("dense", "popularity", "bpr", "adagrad", "float64", features=True, identity="users"),
         combo("dense", "uniform", "sigmoid", "sgd", "float64", features=True, normalize_features=True),
+        # Several negatives per positive (the several-negatives kernel): each sampler's way of
+        # drawing them, DNS over each, every optimiser, the softmax over them, without the bitmap.
+        combo("dense", "uniform", "bpr", "sgd", "float32", n_negatives=4),
+        combo("dense", "popularity", "bpr", "adam", "float64", n_negatives=3),
+        combo("dense", "popularity", "sigmoid", "adagrad", "float32", n_negatives=2),
+        combo("dense", "dns", "bpr", "sgd", "float64", n_negatives=4, dns_candidates=3),
+        combo("dense", "dns", "bpr", "adam", "float32", n_negatives=3),
+        combo("dense", "dns", "softmax", "adagrad", "float64", n_negatives=4),
+        combo("sparse", "dns", "bpr", "sgd", "float32", n_negatives=8, dns_candidates=5),
+        combo("sparse", "uniform", "softmax", "sgd", "float64", n_negatives=4),
         combo("big", "uniform", "bpr", "sgd", "float32", factors=64),
         combo("big", "popularity", "bpr", "adam", "float64", factors=64),
     ]

@@ -117,12 +117,14 @@ def test_array_differences_are_bitwise(eq):
 #: own runs its own build in the compiling process and its caller's re-optimised copy in a cached
 #: one; see bpr_numpy/_hybrid_kernels.py): WARP with Adam, popularity with Adam, DNS with AdaGrad,
 #: AOBPR, the hybrid kernels with Adam (the sigmoid loss amplifies a last-bit difference into one
-#: of order 1) and AdaGrad, the sparse set's skip sampler without the membership bitmap.
-#: benchmarks/equivalence.py checks all 241.
+#: of order 1) and AdaGrad, the sparse set's skip sampler without the membership bitmap, and the
+#: several-negatives kernel with DNS.
+#: benchmarks/equivalence.py checks all 249.
 PATHS = ("dense.plain.uniform.warp.adam.float64,dense.plain.popularity.bpr.adam.float64,"
          "dense.plain.dns.bpr.adagrad.float64,dense.plain.aobpr.sigmoid.sgd.float64,"
          "dense.features.uniform.bpr.adam.float64,dense.features.uniform.sigmoid.adam.float64,"
-         "dense.features.popularity.sigmoid.adagrad.float64,sparse.plain.uniform-skip.bpr.sgd.float32")
+         "dense.features.popularity.sigmoid.adagrad.float64,sparse.plain.uniform-skip.bpr.sgd.float32,"
+         "dense.plain.dns.bpr.sgd.float64.n_negatives=4.dns_candidates=3")
 
 
 def test_fresh_and_cached_kernels_train_bitwise_the_same_on_every_kind_of_path(eq, tmp_path):

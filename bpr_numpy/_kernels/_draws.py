@@ -305,22 +305,6 @@ def _draw_dns_candidates(state, indptr, indices, bitmap, bu, bj, n, candidates, 
 
 
 @njit(cache=True, inline="always")
-def _dns_pick(U, V, b, use_bias, u, j, candidates):
-    """DNS's choice among ``j`` and the drawn ``candidates`` (-1 skipped): the highest-scored, the first of ties."""
-    best = j
-    best_score = _item_score(U, V, b, u, j, use_bias)
-    for c in range(candidates.shape[0]):
-        item = candidates[c]
-        if item < 0:
-            continue
-        score = _item_score(U, V, b, u, item, use_bias)
-        if score > best_score:
-            best = item
-            best_score = score
-    return best
-
-
-@njit(cache=True, inline="always")
 def _aobpr_draw(state, U, indices, lo, hi, u, ranks, spread, lam, n_items):
     """AOBPR: a geometric rank of a factor drawn by ``|w_uf| sigma_f``; non-positives only, -1 if none.
 
