@@ -418,6 +418,9 @@ def test_tune_scores_on_valid_txt_and_writes_the_best_parameters(tmp_path):
     BPR(**params)  # ready for the constructor
     again = run(*args, "--quiet", check_code=0)
     assert best_json(again.stdout) == params and "tune: arm" not in again.stderr  # reproducible with --threads 1
+    # Rung 0 on 20 of the 60 validation users: its progress lines say so, the later rungs' do not.
+    screened = run(*args, "--screening-users", "20", check_code=0)
+    assert screened.stderr.count("(screening)") == 4 and screened.stderr.count("tune: arm ") == 6
 
 
 def test_tune_carves_validation_out_of_the_training_part(tmp_path):

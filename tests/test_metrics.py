@@ -541,3 +541,20 @@ def test_the_pair_counts_heapsort_is_numpys_sort(values):
     got = _sorted_copy(a)
     assert np.array_equal(got, np.sort(a))  # -0.0 and 0.0 compare equal, as the counts treat them
     assert np.array_equal(a, np.array(values, dtype=np.float64))  # the input is not touched
+
+
+def test_evaluate_reads_an_interactions_as_its_matrix_and_checks_its_ids():
+    from bpr_numpy import BPR
+    from bpr_numpy.datasets import Interactions
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 30, 400)
+    items = rng.integers(0, 40, 400)
+    data = Interactions.from_arrays([f"u{u}" for u in users], [f"i{i}" for i in items])
+    train, test = data.select_pairs(np.arange(data.nnz) % 5 != 0), data.select_pairs(np.arange(data.nnz) % 5 == 0)
+    model = BPR(epochs=2, threads=1, random_state=0).fit(train)
+    wanted = M.evaluate(model, train.matrix, test.matrix, k=5)
+    assert M.evaluate(model, train, test, k=5) == wanted
+    other = Interactions.from_arrays([f"v{u}" for u in users], [f"i{i}" for i in items])
+    with pytest.raises(ValueError, match="test's user_ids differ from the model's"):
+        M.evaluate(model, train, other, k=5)

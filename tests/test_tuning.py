@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from _budget import examples
 from bpr_numpy import BPR, TrainingDivergedError, datasets, metrics
+from bpr_numpy.tuning import _tune as tuning_module
+from bpr_numpy.tuning._halving import _Costs
 from bpr_numpy.tuning import (
     DEFAULT_SPACE,
     MAX_ARMS,
@@ -37,11 +39,15 @@ class FakeArms:
     every ``(arm, extra_epochs)`` asked for.
     """
 
-    def __init__(self, q, *, noise=0.002, seed=0, epoch_cost=1.0, score_cost=0.0, first_extra=0.0):
+    def __init__(self, q, *, noise=0.002, seed=0, epoch_cost=1.0, score_cost=0.0, first_extra=0.0,
+                 later_score_cost=None):
         self.q = np.asarray(q, dtype=float)
         self.noise = noise
         self.rng = np.random.default_rng(seed)
         self.epoch_cost, self.score_cost, self.first_extra = epoch_cost, score_cost, first_extra
+        # Scoring after an arm's first checkpoint (tune scores rung 0 on a sample of users).
+        self.later_score_cost = score_cost if later_score_cost is None else later_score_cost
+        self.scored = set()
         self.now = 0.0
         self.trained = {}
         self.calls = []
@@ -58,17 +64,19 @@ class FakeArms:
         self.trained[arm] = self.trained.get(arm, 0) + extra
 
     def score(self, arm):
-        self.now += self.score_cost
+        self.now += self.later_score_cost if arm in self.scored else self.score_cost
+        self.scored.add(arm)
         return float(self.q[arm] * (1 - math.exp(-self.trained[arm] / 10)) + self.rng.uniform(-self.noise, self.noise))
 
-    def step_cost(self, extra):
-        return self.epoch_cost * extra + self.score_cost
+    def step_cost(self, extra, first=True):
+        return self.epoch_cost * extra + (self.score_cost if first else self.later_score_cost)
 
     def schedule_cost(self, n_arms, min_epochs, max_epochs, eta):
         """Clock time of the whole schedule of ``n_arms`` arms (no budget, no first-call extra)."""
         plan = rung_schedule(n_arms, min_epochs, max_epochs, eta)
         previous = [0] + [epochs for _, epochs in plan]
-        return sum(arms * self.step_cost(epochs - before) for (arms, epochs), before in zip(plan, previous))
+        return sum(arms * self.step_cost(epochs - before, before == 0)
+                   for (arms, epochs), before in zip(plan, previous))
 
 
 def planted(n_arms, best, seed=0):
@@ -216,6 +224,50 @@ def test_arms_sized_from_the_budget(score_cost):
         halve(FakeArms([0.5]), None)
 
 
+def test_arms_sized_from_the_budget_when_later_scores_cost_more():
+    # Rung 0 scores on a sample of the users (1 s), the later rungs on all of them (6 s): sized
+    # at their price, the search finishes within the budget; sized at rung 0's, it runs out.
+    def arms():
+        return FakeArms(planted(MAX_ARMS, 7), epoch_cost=1.0, score_cost=1.0, later_score_cost=6.0)
+
+    priced, fake = halve(arms(), None, max_epochs=27, budget_seconds=400.0, later_scores=6.0), arms()
+    assert priced.stopped == "done" and priced.elapsed <= 400.0 and priced.best().arm == 7
+    assert fake.schedule_cost(priced.n_arms, 1, 27, 3) <= 400.0 < fake.schedule_cost(priced.n_arms + 1, 1, 27, 3)
+    assert halve(arms(), None, max_epochs=27, budget_seconds=400.0).stopped == "budget"
+    with pytest.raises(ValueError, match="later_scores must be a finite number > 0"):
+        halve(arms(), None, budget_seconds=10.0, later_scores=0.0)
+
+
+class DearerIsBetter(FakeArms):
+    """Arms whose epochs cost more the better they are (several negatives per positive do both)."""
+
+    costs, ranks = [], []  # rung 0's, in arm order
+
+    def train(self, arm, extra):
+        self.epoch_cost = 0.2 + 4.0 * self.q[arm]
+        if arm not in self.trained:
+            self.costs = [*self.costs, self.epoch_cost * extra]
+            self.ranks = [*self.ranks, self.q[arm]]
+        super().train(arm, extra)
+
+
+def test_arms_sized_from_the_budget_at_the_survivors_cost():
+    # The survivors are the dear arms: planned at the median arm's epoch cost, the search would
+    # run out of budget in a later rung; planned at the cost of rung 0's best third, it finishes.
+    arms = DearerIsBetter(planted(MAX_ARMS, 7), score_cost=1.0)
+    result = halve(arms, None, max_epochs=27, budget_seconds=600.0)
+    # The schedule completes: the winner's last rung is trained (its 18 epochs at 3.8 s, the
+    # dearest arm of all, are what the plan's median of the best three underestimates).
+    assert result.stopped == "done" and result.best().arm == 7 and 3 < result.n_arms < MAX_ARMS
+    assert result.elapsed <= 600.0 + 18 * 3.8 + 1.0
+    # Priced at the median arm (no scores to rank them), the same search plans more arms.
+    median_priced = _Costs.of(arms.costs[: result.n_arms], [1.0] * result.n_arms, 1)
+    survivor_priced = _Costs.of(arms.costs[: result.n_arms], [1.0] * result.n_arms, 1, 1.0, arms.ranks, 3, 4)
+    epochs = [1, 3, 9, 27]
+    assert median_priced.planned(result.n_arms, 0, 0.0, epochs, 3) < survivor_priced.planned(
+        result.n_arms, 0, 0.0, epochs, 3)
+
+
 def test_callback_stops_and_every_arm_is_released_once():
     arms = FakeArms(planted(9, 2))
     seen, released = [], []
@@ -324,6 +376,8 @@ def test_the_space_is_checked_before_any_training(problem, space, error, message
     (dict(random_state=-1), ValueError, "random_state must be >= 0"),
     (dict(tolerance=-0.1), ValueError, "tolerance must be"),
     (dict(budget_seconds=0), ValueError, "budget_seconds must be > 0"),
+    (dict(screening_users=0), ValueError, "screening_users must be None or an integer >= 1"),
+    (dict(screening_users=2.5), ValueError, "screening_users must be None or an integer >= 1"),
     (dict(n_arms=None, budget_seconds=math.inf), ValueError, "finite budget_seconds"),
     # A combination of drawn values BPR refuses fails before any training.
     (dict(space={"loss": ["bpr", "warp"], "sampler": ["uniform", "dns"]}, n_arms=40), ValueError,
@@ -450,3 +504,37 @@ def test_tune_is_exported_lazily():
     from bpr_numpy import tuning
 
     assert bpr_numpy.tune is tuning.tune
+
+
+def test_rung_0_screens_on_a_sample_of_users_and_the_best_is_scored_on_all(problem):
+    train, valid = problem
+    n_valid_users = int((np.diff(valid.matrix.indptr) > 0).sum())
+    assert n_valid_users > 40
+    result = run_tune(problem, screening_users=40)
+    assert [t.screened for t in result.trials] == [t.rung == 0 for t in result.trials]
+    assert not result.best.screened and result.best_score == max(t.score for t in result.trials if not t.screened)
+    assert json.loads(result.to_json())["trials"][0]["screened"] is True
+    table = result.table().splitlines()[1:]  # scored on all users first, the best of them on top
+    assert table[0].lstrip().startswith("1*") and "s " not in table[0]
+    assert sum(line.split()[4].endswith("s") for line in table) == sum(t.screened for t in result.trials)
+    # A rung-0 score is the metric over the sample: the same arm scored on 40 users by hand.
+    first = result.trials[0]
+    model = BPR(**{**first.params, "factors": 8}, epochs=first.epochs, random_state=first.seed, threads=1).fit(train)
+    sample = tuning_module._screening_matrix(valid.matrix, 40, 0)
+    assert int((np.diff(sample.indptr) > 0).sum()) == 40 and (abs(sample) > abs(valid.matrix)).nnz == 0
+    assert metrics.evaluate(model, train.matrix, sample, k=20, metrics=["recall"])["recall@20"] == first.score
+    # Reproducible, and as many users as the validation has (or None, or one rung) screens nothing.
+    assert trial_record(run_tune(problem, screening_users=40)) == trial_record(result)
+    for kwargs in (dict(screening_users=n_valid_users), dict(screening_users=None), dict(screening_users=40, max_epochs=1)):
+        assert not any(t.screened for t in run_tune(problem, **kwargs).trials)
+
+
+def test_a_diverged_arm_in_rung_0_is_screened_and_never_the_best(problem):
+    # The search stops at the last rung-0 checkpoint: the best is then a screened score that did
+    # not diverge (a diverged arm's -inf never wins).
+    space = {"learning_rate": [0.05, 1e6], "regularization": 0.0}
+    result = run_tune(problem, space=space, n_arms=6, screening_users=40, random_state=1,
+                      callback=lambda t: t.arm < 5)
+    assert result.stopped == "callback" and all(t.rung == 0 and t.screened for t in result.trials)
+    assert any(t.diverged for t in result.trials)
+    assert result.best.screened and not result.best.diverged and math.isfinite(result.best_score)

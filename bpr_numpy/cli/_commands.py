@@ -205,6 +205,7 @@ def _tune(args) -> int:
         random_state=args.seed,
         threads=args.threads,
         tolerance=args.tolerance,
+        screening_users=args.screening_users or None,
         show_progress=not args.quiet,
     )
     arms = len({t.arm for t in result.trials})

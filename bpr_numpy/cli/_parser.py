@@ -279,6 +279,13 @@ def _add_tune(sub) -> None:
         help="pick the cheapest checkpoint within R (relative) of the best score (default 0: the best)",
     )
     tune.add_argument(
+        "--screening-users",
+        type=_nonneg_int,
+        default=5000,
+        metavar="N",
+        help="rung 0 scores on a seeded sample of N validation users, later rungs on all (default 5000; 0: all)",
+    )
+    tune.add_argument(
         "--validation-fraction",
         type=_fraction,
         default=0.1,

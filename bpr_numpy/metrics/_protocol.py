@@ -80,9 +80,11 @@ def evaluate(
         ``score_block(users) -> array of shape (len(users), n_items)`` (baselines:
         :func:`popularity_scorer`, :func:`random_scorer`). Scores must not be NaN;
         ±inf is allowed.
-    train, test : scipy.sparse matrix/array or 2-D array-like, shape (n_users, n_items)
+    train, test : scipy.sparse matrix/array, 2-D array-like or Interactions, shape (n_users, n_items)
         Stored values ``> 0`` are positives. Must have the same shape, be finite,
-        and match the model's ``n_users``/``n_items`` when the model has factors.
+        and match the model's ``n_users``/``n_items`` when the model has factors. An
+        :class:`~bpr_numpy.datasets.Interactions` is read as its ``matrix``; its ids must be
+        the model's when the model was fitted on ids.
     k : int or sequence of int, default 10
         Cut-off(s) of the top-k metrics; every ``k`` gets its own keys.
     metrics : iterable of str, optional
@@ -139,8 +141,8 @@ def evaluate(
     ks = _check_k(k)
     if as_frame and not per_user:
         raise ValueError("as_frame=True shapes the per-user values: it goes with per_user=True")
-    train_csr = _check_matrix(train, "train")
-    test_csr = _check_matrix(test, "test")
+    train_csr = _check_matrix(_matrix_of(train, model, "train"), "train")
+    test_csr = _check_matrix(_matrix_of(test, model, "test"), "test")
     if train_csr.shape != test_csr.shape:
         raise ValueError(f"train has shape {train_csr.shape} but test has shape {test_csr.shape}")
     n_users, n_items = train_csr.shape
@@ -455,3 +457,21 @@ def auc_from_scores(scores: np.ndarray, positives: np.ndarray, candidates: np.nd
         0, True, True, False,
     )  # fmt: skip
     return a2[0] if one_d else a2
+
+
+def _matrix_of(x: Any, model: Any, name: str) -> Any:
+    """``x``, or the matrix of an Interactions (its ids checked against a model fitted on ids)."""
+    from ..datasets import Interactions
+
+    if not isinstance(x, Interactions):
+        return x
+    for ids, mine, theirs in (
+        ("user_ids", getattr(model, "user_ids", None), x.user_ids),
+        ("item_ids", getattr(model, "item_ids", None), x.item_ids),
+    ):
+        if mine is not None and (len(mine) != len(theirs) or not np.array_equal(mine, theirs)):
+            raise ValueError(
+                f"{name}'s {ids} differ from the model's: its rows and columns would mean other users or "
+                "items (align them first: Interactions.with_id_space_of)"
+            )
+    return x.matrix

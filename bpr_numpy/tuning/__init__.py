@@ -6,7 +6,8 @@ longer *by continuing them* (:meth:`~bpr_numpy.BPR.partial_fit`: the same model 
 fit), and so on until ``max_epochs``. This is successive halving (Jamieson & Talwalkar, AISTATS
 2016; one bracket of Li et al.'s Hyperband, JMLR 2018) with epochs as the resource.
 
-Every (arm, epochs) checkpoint scored on the way is a candidate: the number of epochs is part of
+Every (arm, epochs) checkpoint scored on all validation users is a candidate (rung 0 scores on a
+sample of them when they are many, to choose its survivors only): the number of epochs is part of
 the answer, not a fixed setting. A setting that wins only by training longer must beat the
 others' shorter checkpoints, which were scored too, and each checkpoint's cumulative training
 time is reported beside its score so the price of the extra epochs is visible (``tolerance``

@@ -162,24 +162,41 @@ class _Costs:
     """What rung 0 measured, for planning: medians of its steps' training and scoring seconds.
 
     The median shrugs off the first arm's one-off compilation. Training is charged per epoch
-    (``per_epoch``), scoring per checkpoint (``per_score``), so a later rung, which trains more
-    epochs but scores once, is planned at its own price.
+    (``per_epoch``), scoring per checkpoint (``per_score``, times ``later_scores`` after rung 0),
+    so a later rung, which trains more epochs but scores once, is planned at its own price. The
+    later rungs train the survivors, and the settings that score best early are often the dearer
+    ones (more negatives, more candidates): rung ``r``'s epochs are charged at ``later_epochs[r - 1]``,
+    the median cost of the best ``1 / eta**r`` of rung 0's arms so far, those that would reach it
+    now (the estimate of the rung before while they are fewer than three).
     """
 
     per_epoch: float
     per_score: float
+    later_scores: float = 1.0
+    later_epochs: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, train: list[float], score: list[float], min_epochs: int) -> _Costs:
-        return cls(float(np.median(train)) / min_epochs, float(np.median(score)))
+    def of(cls, train: list[float], score: list[float], min_epochs: int, later_scores: float = 1.0,
+           ranks: list[float] | None = None, eta: int = 3, rungs: int = 1) -> _Costs:  # fmt: skip
+        """From rung 0's steps so far: their training and scoring seconds and (``ranks``) scores."""
+        per_epoch = float(np.median(train)) / min_epochs
+        order = sorted(range(len(ranks)), key=lambda a: (-ranks[a], a)) if ranks else []
+        estimate, keep, later = per_epoch, len(order), []
+        for _ in range(1, rungs):
+            keep = -(-keep // eta)
+            if keep >= 3:  # a median of three or more shrugs off one arm's compilation, as above
+                estimate = float(np.median([train[a] for a in order[:keep]])) / min_epochs
+            later.append(estimate)
+        return cls(per_epoch, float(np.median(score)), later_scores, tuple(later))
 
     def planned(self, n: int, started: int, spent: float, epochs: list[int], eta: int) -> float:
         """Clock time of the whole search with ``n`` arms, ``started`` of them through rung 0 after ``spent``."""
         cost = spent + (n - started) * (self.per_epoch * epochs[0] + self.per_score)
         arms = n
-        for previous, current in itertools.pairwise(epochs):
+        for rung, (previous, current) in enumerate(itertools.pairwise(epochs), 1):
             arms = -(-arms // eta)
-            cost += arms * (self.per_epoch * (current - previous) + self.per_score)
+            per_epoch = self.later_epochs[rung - 1] if rung <= len(self.later_epochs) else self.per_epoch
+            cost += arms * (per_epoch * (current - previous) + self.per_score * self.later_scores)
         return cost
 
 
@@ -207,6 +224,7 @@ def successive_halving(
     budget_seconds: float = math.inf,
     clock: Callable[[], float] = time.perf_counter,
     max_arms: int = MAX_ARMS,
+    later_scores: float = 1.0,
     on_checkpoint: Callable[[Checkpoint, int], object] | None = None,
     on_release: Callable[[int], object] | None = None,
 ) -> HalvingResult:
@@ -245,6 +263,10 @@ def successive_halving(
         Seconds, monotonic (the tests pass a fake one).
     max_arms : int, default :data:`MAX_ARMS`
         Upper bound of ``n_arms=None``.
+    later_scores : float, default 1
+        For ``n_arms=None``: what scoring a checkpoint after rung 0 costs, as a multiple of rung
+        0's (:func:`~bpr_numpy.tuning.tune` scores rung 0 on a sample of the validation users and
+        the later rungs on all of them: about all users / the sample's).
     on_checkpoint : callable ``(checkpoint, n_arms) -> bool or None``, optional
         Called after each checkpoint with the arms planned so far; returning ``False`` stops
         the search (as :meth:`~bpr_numpy.BPR.fit`'s callback).
@@ -262,6 +284,8 @@ def successive_halving(
         raise ValueError("n_arms=None sizes the search from the budget: give a finite budget_seconds, or n_arms")
     if not budget_seconds > 0:  # also refuses NaN
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
+    if not (math.isfinite(later_scores) and later_scores > 0):
+        raise ValueError(f"later_scores must be a finite number > 0, got {later_scores!r}")
     epochs = _rung_epochs(min_epochs, max_epochs, eta)
     start = clock()
     planned = 1 if n_arms is None else int(n_arms)
@@ -271,6 +295,7 @@ def successive_halving(
     checkpoints: list[Checkpoint] = []
     train_costs: list[float] = []  # rung 0's, for sizing
     score_costs: list[float] = []
+    rung0_scores: list[float] = []  # in arm order, as train_costs
     survivors: list[int] = []
     stopped = "done"
     released: set[int] = set()
@@ -295,6 +320,7 @@ def successive_halving(
         if rung == 0:
             train_costs.append(t1 - t0)
             score_costs.append(t2 - t1)
+            rung0_scores.append(_score_key(value))
         return checkpoint
 
     for rung in range(len(epochs)):
@@ -309,7 +335,7 @@ def successive_halving(
             scores[arm] = _score_key(checkpoint.score)
             if rung == 0 and n_arms is None:
                 # Re-plan from what rung 0 has cost so far; never fewer arms than already started.
-                costs = _Costs.of(train_costs, score_costs, min_epochs)
+                costs = _Costs.of(train_costs, score_costs, min_epochs, later_scores, rung0_scores, eta, len(epochs))
                 planned = _arms_for_budget(arm + 1, clock() - start, costs, epochs, eta, budget_seconds, max_arms)
                 arms = iter(range(arm + 1, planned))
             if on_checkpoint is not None and on_checkpoint(checkpoint, planned) is False:
