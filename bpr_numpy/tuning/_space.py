@@ -149,17 +149,15 @@ def _check_range(dim: LogUniform | Uniform, *, positive: bool) -> None:
 
 #: A reasonable space for BPR: the step size and the L2 strength on log scales, the sampler
 #: (uniform, or DNS with 2 to 8 candidates: ``dns_candidates`` is drawn always and read only by
-#: DNS), negatives per positive (1 to 8; each costs its draws) and a step decay per epoch: the
-#: neighbourhood of the best settings found by hand on MovieLens 100k and on Gowalla (DNS with 4
-#: to 8 negatives, steps of 0.2-0.4 decayed by 0.985-0.993 an epoch: benchmarks/RESULTS.md).
+#: DNS), negatives per positive (1, 2 or 4; each costs its draws) and an optional step decay.
 #: The epochs are the resource (``min_epochs``, ``max_epochs``).
 DEFAULT_SPACE: Mapping[str, Any] = {
-    "learning_rate": LogUniform(0.01, 0.5),
+    "learning_rate": LogUniform(0.01, 0.3),
     "regularization": LogUniform(1e-4, 0.05),
     "sampler": Choice(["uniform", "dns"]),
     "dns_candidates": Choice([2, 3, 5, 8]),
-    "n_negatives": Choice([1, 2, 4, 8]),
-    "learning_rate_decay": Choice([1.0, 0.995, 0.99, 0.985]),
+    "n_negatives": Choice([1, 2, 4]),
+    "learning_rate_decay": Choice([1.0, 0.99]),
 }
 
 
