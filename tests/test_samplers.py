@@ -105,14 +105,19 @@ def _adaptive(kind, dns=1, lam=1.0, ranks=None, spread=None, warp=0):
 
 def _assert_adaptive_law(sampler, m, U, V, b, bias, adaptive, per_user, seed, **law):
     """Draw ``per_user`` negatives for every user with frozen factors; chi-square against the exact law."""
-    n_users, n_items = m.shape
-    users = np.repeat(np.arange(n_users), per_user)
+    users = np.repeat(np.arange(m.shape[0]), per_user)
     neg = K._draw_adaptive_negatives(U, V, b, bias, m.indptr, m.indices, users, adaptive, seed)
-    for u in range(n_users):
+    _assert_draws_follow_the_law(sampler, m, U, V, b, users, neg, **law)
+
+
+def _assert_draws_follow_the_law(sampler, m, U, V, b, users, neg, **law):
+    """Per user of ``users``: its negatives ``neg`` against the exact law of ``sampler`` (chi-square)."""
+    n_items = m.shape[1]
+    for u in np.unique(users):
         p, _ = sampling.negative_distribution(sampler, m.indices[m.indptr[u]:m.indptr[u + 1]], n_items,
                                               scores=U[u] @ V.T + b, user_factors_row=U[u], **law)
-        counts = np.bincount(neg[users == u], minlength=n_items)
-        assert _chi_square(counts, p, per_user) > 1e-4, (sampler, u)
+        mine = neg[users == u]
+        assert _chi_square(np.bincount(mine, minlength=n_items), p, mine.size) > 1e-4, (sampler, u)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -246,6 +251,35 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
         if violators.sum() > 1 and got.size:
             counts = np.bincount(got, minlength=30)
             assert _chi_square(counts, violators / violators.sum(), got.size) > 1e-4
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
+    # Frozen factors (learning rate 0): every negative a training epoch picks, with one negative
+    # per positive (the batch loop's own DNS choice) or several (each slot's), is a draw from
+    # DNS's exact law, as the reference sampler's draws are (test_dns_keeps_the_best_of_k...).
+    m = _matrix(n_users=2, n_items=14, density=0.3, seed=1)
+    rng = np.random.default_rng(2)
+    U, V = rng.normal(size=(2, 4)), rng.normal(size=(14, 4))
+    b = rng.normal(size=14) if bias else np.zeros(14)
+    candidates, n = 3, 40_000
+    trace = np.full((n, 2 + negatives if negatives > 1 else 4), np.nan)
+    chunks = K.n_chunks(n)
+    epoch = epoch_settings(n_samples=n, user_run=1, seed=5, epoch=0, learning_rate=0.0,
+                           regularization=Regularization(), loss_code=loss_code("bpr"), use_bias=bias,
+                           skip_liked=False, dtype=U.dtype)
+    if negatives > 1:
+        plan = Sampling(None, None, (np.int64(negatives), np.int64(candidates)))
+    else:
+        plan = Sampling(None, (sampling.ADAPTIVE_DNS, 0, candidates, 1.0, np.zeros((0, 0), np.int32), np.zeros(0)))
+    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, plan, None, trace,
+                    epoch_outputs(chunks), 0, chunks)
+    users = trace[:, 0].astype(int)
+    picked = trace[:, 2:2 + negatives].astype(int)
+    assert (picked >= 0).all() and set(users) == {0, 1}
+    for slot in range(negatives):
+        _assert_draws_follow_the_law("dns", m, U, V, b, users, picked[:, slot], dns_candidates=candidates)
 
 
 @pytest.mark.parametrize("optimizer", KERNEL_OPTIMIZERS)
