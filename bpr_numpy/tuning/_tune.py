@@ -363,10 +363,12 @@ def tune(
         no more users, scores every rung on all. Scoring ranks every item for every user, and
         rung 0 holds most of the checkpoints: on Gowalla (30k validation users, 41k items) a
         ``recall@20`` pass takes about 4 s on two cores, the time of 5 epochs of DNS with 4
-        negatives, and a search's rung 0 scores some 80 arms. A sample ranks arms this far
-        apart (a few epochs each) as all users do; its scores choose rung 0's survivors only,
-        and the best checkpoint is chosen among those scored on all users (when the budget
-        ends in rung 0, among the screened ones).
+        negatives, and a search's rung 0 scores some 100 arms. Arms a few epochs old differ by
+        more than a 5,000-user sample's noise (on Gowalla, per-user recall@20 has a standard
+        deviation of 0.17 after 3 epochs of DNS, a standard error of 0.0024 on the sample,
+        while rung 0's scores ranged from 0.03 to 0.10); the sample's scores choose rung 0's
+        survivors only, and the best checkpoint is chosen among those scored on all users (when
+        the budget ends in rung 0, among the screened ones).
     show_progress : bool, optional
         One line per checkpoint on stderr. Default: when stderr is a terminal.
     callback : callable, optional
