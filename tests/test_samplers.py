@@ -120,13 +120,18 @@ def _assert_draws_follow_the_law(sampler, m, U, V, b, users, neg, **law):
         assert _chi_square(np.bincount(mine, minlength=n_items), p, mine.size) > 1e-4, (sampler, u)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("candidates", [2, 5])
-def test_dns_keeps_the_best_of_k_uniform_negatives(bias, candidates):
+def _dns_problem(bias):
+    """Two users, 14 items, random factors (and biases): the DNS law tests' problem."""
     m = _matrix(n_users=2, n_items=14, density=0.3, seed=1)
     rng = np.random.default_rng(2)
     U, V = rng.normal(size=(2, 4)), rng.normal(size=(14, 4))
-    b = rng.normal(size=14) if bias else np.zeros(14)
+    return m, U, V, (rng.normal(size=14) if bias else np.zeros(14))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("candidates", [2, 5])
+def test_dns_keeps_the_best_of_k_uniform_negatives(bias, candidates):
+    m, U, V, b = _dns_problem(bias)
     _assert_adaptive_law("dns", m, U, V, b, bias, _adaptive(sampling.ADAPTIVE_DNS, dns=candidates), 50_000, 3,
                          dns_candidates=candidates)
 
@@ -259,10 +264,7 @@ def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
     # Frozen factors (learning rate 0): every negative a training epoch picks, with one negative
     # per positive (the batch loop's own DNS choice) or several (each slot's), is a draw from
     # DNS's exact law, as the reference sampler's draws are (test_dns_keeps_the_best_of_k...).
-    m = _matrix(n_users=2, n_items=14, density=0.3, seed=1)
-    rng = np.random.default_rng(2)
-    U, V = rng.normal(size=(2, 4)), rng.normal(size=(14, 4))
-    b = rng.normal(size=14) if bias else np.zeros(14)
+    m, U, V, b = _dns_problem(bias)
     candidates, n = 3, 40_000
     trace = np.full((n, 2 + negatives if negatives > 1 else 4), np.nan)
     chunks = K.n_chunks(n)

@@ -169,7 +169,8 @@ def _tune(args) -> int:
     from .. import tuning
     from .._files import write_text_atomic
     from ..datasets import split_random
-    from ..tuning._tune import _jsonable, _parse_metric
+    from ..tuning._result import _jsonable
+    from ..tuning._tune import _parse_metric
 
     space = _read_space(args.space) if args.space else None
     _parse_metric(args.metric)  # a misspelt metric fails before the data is read

@@ -17,16 +17,18 @@ The search itself, :func:`successive_halving`, is a pure function of a training 
 callable and a clock, so its logic is tested without training anything. The space is declared with
 :class:`Choice`, :class:`LogUniform`, :class:`Uniform` and :class:`IntLogUniform` (a list means a
 choice, a scalar a fixed value); :data:`DEFAULT_SPACE` is a reasonable start for BPR.
-The guide is ``docs/guide/tuning.md``, 'The built-in tuner'. Three rooms: ``_space.py`` (the
-dimensions and their checks), ``_halving.py`` (the search, no training) and ``_tune.py`` (arms as
-BPR models, the result).
+The guide is ``docs/guide/tuning.md``, 'The built-in tuner'. Four rooms: ``_space.py`` (the
+dimensions and their checks), ``_halving.py`` (the search, no training), ``_tune.py`` (arms as
+BPR models, the validation sample rung 0 screens on) and ``_result.py`` (``Trial``,
+``TuneResult``, their table and JSON).
 """
 
 from __future__ import annotations
 
 from ._halving import MAX_ARMS, Checkpoint, HalvingResult, rung_schedule, successive_halving
+from ._result import Trial, TuneResult
 from ._space import DEFAULT_SPACE, Choice, IntLogUniform, LogUniform, Uniform, space_from_json
-from ._tune import Trial, TuneResult, tune
+from ._tune import tune
 
 __all__ = [
     "tune",
