@@ -15,7 +15,7 @@ column indices; representations are built per triplet in scratch rows, so no
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._kernels import (
     _FASTMATH,
@@ -29,6 +29,7 @@ from ._kernels import (
     _pair_loss_and_slope,
 )
 from ._kernels._updates import _adagrad_row, _adam_constants, _adam_row
+from ._runtime import hogwild
 from .objective import OPTIMIZER_ADAM, OPTIMIZER_SGD
 
 
@@ -317,7 +318,7 @@ def _hybrid_run_chunk(
     bitmap,
     opt,
 ):
-    """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunk` does.
+    """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunks` does.
 
     Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
     """
@@ -387,67 +388,62 @@ def _hybrid_run_chunk(
     return loss_sum, ordered, skipped
 
 
-@njit(cache=True)
-def _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch):
-    """Chunk ``ch`` of the epoch the bundles describe, its results into ``outs`` (as ``_kernels._epoch_chunk``)."""
+@njit(cache=True, nogil=True)
+def _hybrid_chunk_worker(params, features, data, settings, popularity, opt, outs, next_chunk, chunk_stop):
+    """Chunks of the epoch the bundles describe, chunk ``next_chunk[0]`` (advanced atomically) on, until ``chunk_stop``.
+
+    As :func:`bpr_numpy._kernels._run_chunks`: ``params`` are the embeddings as a
+    :class:`bpr_numpy._kernel_args.Parameters`; ``features``: FeatureMatrices; ``data``,
+    ``settings``, ``outs`` as there (run prefetching is not used); ``popularity`` as in its
+    Sampling. Releases the GIL.
+    """
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
     indptr, indices, row_blocks, bitmap = data
     (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, _) = settings
     out_loss, out_ordered, out_skipped = outs
-    out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-        E,
-        Fm,
-        c,
-        xptr,
-        xidx,
-        xval,
-        yptr,
-        yidx,
-        yval,
-        indptr,
-        indices,
-        row_blocks,
-        n_samples,
-        user_run,
-        seed,
-        epoch,
-        ch,
-        lr,
-        reg_u,
-        reg_i,
-        reg_j,
-        reg_b,
-        loss_code,
-        use_bias,
-        skip_liked,
-        popularity,
-        bitmap,
-        opt,
-    )
-
-
-@njit(cache=True)
-def _hybrid_epoch_serial(params, features, data, settings, popularity, opt, outs, chunk_start, chunk_stop):
-    """Chunks ``chunk_start .. chunk_stop - 1`` in order on the calling thread: bitwise reproducible.
-
-    ``params``: the embeddings as a :class:`bpr_numpy._kernel_args.Parameters`; ``features``:
-    FeatureMatrices; ``data``, ``settings``, ``outs`` as for :func:`bpr_numpy._kernels._epoch_serial`
-    (run prefetching is not used); ``popularity`` as in its Sampling.
-    """
-    for ch in range(chunk_start, chunk_stop):
-        _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch)
-
-
-@njit(cache=True, parallel=True)
-def _hybrid_epoch_parallel(params, features, data, settings, popularity, opt, outs, chunk_start, chunk_stop):
-    """:func:`_hybrid_epoch_serial`, the chunks shared out as in :func:`bpr_numpy._kernels._epoch_parallel`."""
-    next_chunk = np.full(1, chunk_start, np.int64)
-    for _ in prange(max(1, chunk_stop - chunk_start)):
+    ch = _fetch_add(next_chunk, 0)
+    while ch < chunk_stop:
+        out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
+            E,
+            Fm,
+            c,
+            xptr,
+            xidx,
+            xval,
+            yptr,
+            yidx,
+            yval,
+            indptr,
+            indices,
+            row_blocks,
+            n_samples,
+            user_run,
+            seed,
+            epoch,
+            ch,
+            lr,
+            reg_u,
+            reg_i,
+            reg_j,
+            reg_b,
+            loss_code,
+            use_bias,
+            skip_liked,
+            popularity,
+            bitmap,
+            opt,
+        )
         ch = _fetch_add(next_chunk, 0)
-        while ch < chunk_stop:
-            _hybrid_epoch_chunk(params, features, data, settings, popularity, opt, outs, ch)
-            ch = _fetch_add(next_chunk, 0)
+
+
+def _hybrid_train_chunks(
+    params, features, data, settings, popularity, opt, outs, chunk_start: int, chunk_stop: int, threads: int = 1
+):
+    """Chunks ``chunk_start .. chunk_stop - 1``: in order on the calling thread (``threads=1``: bitwise
+    reproducible) or Hogwild over ``threads`` threads, as :func:`bpr_numpy._kernels._train_chunks`."""
+    hogwild(_hybrid_chunk_worker, (params, features, data, settings, popularity, opt, outs), chunk_start, chunk_stop,
+            threads)  # fmt: skip
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -455,7 +451,7 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
     """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step.
 
     Negatives below 0 are skipped (NaN in the result), as in an epoch. ``triplets`` is
-    ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_epoch_serial`.
+    ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_chunk_worker`.
     """
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features

@@ -7,7 +7,7 @@ the distributed trainer and the command line; it holds no model state.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,16 +18,16 @@ __all__ = [
     "aligned_empty",
     "available_threads",
     "beyond_cache",
+    "hogwild",
     "kernel_ready",
     "membership_bitmap",
     "initial_rows",
-    "numba_threads",
     "resolve_seed",
 ]
 
-# One parallel epoch at a time in the process: numba's workqueue layer aborts on concurrent
-# parallel regions (two models fitted from two Python threads), and on a machine's few cores two
-# Hogwild fits gain nothing from overlapping. Re-entrant: a callback may fit another model.
+# One parallel epoch at a time in the process: on a machine's few cores two Hogwild fits (two
+# models fitted from two Python threads) gain nothing from overlapping, and each would wait on
+# the other's chunks in the helper pool. Re-entrant: a callback may fit another model.
 PARALLEL_LOCK = threading.RLock()
 
 
@@ -38,20 +38,6 @@ def resolve_seed(random_state) -> int:
         return int(random_state.integers(0, 2**63 - 1))
     check_random_state("random_state", random_state)
     return int(random_state)
-
-
-@contextmanager
-def numba_threads(threads: int):
-    """Run this Python thread's numba parallel regions on ``threads`` threads (numba keeps the
-    count per calling thread). The regions themselves take :data:`PARALLEL_LOCK`."""
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 _INIT_BLOCK = 16384  # rows per generator of the initial factors
@@ -170,3 +156,118 @@ def available_threads() -> int:
     import numba
 
     return int(numba.config.NUMBA_NUM_THREADS)
+
+
+#: Reads of a flag a Hogwild helper thread makes before it blocks: 2.4 ms on the AMD EPYC VM
+#: (0.6 ns a read), longer than the bookkeeping between two epochs, so that a fit's helpers do
+#: not sleep between its epochs (with 65,536 reads, 40 us, they did: 4% of a MovieLens 100k fit
+#: on two threads). A helper spins that long once more after a fit's last epoch.
+_SPINS = 1 << 22
+
+
+class _Helper:
+    """A thread of this process that runs the kernel calls :func:`hogwild` hands it, one at a time.
+
+    Between two calls it first spins without the GIL (:func:`bpr_numpy._kernels._primitives._await_call`)
+    until a call is posted and the posting thread has entered the kernel, and only then blocks:
+    woken from a block, a thread took 70-90 us on the VMs we measure on (a thread pool's submit
+    and result cost 200 us an epoch, 8% of a MovieLens 100k fit on two threads); a spinning one
+    starts at once, as the threads of numba's and OpenMP's pools do. ``state`` holds the calls
+    posted, the calls done, the posted call's first chunk and the call the helper waits for
+    (set without the GIL). Daemon: it holds nothing a process exit must wait for.
+    """
+
+    def __init__(self) -> None:
+        self.state = np.zeros(4, np.int64)  # calls posted, calls done, the call's first chunk, awaited call
+        self._posted = threading.Semaphore(0)
+        self._done = threading.Condition()
+        self._call: tuple | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._serve, name="bpr_numpy-hogwild", daemon=True).start()
+
+    def _serve(self) -> None:
+        from ._kernels._primitives import _await_call
+
+        calls = 0
+        while True:
+            _await_call(self.state, _COUNTER, calls + 1, _SPINS)
+            self._posted.acquire()  # at once when the spin saw the call, else blocks
+            calls += 1
+            kernel, args = self._call  # type: ignore[misc]
+            try:
+                kernel(*args)
+            except BaseException as error:  # handed to the caller, which re-raises it
+                self.error = error
+            with self._done:
+                self.state[1] = calls
+                self._done.notify()
+
+    def post(self, kernel: Callable, args: tuple, chunk_start: int) -> None:
+        self._call = (kernel, args)
+        self.state[2] = chunk_start
+        self.state[0] += 1
+        self._posted.release()
+
+    def wait(self) -> None:
+        """Until the call posted last is done (a short spin first, then a block). Safe to call
+        again after a Ctrl-C interrupted it."""
+        from ._kernels._primitives import _spin_until
+
+        posted = self.state[0]
+        # Until the helper waits for the next call: done with this one, and without the GIL.
+        if not _spin_until(self.state, 3, posted + 1, _SPINS):
+            with self._done:
+                self._done.wait_for(lambda: self.state[1] >= posted)
+
+
+_helpers: list[_Helper] = []
+_helpers_lock = threading.Lock()  # one Hogwild call at a time uses the helpers, and _COUNTER
+# The chunk counter of the parallel calls: one array, so that the helpers can watch it.
+_COUNTER = np.zeros(1, np.int64)
+
+
+def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, threads: int) -> None:
+    """Run chunks ``chunk_start .. chunk_stop - 1`` of an epoch through ``kernel`` on ``threads`` threads.
+
+    ``kernel(*args, next_chunk, chunk_stop)`` is a numba kernel compiled with ``nogil=True``
+    that takes chunk ``c = next_chunk[0]`` (advancing it atomically) until ``c >= chunk_stop``
+    (``_kernels._run_chunks``). On one thread it runs on the calling thread, the chunks in
+    order: bitwise reproducible. On more, the calling thread and ``threads - 1`` helper
+    threads (:class:`_Helper`) share the counter, each taking the next unstarted chunk when it
+    finishes one (Hogwild: lock-free, racing updates of the shared factors).
+
+    Why Python threads and not a numba ``prange`` loop: the serial and the parallel epoch are
+    then one compiled function. The ``parallel=True`` twin cost a first ``threads=2`` fit
+    1.4-3.3 s more of compilation with an empty cache (``benchmarks/cold_start.py``), and every
+    kernel change twice the code to compile and cache.
+
+    Ctrl-C during the epoch is raised only once every thread has finished its chunks, so
+    that the caller sees the factors at rest; so is a helper's error.
+    """
+    if threads <= 1 or chunk_stop - chunk_start <= 1:
+        kernel(*args, np.full(1, chunk_start, np.int64), chunk_stop)
+        return
+    with _helpers_lock:
+        while len(_helpers) < threads - 1:
+            _helpers.append(_Helper())
+        helpers = _helpers[: threads - 1]
+        next_chunk = _COUNTER
+        next_chunk[0] = chunk_start
+        for helper in helpers:
+            helper.post(kernel, (*args, next_chunk, chunk_stop), chunk_start)
+        interrupted: BaseException | None = None
+        try:
+            kernel(*args, next_chunk, chunk_stop)
+        except BaseException as error:  # re-raised below, once the helpers are done
+            interrupted = error
+        for helper in helpers:
+            while True:
+                try:
+                    helper.wait()
+                    break
+                except BaseException as error:  # Ctrl-C while waiting: the helper still writes
+                    interrupted = interrupted or error
+            if helper.error is not None:
+                interrupted, helper.error = interrupted or helper.error, None
+        if interrupted is not None:
+            raise interrupted

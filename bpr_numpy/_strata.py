@@ -17,8 +17,8 @@ With ``P`` blocks, one epoch is ``P`` sub-epochs:
   item row, so they run at the same time without a single conflicting write,
   and after each sub-epoch the item blocks move on to the next user block.
 
-A stratum trains with the single-machine kernel (``_kernels._epoch_serial``
-or ``_epoch_parallel``) on its own rows: positives uniform over the
+A stratum trains with the single-machine kernel (``_kernels._train_chunks``, on
+one thread or several) on its own rows: positives uniform over the
 stratum's pairs, ``user_run`` as usual, negatives uniform over the item
 block, redrawn while a positive of the user (the stratum's row of ``u`` holds
 all of u's positives in that block, so the test is exact). Over an epoch each
@@ -217,7 +217,7 @@ def train_stratum(
 
     from . import _kernels
     from ._kernel_args import Parameters, Sampling, TrainingData, epoch_outputs, epoch_settings, row_blocks
-    from ._runtime import PARALLEL_LOCK, beyond_cache, membership_bitmap, numba_threads
+    from ._runtime import PARALLEL_LOCK, beyond_cache, membership_bitmap
     from .objective import Regularization
 
     user_factors, user_step = user_block
@@ -264,10 +264,10 @@ def train_stratum(
             chunks,
         )
         if threads > 1:
-            with numba_threads(threads), PARALLEL_LOCK:
-                _kernels._epoch_parallel(*args)
+            with PARALLEL_LOCK:
+                _kernels._train_chunks(*args, threads)
         else:
-            _kernels._epoch_serial(*args)
+            _kernels._train_chunks(*args)
     user_step[0] = item_step[0] = step + 1
     stats: tuple = (float(outs.loss.sum()), int(outs.ordered.sum()), int(outs.skipped.sum()), n_samples)
     if record:  # the rows whose values changed

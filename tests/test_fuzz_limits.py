@@ -199,11 +199,11 @@ def test_each_kernel_call_does_at_most_the_work_of_a_default_call(monkeypatch, s
     X = datasets.synthetic(n_users=400, n_items=300, nnz=30_000, random_state=0).matrix
     model = BPR(threads=1, random_state=0, **setting)
     calls = []
-    for module, name in ((_kernels, "_epoch_serial"), (_hybrid_kernels, "_hybrid_epoch_serial")):
+    for module, name in ((_kernels, "_train_chunks"), (_hybrid_kernels, "_hybrid_train_chunks")):
         original = getattr(module, name)
 
         def record(*args, _original=original, _name=name):
-            calls.append(args[-1] - args[-2])  # chunk_stop - chunk_start
+            calls.append(args[-2] - args[-3])  # chunk_stop - chunk_start (then the thread count)
             return _original(*args)
 
         monkeypatch.setattr(module, name, record)

@@ -146,17 +146,15 @@ def _metadata(rows, cols, seed):
     return sp.csr_matrix((rng.random((rows, cols)) < 0.4).astype(np.float64))
 
 
-def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoch():
+def test_a_hybrid_epoch_in_two_calls_equals_the_epoch_in_one():
     # Every chunk exactly once, in order, whatever group of chunks a call covers.
-    import numba
-
     from bpr_numpy import _hybrid_kernels as HK
     from bpr_numpy._kernels import n_chunks
 
     R = _interactions(seed=3, n_users=120, n_items=40)
     Xm, Ym = _metadata(120, 4, 1), _metadata(40, 6, 2)
     results = []
-    for kernel in (HK._hybrid_epoch_serial, HK._hybrid_epoch_parallel):
+    for cut in (None, 5):
         model = BPR(factors=3, epochs=0, threads=1, random_state=5, dtype=np.float64).fit(
             R, user_features=Xm, item_features=Ym)
         m = model._user_items
@@ -167,14 +165,9 @@ def test_parallel_hybrid_epoch_on_one_thread_in_two_calls_equals_the_serial_epoc
         setup = epoch_settings(n_samples=n, user_run=16, seed=7, epoch=0, learning_rate=0.05,
                                regularization=Regularization.coerce(0.01), loss_code=0, use_bias=True,
                                skip_liked=False, dtype=np.float64)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            for start, stop in ((0, 5), (5, chunks)):
-                kernel(params, features, training_data(m.indptr, m.indices), setup, None,
-                       OptimizerState("sgd", 0, 0, 3).kernel_args(), out, start, stop)
-        finally:
-            numba.set_num_threads(previous)
+        for start, stop in (((0, chunks),) if cut is None else ((0, cut), (cut, chunks))):
+            HK._hybrid_train_chunks(params, features, training_data(m.indptr, m.indices), setup, None,
+                             OptimizerState("sgd", 0, 0, 3).kernel_args(), out, start, stop)
         results.append((*(a.copy() for a in params), *out))
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)

@@ -1,9 +1,12 @@
 """The numba kernels against the NumPy reference (objective.sgd_step), and the sampler's contract."""
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
+from numba import njit
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -46,6 +49,11 @@ def _settings(dtype, lr, loss, bias, n=0, user_run=1, seed=0, epoch=0, skip_like
 def _apply(U, V, b, users, pos, neg, lr, loss, bias, weights=None, opt=None):
     w = np.ones(len(users)) if weights is None else weights
     return K._apply_triplets(Parameters(U, V, b), (users, pos, neg, w), _settings(U.dtype, lr, loss, bias), opt)
+
+
+# The epoch on the calling thread (chunks in order: bitwise reproducible) and Hogwild on two threads.
+SERIAL = K._train_chunks
+PARALLEL = functools.partial(K._train_chunks, threads=2)
 
 
 def _epoch(kernel, U, V, b, m, n, user_run, seed, epoch, lr, loss, bias=True, skip_liked=False, popularity=None,
@@ -106,7 +114,7 @@ def test_serial_epoch_is_its_sample_stream_then_the_update(loss, user_run):
     users, pos, neg = _stream(m, n, user_run, 11, 4)
     U, V, b = _params(m, 8, np.float64)
     U2, V2, b2 = U.copy(), V.copy(), b.copy()
-    out = _epoch(K._epoch_serial, U, V, b, m, n, user_run, 11, 4, 0.05, loss)
+    out = _epoch(SERIAL, U, V, b, m, n, user_run, 11, 4, 0.05, loss)
     xs = _apply(U2, V2, b2, users, pos, neg, 0.05, loss, True)
     np.testing.assert_array_equal(U, U2)
     np.testing.assert_array_equal(V, V2)
@@ -122,34 +130,27 @@ def test_parallel_epoch_draws_the_same_triplets_as_serial():
     m = _csr(200, 150, 0.1, seed=5)
     n = m.nnz * 4
     results = []
-    for kernel in (K._epoch_serial, K._epoch_parallel):
+    for kernel in (SERIAL, PARALLEL):
         U, V, b = _params(m, 8, np.float64)
         results.append(_epoch(kernel, U, V, b, m, n, 16, 99, 0, 0.0, "bpr"))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
-def test_parallel_epoch_on_one_thread_in_two_calls_equals_the_serial_epoch():
+def test_an_epoch_in_two_calls_equals_the_epoch_in_one():
     # Every chunk exactly once, in order, whatever group of chunks a call covers (the model calls
-    # the kernel per group of 64 chunks): on one thread the parallel kernel must be the serial one.
-    import numba
-
+    # the kernel per group of 64 chunks, and AOBPR where it refreshes its rankings).
     m = _csr(200, 150, 0.1, seed=5)
     n = m.nnz * 4
     chunks = K.n_chunks(n)
     results = []
-    for kernel in (K._epoch_serial, K._epoch_parallel):
+    for calls in (((0, chunks),), ((0, 23), (23, chunks))):
         U, V, b = _params(m, 8, np.float64)
         out = epoch_outputs(chunks)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            for start, stop in ((0, 23), (23, chunks)):
-                kernel(Parameters(U, V, b), training_data(m.indptr, m.indices),
-                       _settings(U.dtype, 0.05, "bpr", True, n, 16, 99, 0), Sampling(None, None), None, None, out,
-                       start, stop)
-        finally:
-            numba.set_num_threads(previous)
+        for start, stop in calls:
+            SERIAL(Parameters(U, V, b), training_data(m.indptr, m.indices),
+                   _settings(U.dtype, 0.05, "bpr", True, n, 16, 99, 0), Sampling(None, None), None, None, out,
+                   start, stop)
         results.append((U, V, b, *out))
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
@@ -208,7 +209,7 @@ def test_user_holding_every_item_is_skipped_and_counted_without_hanging():
     # A one-item catalogue: every sample is skipped, and the epoch ends.
     one = as_user_items(np.ones((2, 1)))
     U, V, b = np.zeros((2, 3)), np.zeros((1, 3)), np.zeros(1)
-    out = _epoch(K._epoch_serial, U, V, b, one, 2, 16, 0, 0, 0.1, "bpr")
+    out = _epoch(SERIAL, U, V, b, one, 2, 16, 0, 0, 0.1, "bpr")
     assert out[2][0] == 2
 
 
@@ -292,7 +293,7 @@ def test_bitmap_membership_draws_the_same_stream_as_the_binary_search(n_users, n
 
 
 @pytest.mark.parametrize("dns", [0, 3], ids=["uniform", "dns-3"])
-@pytest.mark.parametrize("kernel", [K._epoch_serial, K._epoch_parallel], ids=["serial", "parallel"])
+@pytest.mark.parametrize("kernel", [SERIAL, PARALLEL], ids=["serial", "parallel"])
 def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel, dns):
     # DNS tests its extra candidates (drawn with the batch) against the bitmap too: the same draws.
     from bpr_numpy import sampling
@@ -309,7 +310,7 @@ def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel,
         chunks = K.n_chunks(n)
         out = epoch_outputs(chunks)
         # Zero learning rate under threads: the statistics must agree exactly; serially the factors too.
-        lr = 0.05 if kernel is K._epoch_serial else 0.0
+        lr = 0.05 if kernel is SERIAL else 0.0
         kernel(Parameters(U, V, b), training_data(m.indptr, m.indices, bitmap),
                _settings(U.dtype, lr, "bpr", True, n, 16, 5, 2, prefetch_runs=prefetch_runs), Sampling(None, adaptive),
                None, None, out, 0, chunks)
@@ -337,3 +338,41 @@ def test_adam_corrections_are_the_references(steps):
 
     c1, c2 = K._adam_factors(steps)
     np.testing.assert_allclose([c1, c2], [1 / (1 - ADAM_BETA1**steps), 1 / (1 - ADAM_BETA2**steps)], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- Hogwild helper threads
+
+@njit(nogil=True)
+def _count_chunks(counts, fail_at, next_chunk, chunk_stop):
+    """A stand-in epoch kernel: counts each chunk it takes; chunk ``fail_at`` raises."""
+    c = K._fetch_add(next_chunk, 0)
+    while c < chunk_stop:
+        counts[c] += 1
+        if c == fail_at:
+            raise ValueError("chunk failed")
+        c = K._fetch_add(next_chunk, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_hogwild_runs_every_chunk_of_each_call_exactly_once(threads):
+    from bpr_numpy._runtime import hogwild
+
+    counts = np.zeros(300, np.int64)
+    for start, stop in ((0, 1), (1, 2), (2, 70), (70, 70), (70, 300)):  # empty and one-chunk calls too
+        hogwild(_count_chunks, (counts, -1), start, stop, threads)
+    np.testing.assert_array_equal(counts, 1)
+
+
+def test_hogwild_raises_a_helpers_error_once_every_thread_is_done():
+    from bpr_numpy._runtime import hogwild
+
+    # Over 20 calls the failing chunk falls to a helper thread as well as to the caller.
+    for fail_at in range(0, 2000, 100):
+        counts = np.zeros(2000, np.int64)
+        with pytest.raises(ValueError, match="chunk failed"):
+            hogwild(_count_chunks, (counts, fail_at), 0, 2000, 3)
+        np.testing.assert_array_equal(counts, 1)  # the other threads took the other chunks
+    # The helpers serve the next call as before.
+    counts[:] = 0
+    hogwild(_count_chunks, (counts, -1), 0, 2000, 3)
+    np.testing.assert_array_equal(counts, 1)

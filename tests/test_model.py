@@ -367,7 +367,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, fitted, monkeypatch):
 def test_import_compiles_nothing():
     code = ("import sys, bpr_numpy; assert 'numba' not in sys.modules, 'numba imported'; "
             "from bpr_numpy import _kernels; "
-            "assert all(not f.signatures for f in (_kernels._epoch_serial, _kernels._epoch_parallel))")
+            "assert all(not f.signatures for f in (_kernels._run_chunks, _kernels._apply_batch))")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -202,9 +202,9 @@ def _epoch_with_trace(m, U, V, b, k, candidates, optimizer="sgd", loss="bpr", bi
     chunks = K.n_chunks(n)
     out = epoch_outputs(chunks)
     opt = OptimizerState(optimizer, *m.shape, U.shape[1]).kernel_args() if optimizer != "sgd" else None
-    kernel = K._epoch_serial if threads == 1 else K._epoch_parallel
-    kernel(Parameters(U, V, b), training_data(m.indptr, m.indices), _settings(U.dtype, lr, loss, bias, n, user_run,
-           21, 2), Sampling(popularity, None, (np.int64(k), np.int64(candidates))), opt, trace, out, 0, chunks)
+    K._train_chunks(Parameters(U, V, b), training_data(m.indptr, m.indices), _settings(U.dtype, lr, loss, bias, n, user_run,
+             21, 2), Sampling(popularity, None, (np.int64(k), np.int64(candidates))), opt, trace, out, 0, chunks,
+             threads)
     return trace, out
 
 

@@ -205,7 +205,7 @@ def test_every_training_path_is_the_reference_step_on_its_trace(sampler, loss, o
     out = epoch_outputs(chunks)
     epoch = epoch_settings(n_samples=n, user_run=4, seed=21, epoch=2, learning_rate=0.05, regularization=REG,
                               loss_code=loss_code(loss), use_bias=bias, skip_liked=codes.skip_liked, dtype=U.dtype)
-    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, Sampling(popularity, adaptive),
+    K._train_chunks(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, Sampling(popularity, adaptive),
                     opt, trace, out, 0, chunks)
     assert not np.isnan(trace).any()
     dense = m.toarray() > 0
@@ -239,7 +239,7 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
     epoch = epoch_settings(n_samples=n, user_run=1, seed=1, epoch=0, learning_rate=0.0,
                               regularization=Regularization(), loss_code=loss_code("warp"), use_bias=False,
                               skip_liked=False, dtype=U.dtype)
-    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch,
+    K._train_chunks(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch,
                     Sampling(None, (0, 3, 1, 1.0, np.zeros((0, 0), np.int32), np.zeros(0))), None, trace, out, 0,
                     chunks)
     scores = U[0] @ V.T
@@ -275,7 +275,7 @@ def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
         plan = Sampling(None, None, (np.int64(negatives), np.int64(candidates)))
     else:
         plan = Sampling(None, (sampling.ADAPTIVE_DNS, 0, candidates, 1.0, np.zeros((0, 0), np.int32), np.zeros(0)))
-    K._epoch_serial(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, plan, None, trace,
+    K._train_chunks(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, plan, None, trace,
                     epoch_outputs(chunks), 0, chunks)
     users = trace[:, 0].astype(int)
     picked = trace[:, 2:2 + negatives].astype(int)

@@ -3,7 +3,7 @@
 One module per concern: :mod:`._primitives` (constants, chunk layout and seeds, atomics,
 prefetches, membership tests), :mod:`._draws` (triplets, each sampler's negatives),
 :mod:`._updates` (the pair loss's slope and the update rules) and :mod:`._epoch` (a chunk, the
-serial and Hogwild epochs, the sample stream alone); the side-feature model's kernels are
+epoch's chunks in order or Hogwild, the sample stream alone); the side-feature model's kernels are
 :mod:`bpr_numpy._hybrid_kernels`. Related arrays travel in the bundles of
 :mod:`bpr_numpy._kernel_args`.
 
@@ -21,7 +21,7 @@ samples, so the stream of sampled triplets is the same whatever the thread
 count, and the serial path (one thread) is bitwise reproducible. With
 several threads the chunks run Hogwild (lock-free, racing updates), as every
 fast BPR does, each thread taking the next unstarted chunk when it finishes
-one (see :func:`_epoch_parallel`).
+one (see :func:`_run_chunks`).
 
 Speed: the triplets do not depend on the factors, so a chunk draws them a
 batch (``BATCH``) at a time ahead of the updates and prefetches what the next
@@ -56,7 +56,7 @@ from ._draws import (
     _warp_search,
     _warp_weight,
 )
-from ._epoch import _epoch_chunk, _epoch_parallel, _epoch_serial, _run_chunk, _sample_stream, _sample_stream_arrays
+from ._epoch import _run_chunks, _sample_stream, _sample_stream_arrays, _train_chunks
 from ._primitives import (
     _FASTMATH,
     BATCH,
@@ -121,10 +121,8 @@ __all__ = [
     "_adam_corrections",
     "_apply_batch",
     "_apply_triplets",
-    "_run_chunk",
-    "_epoch_chunk",
-    "_epoch_serial",
-    "_epoch_parallel",
+    "_run_chunks",
+    "_train_chunks",
     "_sample_stream",
     "_sample_stream_arrays",
 ]

@@ -1,11 +1,12 @@
-"""The epoch driver: a chunk's seeded streams and updates, serial or Hogwild over chunks, and the sample stream
-alone."""
+"""The epoch driver: a chunk's seeded streams and updates, the chunks in order or Hogwild over threads, and the
+sample stream alone."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .._runtime import hogwild
 from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
 from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _draw_dns_candidates, _prefetch_runs
 from ._negatives import _apply_batch_multi
@@ -13,19 +14,19 @@ from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._updates import _apply_batch
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _run_chunk(
+@njit(cache=True, fastmath=_FASTMATH, nogil=True)
+def _run_chunks(
     U,
     V,
     b,
     indptr,
     indices,
     row_blocks,
+    bitmap,
     epoch_samples,
     user_run,
     seed,
     epoch,
-    chunk,
     lr,
     reg_u,
     reg_i,
@@ -34,15 +35,33 @@ def _run_chunk(
     loss_code,
     use_bias,
     skip_liked,
+    prefetch_runs,
     popularity,
     adaptive,
+    negatives,
     opt,
     trace,
-    bitmap=None,
-    prefetch_runs=False,
-    negatives=None,
+    out_loss,
+    out_ordered,
+    out_skipped,
+    next_chunk,
+    chunk_stop,
 ):
-    """Sample and apply the triplets of chunk ``chunk`` of an epoch of ``epoch_samples``, from the chunk's streams.
+    """Sample and apply the triplets of the epoch's chunks, chunk ``next_chunk[0]`` (advanced atomically) on,
+    until ``chunk_stop``, each from its own streams; chunk ``c``'s results into ``out_*[c]``.
+
+    The arguments are the bundles of :mod:`bpr_numpy._kernel_args` flattened, in order
+    (Parameters, TrainingData, EpochSettings, Sampling, then ``opt``, ``trace``, Outputs):
+    :func:`_train_chunks` flattens them. Flat on purpose: numba prunes the branches on ``is
+    None`` of arguments only, and a compiled level above this one (unpacking the bundles)
+    cost a first fit 0.9 s more of compilation with an empty cache, LLVM optimising the whole
+    linked module again.
+
+    One caller runs the chunks in order: bitwise reproducible. Several threads calling it on
+    one counter (:func:`bpr_numpy._runtime.hogwild`) share the chunks out, each taking the next
+    unstarted one when it finishes one: a static split would make the epoch wait for the
+    slowest thread's share, and the cores of a shared machine do not run at one speed.
+    Releases the GIL.
 
     ``skip_liked``: a known positive drawn as negative skips the step
     instead of being redrawn; ``popularity`` is None (uniform candidates) or
@@ -64,269 +83,146 @@ def _run_chunk(
     SGD, no trace) compiles to the lean loop it was, and each combination in
     use gets its own specialisation (cached like the rest).
 
-    Returns ``(sum of omega ell(x_uij), count of x_uij > 0, skipped samples)``.
+    A chunk's results: ``out_loss`` the sum of omega ell(x_uij), ``out_ordered`` the count of
+    x_uij > 0, ``out_skipped`` the skipped samples.
     """
-    n_items = V.shape[0]
-    first, n_samples, pos_state, neg_state, starts = _chunk_streams(
-        epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
-    )
-    bu, bi, bj, base, length = _batch_buffers()
-    scratch = np.empty(1, U.dtype)
-    # Negatives chosen at update time (from the current factors) are not drawn in the batch.
-    draw_negatives = True
-    # DNS alone draws its extra candidates with the batch (_draw_dns_candidates): none elsewhere.
-    dns_extra = 0
-    if adaptive is not None:
-        draw_negatives = adaptive[0] != ADAPTIVE_AOBPR and adaptive[1] == 0
-        if adaptive[0] == ADAPTIVE_DNS and adaptive[1] == 0:
-            dns_extra = adaptive[2] - 1
-    candidates = np.empty((BATCH, dns_extra), np.int64)
-    loss_sum = 0.0
-    ordered = 0
-    skipped = 0
-    n_batches = (n_samples + BATCH - 1) // BATCH
-    for batch in range(-3, n_batches):
-        # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
-        for stage in range(3 if prefetch_runs else 0):
-            if 0 <= batch + 3 - stage < n_batches:
-                _prefetch_runs(starts, batch + 3 - stage, stage, user_run, row_blocks, indptr, indices, U)
-        if batch < 0:
-            continue
-        start = batch * BATCH
-        n = min(BATCH, n_samples - start)
-        pos_state, neg_state = _draw_batch(
-            pos_state,
-            neg_state,
-            indptr,
-            indices,
-            row_blocks,
-            n_items,
-            n,
-            user_run,
-            bu,
-            bi,
-            bj,
-            base,
-            length,
-            U,
-            V,
-            False,
-            draw_negatives,
-            skip_liked,
-            popularity,
-            bitmap,
-            starts,
-            batch,
+    chunk = _fetch_add(next_chunk, 0)
+    while chunk < chunk_stop:
+        n_items = V.shape[0]
+        first, n_samples, pos_state, neg_state, starts = _chunk_streams(
+            epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
         )
-        # Under ``adaptive is not None``, which numba prunes at compile time: the default path's
-        # specialisation compiles without this code (0.3 s of a first fit with an empty cache).
-        if adaptive is not None and dns_extra > 0:
-            neg_state = _draw_dns_candidates(neg_state, indptr, indices, bitmap, bu, bj, n, candidates, n_items)
-        if negatives is not None:
-            neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch_multi(
-                U,
-                V,
-                b,
-                indptr,
-                indices,
-                bu,
-                bi,
-                bj,
-                n,
-                lr,
-                reg_u,
-                reg_i,
-                reg_j,
-                reg_b,
-                loss_code,
-                use_bias,
+        bu, bi, bj, base, length = _batch_buffers()
+        scratch = np.empty(1, U.dtype)
+        # Negatives chosen at update time (from the current factors) are not drawn in the batch.
+        draw_negatives = True
+        # DNS alone draws its extra candidates with the batch (_draw_dns_candidates): none elsewhere.
+        dns_extra = 0
+        if adaptive is not None:
+            draw_negatives = adaptive[0] != ADAPTIVE_AOBPR and adaptive[1] == 0
+            if adaptive[0] == ADAPTIVE_DNS and adaptive[1] == 0:
+                dns_extra = adaptive[2] - 1
+        candidates = np.empty((BATCH, dns_extra), np.int64)
+        loss_sum = 0.0
+        ordered = 0
+        skipped = 0
+        n_batches = (n_samples + BATCH - 1) // BATCH
+        for batch in range(-3, n_batches):
+            # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
+            for stage in range(3 if prefetch_runs else 0):
+                if 0 <= batch + 3 - stage < n_batches:
+                    _prefetch_runs(starts, batch + 3 - stage, stage, user_run, row_blocks, indptr, indices, U)
+            if batch < 0:
+                continue
+            start = batch * BATCH
+            n = min(BATCH, n_samples - start)
+            pos_state, neg_state = _draw_batch(
+                pos_state,
                 neg_state,
-                popularity,
-                negatives,
-                None,
-                opt,
-                trace,
-                first + start,
-                None,
-            )
-        else:
-            neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
-                U,
-                V,
-                b,
-                indptr,
-                indices,
-                bu,
-                bi,
-                bj,
-                None,
-                n,
-                lr,
-                reg_u,
-                reg_i,
-                reg_j,
-                reg_b,
-                loss_code,
-                use_bias,
-                scratch,
-                neg_state,
-                popularity,
-                adaptive,
-                candidates,
-                opt,
-                trace,
-                first + start,
-                None,
-            )
-        loss_sum += batch_loss
-        ordered += batch_ordered
-        skipped += batch_skipped
-    return loss_sum, ordered, skipped
-
-
-@njit(cache=True)
-def _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c):
-    """Chunk ``c`` of the epoch the bundles describe (:mod:`bpr_numpy._kernel_args`), its results into ``outs``.
-
-    The bundles are unpacked here and reach :func:`_run_chunk` as arguments, where numba prunes
-    the branches of the options that are None. Not inlined on purpose: inlined into the prange
-    loop of :func:`_epoch_parallel`, numba's parfor pass dropped its writes to the unpacked
-    arrays as dead code (the epoch then trained nothing; caught by the tests). Inlined into
-    :func:`_epoch_serial` it compiled 0.4 s faster on a first fit but made a warm MovieLens 100k
-    fit on one thread 3% slower (ab_speed.py, 12-16 rounds): kept as a call.
-    """
-    U, V, b = params
-    indptr, indices, row_blocks, bitmap = data
-    (
-        n_samples,
-        user_run,
-        seed,
-        epoch,
-        lr,
-        reg_u,
-        reg_i,
-        reg_j,
-        reg_b,
-        loss_code,
-        use_bias,
-        skip_liked,
-        prefetch_runs,
-    ) = settings
-    popularity, adaptive, negatives = sampling
-    out_loss, out_ordered, out_skipped = outs
-    out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-        U,
-        V,
-        b,
-        indptr,
-        indices,
-        row_blocks,
-        n_samples,
-        user_run,
-        seed,
-        epoch,
-        c,
-        lr,
-        reg_u,
-        reg_i,
-        reg_j,
-        reg_b,
-        loss_code,
-        use_bias,
-        skip_liked,
-        popularity,
-        adaptive,
-        opt,
-        trace,
-        bitmap,
-        prefetch_runs,
-        negatives,
-    )
-
-
-@njit(cache=True, nogil=True)
-def _epoch_serial(params, data, settings, sampling, opt, trace, outs, chunk_start, chunk_stop):
-    """Chunks ``chunk_start .. chunk_stop - 1`` of an epoch, in order on the calling thread: bitwise reproducible.
-
-    An epoch is usually one call over all its chunks; AOBPR cuts it where its
-    rankings are refreshed. Releases the GIL: the strata of a stratified epoch
-    (:mod:`bpr_numpy._strata`) run on threads of one process.
-
-    The arguments are the bundles of :mod:`bpr_numpy._kernel_args` (``params``: Parameters,
-    ``data``: TrainingData, ``settings``: EpochSettings, ``sampling``: Sampling, ``outs``:
-    Outputs); ``opt`` and ``trace`` are as in :func:`_run_chunk`.
-    """
-    for c in range(chunk_start, chunk_stop):
-        _epoch_chunk(params, data, settings, sampling, opt, trace, outs, c)
-
-
-@njit(cache=True, parallel=True)
-def _epoch_parallel(params, data, settings, sampling, opt, trace, outs, chunk_start, chunk_stop):
-    """:func:`_epoch_serial` with the chunks spread over threads (Hogwild); same triplet streams.
-
-    Each thread takes the next unstarted chunk (an atomic counter) until none
-    is left: a static split would make the epoch wait for the slowest
-    thread's share, and the cores of a shared machine do not run at one
-    speed. (The loop has one iteration per chunk so that numba's static split
-    gives every thread one; a thread's first iteration does its whole share,
-    the others find the counter spent. Asking numba for the thread count
-    inside the kernel would make it uncacheable.)
-    """
-    # Unpacked out here, not per chunk through _epoch_chunk: the parallel region then captures
-    # plain arrays and scalars (with the bundles captured, MovieLens 100k fits on 2 threads took
-    # 12% longer, alternated A/B).
-    U, V, b = params
-    indptr, indices, row_blocks, bitmap = data
-    (
-        n_samples,
-        user_run,
-        seed,
-        epoch,
-        lr,
-        reg_u,
-        reg_i,
-        reg_j,
-        reg_b,
-        loss_code,
-        use_bias,
-        skip_liked,
-        prefetch_runs,
-    ) = settings
-    popularity, adaptive, negatives = sampling
-    out_loss, out_ordered, out_skipped = outs
-    next_chunk = np.full(1, chunk_start, np.int64)
-    for _ in prange(max(1, chunk_stop - chunk_start)):
-        c = _fetch_add(next_chunk, 0)
-        while c < chunk_stop:
-            out_loss[c], out_ordered[c], out_skipped[c] = _run_chunk(
-                U,
-                V,
-                b,
                 indptr,
                 indices,
                 row_blocks,
-                n_samples,
+                n_items,
+                n,
                 user_run,
-                seed,
-                epoch,
-                c,
-                lr,
-                reg_u,
-                reg_i,
-                reg_j,
-                reg_b,
-                loss_code,
-                use_bias,
+                bu,
+                bi,
+                bj,
+                base,
+                length,
+                U,
+                V,
+                False,
+                draw_negatives,
                 skip_liked,
                 popularity,
-                adaptive,
-                opt,
-                trace,
                 bitmap,
-                prefetch_runs,
-                negatives,
+                starts,
+                batch,
             )
-            c = _fetch_add(next_chunk, 0)
+            # Under ``adaptive is not None``, which numba prunes at compile time: the default path's
+            # specialisation compiles without this code (0.3 s of a first fit with an empty cache).
+            if adaptive is not None and dns_extra > 0:
+                neg_state = _draw_dns_candidates(neg_state, indptr, indices, bitmap, bu, bj, n, candidates, n_items)
+            if negatives is not None:
+                neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch_multi(
+                    U,
+                    V,
+                    b,
+                    indptr,
+                    indices,
+                    bu,
+                    bi,
+                    bj,
+                    n,
+                    lr,
+                    reg_u,
+                    reg_i,
+                    reg_j,
+                    reg_b,
+                    loss_code,
+                    use_bias,
+                    neg_state,
+                    popularity,
+                    negatives,
+                    None,
+                    opt,
+                    trace,
+                    first + start,
+                    None,
+                )
+            else:
+                neg_state, batch_loss, batch_ordered, batch_skipped = _apply_batch(
+                    U,
+                    V,
+                    b,
+                    indptr,
+                    indices,
+                    bu,
+                    bi,
+                    bj,
+                    None,
+                    n,
+                    lr,
+                    reg_u,
+                    reg_i,
+                    reg_j,
+                    reg_b,
+                    loss_code,
+                    use_bias,
+                    scratch,
+                    neg_state,
+                    popularity,
+                    adaptive,
+                    candidates,
+                    opt,
+                    trace,
+                    first + start,
+                    None,
+                )
+            loss_sum += batch_loss
+            ordered += batch_ordered
+            skipped += batch_skipped
+        out_loss[chunk] = loss_sum
+        out_ordered[chunk] = ordered
+        out_skipped[chunk] = skipped
+        chunk = _fetch_add(next_chunk, 0)
+
+
+def _train_chunks(
+    params, data, settings, sampling, opt, trace, outs, chunk_start: int, chunk_stop: int, threads: int = 1
+):
+    """Chunks ``chunk_start .. chunk_stop - 1`` of the epoch the bundles describe: in order on the calling
+    thread (``threads=1``: bitwise reproducible), or Hogwild over ``threads`` threads (same triplet
+    streams). An epoch is usually one call per group of chunks (Ctrl-C is seen between two);
+    AOBPR cuts it where its rankings are refreshed.
+
+    The bundles are those of :mod:`bpr_numpy._kernel_args` (``params``: Parameters, ``data``:
+    TrainingData, ``settings``: EpochSettings, ``sampling``: Sampling, ``outs``: Outputs);
+    ``opt`` and ``trace`` as in :func:`_run_chunks`, which takes them flattened.
+    """
+    args = (*params, *data, *settings, *sampling, opt, trace, *outs)
+    hogwild(_run_chunks, args, chunk_start, chunk_stop, threads)
 
 
 @njit(cache=True)

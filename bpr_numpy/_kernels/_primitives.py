@@ -64,6 +64,53 @@ def _fetch_add(typingctx, array, index):
     return sig, codegen
 
 
+@intrinsic
+def _atomic_load(typingctx, array, index):
+    """``array[index]`` (int64) read atomically: a load the compiler may not hoist out of a loop."""
+    if not isinstance(array, types.Array) or array.dtype != types.int64:
+        return None
+    sig = types.int64(array, index)
+
+    def codegen(context, builder, signature, args):
+        aryty, indexty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
+        )
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _spin_until(state, index, target, spins):
+    """Whether ``state[index]`` reaches ``target`` within ``spins`` reads (without the GIL)."""
+    for _ in range(spins):
+        if _atomic_load(state, index) >= target:
+            return True
+    return _atomic_load(state, index) >= target
+
+
+@njit(cache=True, nogil=True)
+def _await_call(state, next_chunk, calls, spins):
+    """A Hogwild helper's wait for call ``calls`` (:class:`bpr_numpy._runtime._Helper`), without the GIL.
+
+    Spins until ``state[0]`` (calls posted) reaches ``calls``, then until the posting thread has
+    taken its first chunk (``next_chunk[0]`` past ``state[2]``, the call's first chunk): it is
+    then inside the kernel, without the GIL, which the helper takes next without waiting.
+    Asked for the GIL while the posting thread still held it, a helper slept until it was
+    released and took 50-100 us to wake (the VMs we measure on), a third of a small epoch.
+    First it sets ``state[3]`` to ``calls``: the helper is done with the call before and holds no
+    GIL, which the posting thread, waiting for it, then takes without waiting either.
+    Returns whether the call was posted within ``spins`` reads.
+    """
+    state[3] = calls
+    if not _spin_until(state, 0, calls, spins):
+        return False
+    _spin_until(next_chunk, 0, state[2] + 1, spins)
+    return True
+
+
 @njit(cache=True)
 def n_chunks(n_samples):
     """Number of chunks an epoch of ``n_samples`` is cut into (see the module's docstring)."""

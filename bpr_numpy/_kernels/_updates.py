@@ -131,7 +131,7 @@ def _adam_corrections(steps, row):
     return _adam_factors(steps[row])
 
 
-# Compiled on its own and called once per batch, not inlined (inline="always") into _run_chunk:
+# Compiled on its own and called once per batch, not inlined (inline="always") into _run_chunks:
 # numba's IR inliner re-scans the host function after each inlined call, and inlining this
 # function with its own inlined helpers took about 10 s of the 14 s a first fit spent compiling
 # (numba's pass timers). Called, the first fit compiles in 4.3-6.5 s (quiet or loaded machine);
@@ -405,7 +405,7 @@ def _apply_batch(
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _apply_triplets(params, triplets, settings, opt):
-    """Apply the model's update to an explicit triplet sequence, in order (``opt`` as in :func:`_run_chunk`).
+    """Apply the model's update to an explicit triplet sequence, in order (``opt`` as in :func:`_run_chunks`).
 
     ``params``: Parameters; ``triplets``: ``(users, positives, negatives, weights)``;
     ``settings``: EpochSettings (its step size, penalties, loss and bias switch). Negatives

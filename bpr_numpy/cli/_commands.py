@@ -73,7 +73,7 @@ def _kernels_not_cached() -> bool:
     try:
         from .._kernels import _epoch
 
-        return not _epoch._run_chunk._cache._cache_file._load_index()
+        return not _epoch._run_chunks._cache._cache_file._load_index()
     except Exception:  # a hint only: say nothing rather than fail
         return False
 

@@ -75,12 +75,8 @@ def run_epoch(
         dtype=U.dtype,
         prefetch_runs=beyond_cache(U, V, matrix.indices),
     )
-    kernel = _kernels._epoch_serial if threads == 1 else _kernels._epoch_parallel
-    hybrid = features is not None
-    if hybrid:
+    if features is not None:
         from .. import _hybrid_kernels
-
-        kernel = _hybrid_kernels._hybrid_epoch_serial if threads == 1 else _hybrid_kernels._hybrid_epoch_parallel
     popularity = alias if alias[0].size else None
     opt = state.kernel_args() if state.code else None
     adaptive_kind = int(codes.adaptive)
@@ -95,14 +91,13 @@ def run_epoch(
 
     def run(chunk_start: int, chunk_stop: int) -> None:
         if features is not None:
-            kernel(
-                *features.kernel_args(), data, settings, popularity, state.kernel_args(), outs, chunk_start, chunk_stop
-            )
+            hybrid_args = (*features.kernel_args(), data, settings, popularity, state.kernel_args(), outs)
+            _hybrid_kernels._hybrid_train_chunks(*hybrid_args, chunk_start, chunk_stop, threads)
             return
         adaptive = None
         if several is not None:  # DNS, if any, picks each of the negatives (several[1] candidates)
-            kernel(Parameters(U, V, b), data, settings, Sampling(popularity, None, several), opt, None, outs,
-                   chunk_start, chunk_stop)  # fmt: skip
+            args = (Parameters(U, V, b), data, settings, Sampling(popularity, None, several), opt, None, outs)
+            _kernels._train_chunks(*args, chunk_start, chunk_stop, threads)
             return
         if adaptive_kind or warp_max_sampled:
             ranks, spread = no_ranks
@@ -116,7 +111,7 @@ def run_epoch(
                 ranks,
                 spread,
             )
-        kernel(
+        _kernels._train_chunks(
             Parameters(U, V, b),
             data,
             settings,
@@ -126,6 +121,7 @@ def run_epoch(
             outs,
             chunk_start,
             chunk_stop,
+            threads,
         )
 
     start = time.perf_counter()

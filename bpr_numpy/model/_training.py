@@ -9,7 +9,6 @@ scikit-learn's estimators dispatch to module-level solvers). The math is
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +23,6 @@ from .._runtime import (
     initial_rows,
     kernel_ready,
     membership_bitmap,
-    numba_threads,
     resolve_seed,
 )
 from .._validation import as_user_items
@@ -263,10 +261,8 @@ def train(model: BPR, matrix: sp.csr_matrix, epochs: int, callback, show_progres
         if validation is not None:
             validation.restore_best(model)
         return model
-    # The thread count is set once for the whole loop: per epoch it cost 1% of a MovieLens
-    # 100k fit. The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
-    with numba_threads(threads) if threads > 1 else nullcontext():
-        return epoch_loop(model, matrix, rows, threads, alias, bitmap, epochs, callback, show_progress, validation)
+    # The lock is taken per epoch (_run_epoch), so two fits interleave their epochs.
+    return epoch_loop(model, matrix, rows, threads, alias, bitmap, epochs, callback, show_progress, validation)
 
 
 def epoch_loop(model: BPR, matrix, rows, threads, alias, bitmap, epochs, callback, show_progress, validation) -> BPR:
