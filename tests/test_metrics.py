@@ -237,9 +237,14 @@ def test_auc_from_scores_matches_pairs(n_rows, n_items, seed, with_candidates):
 
 
 @pytest.mark.parametrize("n_pos", [1, 63, 64, 65, 200, 700])
-def test_many_positives_binary_search_path(n_pos):
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+def test_many_positives_binary_search_path(n_pos, path, monkeypatch):
     """Users with more positives than the vectorised path takes (the bisection path),
-    with heavy ties, against the pair count and against rank sums from rankdata."""
+    with heavy ties, against the pair count and against rank sums from rankdata; through
+    the numba kernel (this small problem would go to its NumPy twin) and the twin."""
+    from bpr_numpy.metrics import _protocol
+
+    monkeypatch.setattr(_protocol._BLOCK, "path", path)
     rng = np.random.default_rng(n_pos)
     n_users, n_items = 4, 900
     S = rng.integers(0, 7, size=(n_users, n_items)).astype(float)

@@ -43,8 +43,9 @@ MRR is taken over the full ranking of the candidates (no cut-off).
 
 The code: :mod:`._protocol` (``evaluate`` and the single-metric functions),
 :mod:`._inputs` (checks of the matrices, ``k`` and the model), :mod:`._kernels`
-(the numba kernels: AUC pair counts, top-k lists and hits per block of users) and
-:mod:`._baselines` (popularity and random scorers).
+(the numba kernels: AUC pair counts, top-k lists and hits per block of users),
+:mod:`._numpy_block` (their NumPy twin, bitwise equal, for problems too small to repay
+numba's compile) and :mod:`._baselines` (popularity and random scorers).
 """
 
 from __future__ import annotations

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._twins import KernelOrTwin
 from ._inputs import _as_block_scorer, _check_k, _check_matrix, _score
 from ._kernels import _block_kernel
+from ._numpy_block import _numpy_block
 
 #: Names accepted by ``evaluate(metrics=...)``. Top-k metrics get ``@k`` appended in
 #: the result keys.
@@ -31,6 +33,30 @@ _TOPK_METRICS = frozenset({"precision", "recall", "ndcg", "map", "hit_rate", "co
 #: Throughput is flat from about 2 to 30 MiB (10k-item rows) and 12% lower at 64 MiB,
 #: where the block no longer stays in cache between the product and the kernel.
 DEFAULT_BLOCK_BYTES: int = 16 * 2**20
+
+#: Largest problem (evaluated users × items) that ``evaluate`` and ``auc_from_scores`` score
+#: with the NumPy twin of the kernel (:mod:`._numpy_block`) instead of the numba kernel.
+#: Measured on a shared 2-core AMD EPYC VM: with an empty numba cache the kernel's compile
+#: made the quick start's first ``evaluate`` (1,999 × 1,000 scores) take 4.3-5.0 s, with the
+#: twin 0.14-0.17 s. Warm (median of 7), numba / twin: quick start 0.034 / 0.130 s,
+#: MovieLens 100k ``ua`` (934 × 1,682) 0.031 / 0.126 s, 2,000 × 2,000 random 0.073 / 0.264 s,
+#: 4,000 × 2,000 0.155 / 0.526 s: the twin costs about 50 ns a score more (30 ns with
+#: OpenBLAS on one thread, whose idle threads otherwise spin on the second core). At 3
+#: million scores that is about 0.15 s a call, a few percent of the compile it saves on a
+#: new machine. Both data sets above may use the twin (until the process has paid the rent
+#: of :mod:`bpr_numpy._twins`), larger problems (Gowalla: 29,858 × 40,981) use the kernel,
+#: whose speed repays its one compile (cached on disk).
+SMALL_PROBLEM_SCORES: int = 3_000_000
+
+#: The block function ``evaluate`` and ``auc_from_scores`` call: the numba kernel, or for
+#: problems of at most :data:`SMALL_PROBLEM_SCORES` scores its twin, by the rent-or-buy rule
+#: of :mod:`bpr_numpy._twins` (the same outputs either way, bitwise).
+_BLOCK = KernelOrTwin(_block_kernel, _numpy_block)
+
+
+def _block_function(n_scores: int) -> Callable[..., tuple[np.ndarray, ...]]:
+    """The block function for a problem of ``n_scores`` scores."""
+    return _BLOCK.choose(n_scores <= SMALL_PROBLEM_SCORES)
 
 
 def _resolve_metrics(metrics: Iterable[str] | None) -> list[str]:
@@ -194,12 +220,14 @@ def evaluate(
     discount = 1.0 / np.log2(np.arange(2, kmax + 2, dtype=np.float64))
     ideal = np.concatenate(([0.0], np.cumsum(discount)))
 
+    # Same outputs either way (bitwise): numba pays a compile of seconds in a fresh cache.
+    block_function = _block_function(n_eval * n_items)
     n_topk_users = 0
     for start in range(0, n_eval, block_size):
         ub = users[start : start + block_size]
         sl = slice(start, start + len(ub))
         scores = _score(scorer, ub, n_items)
-        fa, a2, top, hits, n_rel, first_rank, nan_rows = _block_kernel(
+        fa, a2, top, hits, n_rel, first_rank, nan_rows = block_function(
             scores, ub, tr_indptr, tr_indices, tr_pos, te_indptr, te_indices, te_pos,
             kmax, bool(exclude_train), do_auc, do_mrr,
         )  # fmt: skip
@@ -450,7 +478,7 @@ def auc_from_scores(scores: np.ndarray, positives: np.ndarray, candidates: np.nd
     excl = sp.csr_array(~cand)
     tst = sp.csr_array(pos & cand)
     n = s.shape[0]
-    _, a2, *_ = _block_kernel(
+    _, a2, *_ = _block_function(s.size)(
         np.ascontiguousarray(s), np.arange(n, dtype=np.int64),
         excl.indptr.astype(np.int64), excl.indices.astype(np.int32), excl.data.astype(bool),
         tst.indptr.astype(np.int64), tst.indices.astype(np.int32), tst.data.astype(bool),
