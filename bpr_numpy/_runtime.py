@@ -6,6 +6,7 @@ the distributed trainer and the command line; it holds no model state.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -224,6 +225,18 @@ _helpers: list[_Helper] = []
 _helpers_lock = threading.Lock()  # one Hogwild call at a time uses the helpers, and _COUNTER
 # The chunk counter of the parallel calls: one array, so that the helpers can watch it.
 _COUNTER = np.zeros(1, np.int64)
+
+
+def _forget_helpers_after_fork() -> None:
+    """In a forked child the helper threads do not exist: start new ones when asked (a child
+    posting to its parent's helpers would wait for ever), and a lock the fork caught held is
+    replaced."""
+    global _helpers_lock
+    _helpers.clear()
+    _helpers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helpers_after_fork)
 
 
 def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, threads: int) -> None:

@@ -819,6 +819,36 @@ def test_two_models_fitted_from_two_python_threads_at_once():
     assert result.stdout.strip().endswith("done")
 
 
+FORK_SCRIPT = textwrap.dedent("""
+    import multiprocessing, numpy as np, scipy.sparse as sp
+    from bpr_numpy import BPR
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((300, 200)) < 0.1).astype(np.float32))
+    BPR(factors=4, epochs=2, threads=2, random_state=0).fit(X)  # the parent's helper threads start
+
+    def child(queue):
+        model = BPR(factors=4, epochs=2, threads=2, random_state=0).fit(X)
+        queue.put(bool(np.isfinite(model.user_factors).all()))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=child, args=(queue,), daemon=True)  # a hung child must not hold the exit
+    process.start()
+    assert queue.get(timeout=60) is True
+    process.join(timeout=120)
+    assert process.exitcode == 0, process.exitcode
+    print("done")
+""")
+
+
+@pytest.mark.skipif(BOUNDSCHECK or sys.platform == "win32", reason="fork: POSIX, default mode only")
+def test_a_forked_child_fits_on_threads_of_its_own():
+    # The parent's Hogwild helper threads do not exist in a forked child: it starts its own.
+    result = run_python(FORK_SCRIPT, {}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("done")
+
+
 # --------------------------------------------------------------------------- big data: int64 indptr
 
 def _big_csr(n_users=2000, per_user=500, n_items=5000, seed=0):
