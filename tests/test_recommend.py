@@ -8,6 +8,12 @@ the comparison can be exact. No test looks at timings.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,7 +21,8 @@ from _budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpr_numpy import BPR
+from bpr_numpy import BPR, datasets
+from bpr_numpy.model import _retrieval
 from bpr_numpy.model._retrieval import top_k as _top_k
 
 DTYPES = (np.float32, np.float64)
@@ -75,14 +82,28 @@ def problems(draw, max_rows=90, max_items=70):
 # --------------------------------------------------------------------------- the kernel
 
 
+@contextlib.contextmanager
+def path(name):
+    """Force the kernels (``"numba"``) or the NumPy twin (``"numpy"``) of ``top_k``'s path without prune."""
+    chooser = _retrieval._chooser()
+    old = chooser.path
+    chooser.path = name
+    try:
+        yield chooser
+    finally:
+        chooser.path = old
+
+
 @settings(deadline=None, max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.integers(0, 80), st.integers(1, 40), st.integers(1, 40), st.booleans(),
-       st.sampled_from([None, True, False]), st.sampled_from([1, 2]))
-def test_top_k_is_the_brute_force_ranking(problem, k, block, tile, exclude, prune, threads):
+       st.sampled_from([None, True, False]), st.sampled_from([1, 2]), st.sampled_from(["numba", "numpy"]))
+def test_top_k_is_the_brute_force_ranking(problem, k, block, tile, exclude, prune, threads, which):
     q, v, b, liked, rows = problem
     k = min(k, v.shape[0])
     ex = liked if exclude else None
-    items, scores = _top_k(q, v, b, k, rows=rows, exclude=ex, threads=threads, block=block, tile=tile, prune=prune)
+    with path(which):
+        items, scores = _top_k(q, v, b, k, rows=rows, exclude=ex, threads=threads, block=block, tile=tile,
+                               prune=prune)
     want_items, want_scores = ref_top_k(q, v, b, k, rows, ex)
     np.testing.assert_array_equal(items, want_items)
     np.testing.assert_array_equal(scores.astype(np.float64), want_scores)
@@ -193,3 +214,141 @@ def test_similar_items_is_the_brute_force_cosine(dtype):
         # no two neighbours are within rounding.
         np.testing.assert_allclose(sims[i], s[want], rtol=1e-5, atol=1e-6)
         assert i not in got[i] and sorted(got[i]) == sorted(want)
+
+
+# --------------------------------------------------------------------------- the NumPy twin
+# Small requests without prune may be ranked by ``_retrieval._top_k_numpy`` instead of the
+# kernels (rent or buy, ``bpr_numpy._twins``), so a result must not depend on which ran:
+# items, scores, dtypes and shapes are compared bit for bit, on scores that are not exact too.
+
+
+def assert_same_lists(got, want):
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+        assert np.array_equal(g.view(np.uint8), w.view(np.uint8))  # bit for bit (-0.0, NaN payloads)
+
+
+@st.composite
+def twin_problems(draw):
+    """Factors full of ties or continuous, NaN and infinite entries, exclusions with empty rows."""
+    dtype = draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_query, n_items, f = draw(st.integers(1, 12)), draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    kind = draw(st.sampled_from(["ties", "continuous", "zeros"]))
+    if kind == "ties":  # small integer sets: many equal scores, some of them -0.0 and 0.0
+        q = rng.choice([-1.0, 0.0, 0.5, 1.0], (n_query, f))
+        v = rng.choice([-2.0, -0.0, 0.0, 1.0, 3.0], (n_items, f))
+        b = rng.choice([-1.0, -0.0, 0.0, 0.25, 2.0], n_items)
+    elif kind == "continuous":  # rounding: the summation order of the product shows in the bits
+        q, v, b = rng.standard_normal((n_query, f)), rng.standard_normal((n_items, f)), rng.standard_normal(n_items)
+    else:
+        q, v, b = np.zeros((n_query, f)), rng.standard_normal((n_items, f)), rng.choice([-0.0, 0.0, 1.0], n_items)
+    if draw(st.booleans()):  # a diverged model: NaN in a few items' factors or biases, or in a query
+        v[rng.random(n_items) < 0.2, rng.integers(0, f)] = np.nan
+        b[rng.random(n_items) < 0.2] = np.nan
+        q[rng.random(n_query) < 0.1, 0] = np.nan
+    if draw(st.booleans()):  # infinite biases (inf - inf is NaN: not a candidate)
+        b[rng.random(n_items) < 0.2] = np.inf
+        b[rng.random(n_items) < 0.2] = -np.inf
+    exclude = None
+    if draw(st.booleans()):
+        dense = rng.random((n_query, n_items)) < draw(st.sampled_from([0.0, 0.3, 0.8, 1.0]))
+        dense[rng.random(n_query) < 0.3] = False  # some empty rows
+        exclude = sp.csr_matrix(dense.astype(np.float64))
+    rows = rng.integers(0, n_query, draw(st.integers(0, 70)))  # repeats; 64 and more only with prune=False
+    k = draw(st.integers(0, n_items))
+    return q.astype(dtype), v.astype(dtype), b.astype(dtype), k, rows, exclude
+
+
+@settings(deadline=None, max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
+@given(twin_problems(), st.sampled_from([None, 1, 3, 50]), st.sampled_from([None, 1, 7, 16]),
+       st.sampled_from([1, 2]), st.sampled_from([None, False]))
+def test_numpy_twin_equals_the_kernels(problem, block, tile, threads, prune):
+    q, v, b, k, rows, exclude = problem
+    if prune is None and len(rows) >= 64:
+        prune = False  # the default would prune: the kernels' path only
+    kwargs = dict(rows=rows, exclude=exclude, threads=threads, block=block, tile=tile, prune=prune)
+    with path("numba"):
+        want = _top_k(q, v, b, k, **kwargs)
+    with path("numpy") as chooser:
+        spent = chooser.twin_seconds
+        got = _top_k(q, v, b, k, **kwargs)
+        assert chooser.twin_seconds > spent or len(rows) == 0 or k == 0  # the twin ran
+    assert_same_lists(got, want)
+    assert got[0].shape == (len(rows), k) and got[1].dtype == q.dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numpy_twin_equals_the_kernels_on_larger_products(dtype):
+    # Products large enough for BLAS's blocked code paths (the default block and tile, and
+    # several blocks: one BLAS thread then), continuous scores: the bits of every score count.
+    rng = np.random.default_rng(8)
+    q, v = rng.standard_normal((63, 300)).astype(dtype), rng.standard_normal((9000, 300)).astype(dtype)
+    b = rng.standard_normal(9000).astype(dtype)
+    liked = sp.random(63, 9000, density=0.05, format="csr", random_state=9)
+    for kwargs in (dict(), dict(block=10, threads=2), dict(block=7, tile=1000)):
+        got = {}
+        for which in ("numba", "numpy"):
+            with path(which):
+                got[which] = _top_k(q, v, b, 50, rows=np.arange(63)[::-1], exclude=liked, **kwargs)
+        assert_same_lists(got["numpy"], got["numba"])
+
+
+def test_the_request_picks_the_path(monkeypatch):
+    rng = np.random.default_rng(7)
+    q, v = rng.standard_normal((70, 4)).astype(np.float32), rng.standard_normal((50, 4)).astype(np.float32)
+    b = rng.standard_normal(50).astype(np.float32)
+    chooser = _retrieval._chooser()
+    calls = []
+    monkeypatch.setattr(chooser, "twin", lambda *args: calls.append(args) or _retrieval._top_k_numpy(*args))
+    monkeypatch.setattr(chooser, "kernel_available", lambda: False)  # a new machine
+    monkeypatch.setattr(chooser, "twin_seconds", 0.0)
+    _top_k(q, v, b, 5, rows=np.arange(63))  # small, not pruned: the twin
+    assert len(calls) == 1
+    _top_k(q, v, b, 5, rows=np.arange(64))  # pruned by default: the kernels
+    _top_k(q, v, b, 5, rows=np.arange(3), prune=True)
+    _top_k(q, v, b.astype(np.float64), 5, rows=np.arange(3))  # the bias in another dtype: the kernels
+    monkeypatch.setattr(_retrieval, "SMALL_REQUEST_SCORES", 3 * 50 - 1)
+    _top_k(q, v, b, 5, rows=np.arange(3))  # too large
+    assert len(calls) == 1
+    monkeypatch.setattr(_retrieval, "SMALL_REQUEST_SCORES", 3 * 50)
+    _top_k(q, v, b, 5, rows=np.arange(3))
+    assert len(calls) == 2
+    monkeypatch.setattr(chooser, "kernel_available", lambda: True)  # compiled or cached: no rent to pay
+    _top_k(q, v, b, 5, rows=np.arange(3))
+    with path("numpy"):  # forced: the twin for any request without prune, never with it
+        _top_k(q, v, b, 5, rows=np.arange(70), prune=False)
+        _top_k(q, v, b, 5, rows=np.arange(70))
+    assert len(calls) == 3
+
+
+def test_recommend_is_the_same_through_both_paths():
+    data = datasets.synthetic_small(random_state=0)
+    train, _ = datasets.split_random(data, test_fraction=0.2, random_state=0)
+    results = {}
+    for dtype in DTYPES:
+        model = BPR(factors=32, epochs=2, threads=1, random_state=0, dtype=dtype).fit(train.matrix)
+        vectors = model.user_factors[:5] * 1.5
+        for which in ("numba", "numpy"):
+            with path(which):
+                results[dtype, which] = (
+                    model.recommend(0, n=10),
+                    model.recommend(np.arange(63), n=25),
+                    model.recommend([3, 3, 1], n=2000, filter_liked=False),
+                    model.recommend(user_factors=vectors, n=7, filter_liked=False),
+                    model.similar_items(np.arange(40), n=8),
+                )
+        for got, want in zip(results[dtype, "numpy"], results[dtype, "numba"], strict=True):
+            assert_same_lists(got, want)
+
+
+def test_a_new_machine_recommends_without_compiling():
+    # An empty numba cache: the first small recommend ranks with the twin, compiling nothing.
+    code = ("import numpy as np; from bpr_numpy import BPR; from bpr_numpy import _topk_kernels as kern; "
+            "rng = np.random.default_rng(0); m = BPR(factors=4); "
+            "m.user_factors, m.item_factors = rng.standard_normal((9, 4)), rng.standard_normal((30, 4)); "
+            "m.item_biases = rng.standard_normal(30); items, _ = m.recommend(2, n=5, filter_liked=False); "
+            "assert len(items) == 5 and not kern._offer_tile.signatures, kern._offer_tile.signatures")
+    with tempfile.TemporaryDirectory() as cache:
+        subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, NUMBA_CACHE_DIR=cache))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._topk_numpy import _ranked_entries
+
 #: Scores handled per pass of :func:`_rows` (a 1 MiB float32 slice).
 CHUNK_SCORES = 2**18
 
@@ -284,26 +286,7 @@ def _rows(
         first_rank[rows[has]] = above + 1
 
     if kk > 0:
-        # The kk-th best candidate of each row (NaN, which sorts last, when fewer than kk).
-        thr = np.partition(neg, kk - 1, axis=1)[:, kk - 1 : kk]
-        sel = neg <= thr  # all False in a row whose thr is NaN
-        over = np.flatnonzero(np.count_nonzero(sel, axis=1) > kk)
-        if over.size:
-            # Ties at the threshold: every better score enters, and the lowest-index equals.
-            better = neg[over] < thr[over]
-            tie = neg[over] == thr[over]
-            need = kk - np.count_nonzero(better, axis=1)
-            sel[over] = better | (tie & (np.cumsum(tie, axis=1) <= need[:, None]))
-        short = np.flatnonzero(np.isnan(thr[:, 0]))
-        if short.size:
-            sel[short] = ~np.isnan(neg[short])  # fewer candidates than kk: all of them
-        r, j = np.nonzero(sel)
-        # Each row's entrants, best first: negated score ascending, then index ascending (the
-        # kernel's _worse; lexsort's last key is the primary one, and it takes -0.0 == 0.0).
-        order = np.lexsort((j, neg[r, j], r))
-        r, j = r[order], j[order]
-        counts = np.bincount(r, minlength=n)
-        rank = np.arange(r.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        r, j, rank = _ranked_entries(neg, kk)
         top[rows[r], rank] = j
         # A hit is a relevant item: a test positive (not a train positive with exclude_train,
         # and train positives are not candidates then).

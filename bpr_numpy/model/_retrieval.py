@@ -1,15 +1,69 @@
 """Exact top-k retrieval over factor models: ``recommend`` and ``similar_items`` rank with it.
 
 The heaps and the tile kernels are :mod:`bpr_numpy._topk_kernels`, shared with the top-k metrics so
-that recommendations and metrics rank alike.
+that recommendations and metrics rank alike. Small requests may go to their plain-NumPy twin,
+:func:`_top_k_numpy`, instead (the same outputs bit for bit; see :mod:`bpr_numpy._twins`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
+from .._topk_numpy import _ranked_entries
+
+if TYPE_CHECKING:
+    from .._twins import KernelOrTwin
+
 __all__ = ["top_k"]
+
+#: Largest request (rows × items) that :func:`top_k` may rank with its NumPy twin
+#: (:func:`_top_k_numpy`) instead of the numba kernels, by the rent-or-buy rule of
+#: :mod:`bpr_numpy._twins`; only requests without ``prune`` (fewer than 64 rows, or
+#: ``similar_items``) qualify. Measured on a shared 2-core AMD EPYC VM: with an empty numba
+#: cache a newcomer's first ``recommend(0, n=10)`` after a fit on ``synthetic_small`` (1,000
+#: items) took 1.5-1.9 s, nearly all compiling the kernels, and 6-8 ms with the twin. Warm,
+#: kernels / twin (median, float32, 32 factors, k=10): that call 0.05 / 0.10 ms, 63 × 47,000
+#: scores 12-16 / 37-50 ms, 3,000 × 1,000 (``prune=False``) 15-20 / 37-47 ms: the twin costs
+#: 8-12 ns a score more, 25-35 ms a call at 3 million scores, about 2% of the compile it saves.
+SMALL_REQUEST_SCORES: int = 3_000_000
+
+_CHOOSER: KernelOrTwin | None = None
+
+
+def _chooser() -> KernelOrTwin:
+    """The module's :class:`~bpr_numpy._twins.KernelOrTwin` for retrieval, made on first use.
+
+    ``_offer_tile`` stands for the kernels of the path (whether numba has it compiled or
+    cached); the twin is :func:`_top_k_numpy`. Made lazily: importing the package must not
+    import numba.
+    """
+    global _CHOOSER
+    if _CHOOSER is None:
+        from .. import _topk_kernels as kern
+        from .._twins import KernelOrTwin
+
+        _CHOOSER = KernelOrTwin(kern._offer_tile, _top_k_numpy)
+    return _CHOOSER
+
+
+def _blas_limit(n_blocks: int) -> contextlib.AbstractContextManager:
+    """One BLAS thread for a request of several blocks (a no-op for one block, or without threadpoolctl).
+
+    Bulk calls run on exactly ``threads`` threads: one single-threaded product per worker. The
+    twin takes the same limit, so that both paths run the same products.
+    """
+    if n_blocks > 1:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # threadpoolctl is optional; without it BLAS keeps its own threads
+            pass
+        else:
+            return threadpool_limits(1, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def top_k(
@@ -62,7 +116,9 @@ def top_k(
         Rows per block and items per tile (defaults from the 4 MiB budget).
     prune : bool, optional
         Reorder the items and settle rows early (default: for 64 rows or more, where
-        ordering the items, O(n_items log n_items), pays for itself).
+        ordering the items, O(n_items log n_items), pays for itself). Without it, a request of
+        at most :data:`SMALL_REQUEST_SCORES` scores may be ranked by the NumPy twin
+        :func:`_top_k_numpy` (the same outputs) while the kernels would need compiling.
 
     Returns
     -------
@@ -72,9 +128,6 @@ def top_k(
         (len(rows), k) in the factors' dtype.
     """
     import concurrent.futures
-    import contextlib
-
-    from .. import _topk_kernels as kern
 
     dtype = item_factors.dtype
     rows = np.arange(query.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -113,6 +166,15 @@ def top_k(
             exclude = exclude.copy()
             exclude.sort_indices()
         indptr, indices = exclude.indptr, exclude.indices
+    if not prune and item_bias.dtype == dtype and dtype in (np.float32, np.float64):
+        # The twin is exact for this path only (the kernels add the bias in the scores'
+        # dtype; pruning runs products of other shapes).
+        chooser = _chooser()
+        rank = chooser.choose(n * n_items <= SMALL_REQUEST_SCORES)
+        if rank is not chooser.kernel:
+            return rank(query, factors, bias, k, rows, block, tile, indptr, indices, exclude is not None)
+
+    from .. import _topk_kernels as kern
 
     def run(start: int) -> None:
         # One block of rows from start to finish: products, heaps and output rows are
@@ -141,17 +203,7 @@ def top_k(
         kern._heaps_to_rows(heap_s, heap_i, sizes, items[start : start + m], scores[start : start + m])
 
     starts = range(0, n, block)
-    limit = contextlib.nullcontext()
-    if len(starts) > 1:
-        # Bulk calls run on exactly ``threads`` threads: one single-threaded product per
-        # worker. (threadpoolctl is optional; without it BLAS keeps its own threads.)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            pass
-        else:
-            limit = threadpool_limits(1, user_api="blas")
-    with limit:
+    with _blas_limit(len(starts)):
         # Parallel over whole blocks rather than within each tile: a per-tile barrier
         # (threaded BLAS, then threaded heaps) waits for the slower core thousands of
         # times, and lost to one thread when the other core was busy. The products
@@ -163,4 +215,85 @@ def top_k(
         else:
             for start in starts:
                 run(start)
+    return items, scores
+
+
+def _top_k_numpy(
+    query: np.ndarray,
+    factors: np.ndarray,
+    bias: np.ndarray,
+    k: int,
+    rows: np.ndarray,
+    block: int,
+    tile: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    exclude: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` without ``prune``, in NumPy: the kernels' path for small requests, compiling nothing.
+
+    With an empty numba cache (every new machine, container or CI job) the kernels of
+    :func:`top_k` (``_offer_tile``, ``_offer_row``, ``_heaps_to_rows``, ``_sift_down``) compile
+    on the first call: 1.4-1.9 s before a newcomer's first ``recommend(0, n=10)``, whose
+    ranking takes well under a millisecond. This twin ranks with array operations instead;
+    :func:`top_k` calls it, by the rent-or-buy rule of :mod:`bpr_numpy._twins`, for requests
+    without ``prune`` of at most :data:`SMALL_REQUEST_SCORES` scores.
+
+    It must equal the kernels' path exactly — the same dtypes, shapes and values bit for bit
+    — because which of the two runs depends on the request's size and on the process's past,
+    and a result must not. So it runs the very products of that path (the same row blocks and
+    item tiles, each ``np.matmul`` into a contiguous buffer, under the same BLAS thread
+    limit), adds the bias in the scores' dtype as ``_offer_row`` does (which is why
+    :func:`top_k` sends it only factors and bias of one float dtype), and ranks as the heaps
+    do (:func:`bpr_numpy._topk_numpy._ranked_entries`: score descending, equal scores by
+    the lower item index, NaN scores and excluded items not candidates, short rows padded
+    with item -1 and score -inf). ``tests/test_recommend.py`` compares the two on random
+    requests; change them together.
+
+    Parameters
+    ----------
+    query, factors, bias : numpy.ndarray
+        As :func:`top_k`'s ``query``, ``item_factors`` (C-contiguous) and ``item_bias`` (the
+        factors' dtype, float32 or float64).
+    k : int
+        ``1 <= k <= n_items``.
+    rows : numpy.ndarray
+        int64 rows of ``query``, in output order (not empty).
+    block, tile : int
+        Rows per block and items per tile, as :func:`top_k` chose them for the kernels.
+    indptr, indices : numpy.ndarray
+        CSR arrays of the exclusions (row ``rows[i]`` for output row ``i``).
+    exclude : bool
+        Whether to apply them.
+
+    Returns
+    -------
+    items, scores : numpy.ndarray
+        As :func:`top_k`'s.
+    """
+    dtype = factors.dtype
+    n, n_items = len(rows), factors.shape[0]
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=dtype)
+    starts = range(0, n, block)
+    with _blas_limit(len(starts)):
+        for start in starts:
+            r = rows[start : start + block]
+            m = len(r)
+            ub = np.ascontiguousarray(query[r])
+            buf = np.empty(m * tile, dtype=dtype)
+            neg = np.empty((m, n_items), dtype=dtype)  # negated scores, NaN: not a candidate
+            for t0 in range(0, n_items, tile):
+                w = min(tile, n_items - t0)
+                s = buf[: m * w].reshape(m, w)
+                np.matmul(ub, factors[t0 : t0 + w].T, out=s)
+                np.add(s, bias[t0 : t0 + w], out=s)  # s[j] + bias[j] in the scores' dtype, as _offer_row
+                np.negative(s, out=neg[:, t0 : t0 + w])
+            if exclude:
+                lo, length = indptr[r], indptr[r + 1] - indptr[r]
+                entry = np.arange(int(length.sum())) + np.repeat(lo - (np.cumsum(length) - length), length)
+                neg[np.repeat(np.arange(m), length), indices[entry]] = np.nan
+            i, j, place = _ranked_entries(neg, k)
+            items[start + i, place] = j
+            scores[start + i, place] = -neg[i, j]
     return items, scores
