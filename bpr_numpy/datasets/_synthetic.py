@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -11,9 +11,58 @@ from .._parameters import Integer, Real, check_allocation, check_random_state
 from ._csr import _make_csr
 from ._interactions import Interactions, LoadSummary
 
+if TYPE_CHECKING:
+    from .._twins import KernelOrTwin
+
 __all__ = ["synthetic", "synthetic_small", "synthetic_benchmark", "PlantedTruth", "SYNTHETIC_PRESETS"]
 
 _PARALLEL_MIN_NNZ = 2_000_000
+
+#: Largest data (pairs) that :func:`synthetic` may generate with the NumPy twin of its kernels
+#: (:mod:`._synth_numpy`, the same output bit for bit) instead of compiling them. Measured on
+#: a shared 2-core AMD EPYC VM: with an empty numba cache, ``synthetic_small()`` (100,000
+#: pairs) took 3.7-4.0 s, nearly all compiling the kernels. Warm, kernel / twin: 100,000 pairs
+#: 0.07 / 0.21 s, 250,000 (5,000 x 2,000) 0.13 / 0.53 s, 500,000 0.27 / 1.4 s, 1,000,000
+#: 0.69 / 5.1 s. Up to here the twin costs well under a tenth of the compile it saves.
+SMALL_SYNTHETIC_NNZ: int = 150_000
+
+#: Largest ``n_users * n_items`` for the twin. Its table of drawn items (a byte a cell) and its
+#: exact rows (a key a cell, the C library's ``log`` called twice a key) grow with the
+#: catalogue, not with ``nnz``: 100,000 pairs over 100,000 x 100,000 took the twin 1.9 s.
+SMALL_SYNTHETIC_CELLS: int = 2**22
+
+#: Largest number of proposals the kernel may try (``256 * nnz + 4096 * n_users``: every row
+#: running out of tries, as with a large ``affinity_scale``) for the twin. Its worst case there,
+#: 3,500 x 1,000 with 100,000 pairs and ``affinity_scale=30`` (40M tries), took 5.4 s against
+#: the kernel's 2.2 s plus its compile; ``synthetic_small`` may try up to 34M (0.21 s with the
+#: default parameters, 1.9M proposals; 3.4 s at ``affinity_scale=10``, 32M).
+SMALL_SYNTHETIC_TRIES: int = 40_000_000
+
+#: The generator's choice between ``fill_rows_serial`` and its twin (rent or buy, see
+#: :mod:`bpr_numpy._twins`), made on the first call: the kernels' module imports numba.
+_FILL: KernelOrTwin | None = None
+
+
+def _fill_chooser() -> KernelOrTwin:
+    """The process's :class:`~bpr_numpy._twins.KernelOrTwin` of the generator (built on first use)."""
+    global _FILL
+    if _FILL is None:
+        from .._twins import KernelOrTwin
+        from ._synth_kernels import fill_rows_serial
+        from ._synth_numpy import fill_rows_numpy
+
+        _FILL = KernelOrTwin(fill_rows_serial, fill_rows_numpy)
+    return _FILL
+
+
+def _is_small(n_users: int, n_items: int, nnz: int) -> bool:
+    """Whether the twin of the generator costs, in the worst case, less than compiling the kernels."""
+    return (
+        nnz <= SMALL_SYNTHETIC_NNZ
+        and n_users * n_items <= SMALL_SYNTHETIC_CELLS
+        and 256 * nnz + 4096 * n_users <= SMALL_SYNTHETIC_TRIES
+    )
+
 
 #: name -> (n_users, n_items, nnz). "benchmark" is the 20M row of the speed table in
 #: docs/design.md, 'What the peers do'.
@@ -214,7 +263,9 @@ def synthetic(
     CSR plus the factor matrices, about 1.3x the CSR. Measured on a 2-core
     VM: 5M pairs in about 3 s (peak 55 MB for a 40 MB CSR), the 20M
     benchmark preset in 14-18 s. The first call compiles the kernel (a few
-    seconds, cached on disk).
+    seconds, cached on disk), except on small data (``synthetic_small``'s
+    size), which a NumPy twin of the kernel generates, the same bit for bit,
+    without compiling.
 
     Parameters
     ----------
@@ -253,7 +304,8 @@ def synthetic(
         User ids ``0..n_users-1``, item ids ``0..n_items-1``, binary matrix
         with sorted unique indices.
     """
-    from ._synth_kernels import alias_table, fill_rows_parallel, fill_rows_serial
+    from ._synth_kernels import alias_table, fill_rows_parallel
+    from ._synth_numpy import alias_table_numpy
 
     n_users = _positive_int(n_users, "n_users")
     n_items = _positive_int(n_items, "n_items")
@@ -302,15 +354,18 @@ def synthetic(
     log_pop_ranked = log_pop[rank_to_item]
     p = np.exp(log_pop_ranked - log_pop_ranked.max())
     p /= p.sum()
-    prob, alias = alias_table(p)
+    if parallel is None:
+        parallel = nnz >= _PARALLEL_MIN_NNZ
+    # Small data may take the NumPy twin, which compiles nothing (the same output, bit for bit);
+    # the alias table goes with the generator (the twin's avoids that kernel's compile too).
+    chooser = _fill_chooser()
+    fill = fill_rows_parallel if parallel else chooser.choose(_is_small(n_users, n_items, nnz))
+    prob, alias = (alias_table_numpy if fill == chooser.timed_twin else alias_table)(p)
 
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(nnz, dtype=np.int32)
     heavy = max(64, n_items // 4)
-    if parallel is None:
-        parallel = nnz >= _PARALLEL_MIN_NNZ
-    fill = fill_rows_parallel if parallel else fill_rows_serial
     fill(
         indptr,
         indices,
