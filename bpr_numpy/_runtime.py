@@ -239,6 +239,18 @@ def _forget_helpers_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_helpers_after_fork)
 
 
+def _start_helpers(count: int) -> None:
+    """At least ``count`` helper threads, their waiting kernels compiled (or loaded from numba's
+    cache) first, on the calling thread: a fit's warm-up call (no chunks) does it before the first
+    epoch's timer starts, which otherwise counted their 0.3 s compile with an empty cache."""
+    if len(_helpers) < count:
+        from ._kernels._primitives import _await_call
+
+        _await_call(np.zeros(4, np.int64), np.zeros(1, np.int64), 0, 0)  # both spin kernels, no wait
+        while len(_helpers) < count:
+            _helpers.append(_Helper())
+
+
 def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, threads: int) -> None:
     """Run chunks ``chunk_start .. chunk_stop - 1`` of an epoch through ``kernel`` on ``threads`` threads.
 
@@ -257,12 +269,13 @@ def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, th
     Ctrl-C during the epoch is raised only once every thread has finished its chunks, so
     that the caller sees the factors at rest; so is a helper's error.
     """
+    if threads > 1:
+        with _helpers_lock:
+            _start_helpers(threads - 1)
     if threads <= 1 or chunk_stop - chunk_start <= 1:
         kernel(*args, np.full(1, chunk_start, np.int64), chunk_stop)
         return
     with _helpers_lock:
-        while len(_helpers) < threads - 1:
-            _helpers.append(_Helper())
         helpers = _helpers[: threads - 1]
         next_chunk = _COUNTER
         next_chunk[0] = chunk_start
