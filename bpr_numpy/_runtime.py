@@ -174,14 +174,16 @@ class _Helper:
     woken from a block, a thread took 70-90 us on the VMs we measure on (a thread pool's submit
     and result cost 200 us an epoch, 8% of a MovieLens 100k fit on two threads); a spinning one
     starts at once, as the threads of numba's and OpenMP's pools do. ``state`` holds the calls
-    posted, the calls done, the posted call's first chunk and the call the helper waits for
-    (set without the GIL). Daemon: it holds nothing a process exit must wait for.
+    posted and the posted call's first chunk (written by the caller), the calls done and the
+    call the helper waits for (written by the helper, the last without the GIL). The counts in
+    ``state`` are the only record of what was posted and done; the condition only wakes a
+    blocked thread, with a timeout, so a Ctrl-C between a count and its notification costs at
+    most one timeout, never a lost call. Daemon: it holds nothing a process exit must wait for.
     """
 
     def __init__(self) -> None:
         self.state = np.zeros(4, np.int64)  # calls posted, calls done, the call's first chunk, awaited call
-        self._posted = threading.Semaphore(0)
-        self._done = threading.Condition()
+        self._wake = threading.Condition()
         self._call: tuple | None = None
         self.error: BaseException | None = None
         threading.Thread(target=self._serve, name="bpr_numpy-hogwild", daemon=True).start()
@@ -192,34 +194,42 @@ class _Helper:
         calls = 0
         while True:
             _await_call(self.state, _COUNTER, calls + 1, _SPINS)
-            self._posted.acquire()  # at once when the spin saw the call, else blocks
+            while self.state[0] <= calls:  # not posted within the spin: block
+                with self._wake:
+                    if self.state[0] <= calls:
+                        self._wake.wait(_WAKE_TIMEOUT)
             calls += 1
             kernel, args = self._call  # type: ignore[misc]
             try:
                 kernel(*args)
             except BaseException as error:  # handed to the caller, which re-raises it
                 self.error = error
-            with self._done:
+            with self._wake:
                 self.state[1] = calls
-                self._done.notify()
+                self._wake.notify_all()
 
     def post(self, kernel: Callable, args: tuple, chunk_start: int) -> None:
         self._call = (kernel, args)
         self.state[2] = chunk_start
-        self.state[0] += 1
-        self._posted.release()
+        self.state[0] += 1  # the post itself
+        with self._wake:
+            self._wake.notify_all()
 
-    def wait(self) -> None:
-        """Until the call posted last is done (a short spin first, then a block). Safe to call
-        again after a Ctrl-C interrupted it."""
+    def wait(self, posted: int) -> None:
+        """Until call ``posted`` is done (a short spin first, then a block). Safe to call again."""
         from ._kernels._primitives import _spin_until
 
-        posted = self.state[0]
         # Until the helper waits for the next call: done with this one, and without the GIL.
-        if not _spin_until(self.state, 3, posted + 1, _SPINS):
-            with self._done:
-                self._done.wait_for(lambda: self.state[1] >= posted)
+        if _spin_until(self.state, 3, posted + 1, _SPINS):
+            return
+        while self.state[1] < posted:
+            with self._wake:
+                if self.state[1] < posted:
+                    self._wake.wait(_WAKE_TIMEOUT)
 
+
+#: Seconds a blocked helper or caller waits before it looks at the counts again.
+_WAKE_TIMEOUT = 0.05
 
 _helpers: list[_Helper] = []
 _helpers_lock = threading.Lock()  # one Hogwild call at a time uses the helpers, and _COUNTER
@@ -229,11 +239,14 @@ _COUNTER = np.zeros(1, np.int64)
 
 def _forget_helpers_after_fork() -> None:
     """In a forked child the helper threads do not exist: start new ones when asked (a child
-    posting to its parent's helpers would wait for ever), and a lock the fork caught held is
-    replaced."""
+    posting to its parent's helpers would wait for ever), and the locks a fork may have caught
+    held by another thread are made anew (a child's fit would wait for ever on them)."""
     global _helpers_lock
     _helpers.clear()
     _helpers_lock = threading.Lock()
+    reinit = getattr(PARALLEL_LOCK, "_at_fork_reinit", None)  # CPython's own hook for its locks
+    if reinit is not None:
+        reinit()
 
 
 os.register_at_fork(after_in_child=_forget_helpers_after_fork)
@@ -244,11 +257,25 @@ def _start_helpers(count: int) -> None:
     cache) first, on the calling thread: a fit's warm-up call (no chunks) does it before the first
     epoch's timer starts, which otherwise counted their 0.3 s compile with an empty cache."""
     if len(_helpers) < count:
-        from ._kernels._primitives import _await_call
+        from ._kernels._primitives import _await_call, _spin_until
 
-        _await_call(np.zeros(4, np.int64), np.zeros(1, np.int64), 0, 0)  # both spin kernels, no wait
+        state = np.zeros(4, np.int64)
+        _await_call(state, np.zeros(1, np.int64), 0, 0)  # returns at once: nothing to wait for
+        _spin_until(state, 3, 0, 0)
         while len(_helpers) < count:
             _helpers.append(_Helper())
+
+
+def _wait_for_helpers(helpers: list[_Helper], before: list[int]) -> BaseException | None:
+    """Wait for the calls posted to ``helpers`` since their counts were ``before``; their first error."""
+    error = None
+    for helper, count in zip(helpers, before, strict=True):
+        posted = int(helper.state[0])
+        if posted > count:
+            helper.wait(posted)
+        if helper.error is not None:
+            error, helper.error = error or helper.error, None
+    return error
 
 
 def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, threads: int) -> None:
@@ -266,34 +293,34 @@ def hogwild(kernel: Callable, args: tuple, chunk_start: int, chunk_stop: int, th
     1.4-3.3 s more of compilation with an empty cache (``benchmarks/cold_start.py``), and every
     kernel change twice the code to compile and cache.
 
-    Ctrl-C during the epoch is raised only once every thread has finished its chunks, so
-    that the caller sees the factors at rest; so is a helper's error.
+    A Ctrl-C (or a helper's error) is raised once every helper the call posted to has finished
+    its chunks, wherever it lands: the caller sees the factors at rest, and no helper of this
+    call is left to take chunks of the next one.
     """
-    if threads > 1:
-        with _helpers_lock:
-            _start_helpers(threads - 1)
-    if threads <= 1 or chunk_stop - chunk_start <= 1:
+    if threads <= 1:
         kernel(*args, np.full(1, chunk_start, np.int64), chunk_stop)
         return
     with _helpers_lock:
+        _start_helpers(threads - 1)
+        if chunk_stop - chunk_start <= 1:
+            kernel(*args, np.full(1, chunk_start, np.int64), chunk_stop)
+            return
         helpers = _helpers[: threads - 1]
-        next_chunk = _COUNTER
-        next_chunk[0] = chunk_start
-        for helper in helpers:
-            helper.post(kernel, (*args, next_chunk, chunk_stop), chunk_start)
+        before = [int(helper.state[0]) for helper in helpers]
+        _COUNTER[0] = chunk_start
         interrupted: BaseException | None = None
         try:
-            kernel(*args, next_chunk, chunk_stop)
+            for helper in helpers:
+                helper.post(kernel, (*args, _COUNTER, chunk_stop), chunk_start)
+            kernel(*args, _COUNTER, chunk_stop)
         except BaseException as error:  # re-raised below, once the helpers are done
             interrupted = error
-        for helper in helpers:
-            while True:
-                try:
-                    helper.wait()
-                    break
-                except BaseException as error:  # Ctrl-C while waiting: the helper still writes
-                    interrupted = interrupted or error
-            if helper.error is not None:
-                interrupted, helper.error = interrupted or helper.error, None
+        while True:  # a Ctrl-C while waiting: wait again, the helpers still write
+            try:
+                failed = _wait_for_helpers(helpers, before)
+                break
+            except BaseException as error:
+                interrupted = interrupted or error
+        interrupted = interrupted or failed
         if interrupted is not None:
             raise interrupted

@@ -343,11 +343,15 @@ def test_adam_corrections_are_the_references(steps):
 # --------------------------------------------------------------------------- Hogwild helper threads
 
 @njit(nogil=True)
-def _count_chunks(counts, fail_at, next_chunk, chunk_stop):
-    """A stand-in epoch kernel: counts each chunk it takes; chunk ``fail_at`` raises."""
+def _count_chunks(counts, fail_at, next_chunk, chunk_stop, work=0):
+    """A stand-in epoch kernel: counts each chunk it takes (after ``work`` steps of busy work);
+    chunk ``fail_at`` raises."""
     c = K._fetch_add(next_chunk, 0)
     while c < chunk_stop:
-        counts[c] += 1
+        x = 0.0
+        for t in range(work):
+            x += np.sqrt(t + x)
+        counts[c] += 1 + int(x < 0)
         if c == fail_at:
             raise ValueError("chunk failed")
         c = K._fetch_add(next_chunk, 0)
@@ -375,4 +379,30 @@ def test_hogwild_raises_a_helpers_error_once_every_thread_is_done():
     # The helpers serve the next call as before.
     counts[:] = 0
     hogwild(_count_chunks, (counts, -1), 0, 2000, 3)
+    np.testing.assert_array_equal(counts, 1)
+
+
+def test_hogwild_interrupted_while_posting_waits_for_the_posted_helper(monkeypatch):
+    # A Ctrl-C after the first helper was posted (before the caller's own kernel): the call must
+    # raise only once that helper has finished its chunks, and leave none to take the next call's.
+    from bpr_numpy import _runtime
+
+    hogwild = _runtime.hogwild
+    hogwild(_count_chunks, (np.zeros(10, np.int64), -1), 0, 10, 3)  # helpers started, kernel compiled
+    original, posts = _runtime._Helper.post, []
+
+    def post(self, *args):
+        original(self, *args)
+        posts.append(self)
+        if len(posts) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_runtime._Helper, "post", post)
+    counts = np.zeros(400, np.int64)
+    with pytest.raises(KeyboardInterrupt):
+        hogwild(lambda *args: _count_chunks(*args, 20_000), (counts, -1), 0, 400, 3)
+    np.testing.assert_array_equal(counts, 1)  # the posted helper did every chunk, and is done
+    monkeypatch.undo()
+    counts = np.zeros(400, np.int64)
+    hogwild(_count_chunks, (counts, -1), 0, 400, 3)
     np.testing.assert_array_equal(counts, 1)

@@ -257,7 +257,7 @@ def twin_problems(draw):
         dense[rng.random(n_query) < 0.3] = False  # some empty rows
         exclude = sp.csr_matrix(dense.astype(np.float64))
     rows = rng.integers(0, n_query, draw(st.integers(0, 70)))  # repeats; 64 and more only with prune=False
-    k = draw(st.integers(0, n_items))
+    k = draw(st.integers(0, n_items + 2))  # past the catalogue: padded rows
     return q.astype(dtype), v.astype(dtype), b.astype(dtype), k, rows, exclude
 
 

@@ -82,6 +82,25 @@ def _atomic_load(typingctx, array, index):
     return sig, codegen
 
 
+@intrinsic
+def _atomic_store(typingctx, array, index, value):
+    """``array[index] = value`` (int64) with release order: the writes before it are visible first."""
+    if not isinstance(array, types.Array) or array.dtype != types.int64:
+        return None
+    sig = types.void(array, index, value)
+
+    def codegen(context, builder, signature, args):
+        aryty, indexty, valuety = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
+        )
+        builder.store_atomic(context.cast(builder, args[2], valuety, types.int64), ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
 def _spin_until(state, index, target, spins):
     """Whether ``state[index]`` reaches ``target`` within ``spins`` reads (without the GIL)."""
@@ -104,7 +123,7 @@ def _await_call(state, next_chunk, calls, spins):
     GIL, which the posting thread, waiting for it, then takes without waiting either.
     Returns whether the call was posted within ``spins`` reads.
     """
-    state[3] = calls
+    _atomic_store(state, 3, calls)
     if not _spin_until(state, 0, calls, spins):
         return False
     _spin_until(next_chunk, 0, state[2] + 1, spins)

@@ -293,7 +293,8 @@ def _top_k_numpy(
                 lo, length = indptr[r], indptr[r + 1] - indptr[r]
                 entry = np.arange(int(length.sum())) + np.repeat(lo - (np.cumsum(length) - length), length)
                 neg[np.repeat(np.arange(m), length), indices[entry]] = np.nan
-            i, j, place = _ranked_entries(neg, k)
+            # At most n_items entrants: past them the rows stay padded, as the kernels pad them.
+            i, j, place = _ranked_entries(neg, min(k, n_items))
             items[start + i, place] = j
             scores[start + i, place] = -neg[i, j]
     return items, scores
