@@ -9,7 +9,10 @@ DNS) are listed too, per positive: ``n_negatives=k`` draws and scores k negative
 
 Usage::
 
-    python benchmarks/slow_paths.py [--data PATH]
+    python benchmarks/slow_paths.py [--data PATH] [--epochs 20] [--fits 3] [--rounds 1]
+
+With ``--rounds R`` each path is measured R times, each time right after a measurement of SGD,
+and the ratio's median and range are printed.
 """
 
 from __future__ import annotations
@@ -45,25 +48,38 @@ PATHS = {
 }
 
 
-def kernel_seconds(matrix, params: dict, features: dict) -> float:
+def kernel_seconds(matrix, params: dict, features: dict, epochs: int = 20, fits: int = 3) -> float:
+    """Best of ``fits`` fits' kernel seconds (``epochs`` epochs each), after a fit that compiles."""
     BPR(factors=64, epochs=1, threads=1, random_state=0, **params).fit(matrix, **features)  # compile
-    fits = (BPR(factors=64, epochs=20, threads=1, random_state=r, **params).fit(matrix, **features) for r in range(3))
-    return min(sum(report.seconds for report in model.history_) for model in fits)
+    runs = (BPR(factors=64, epochs=epochs, threads=1, random_state=r, **params).fit(matrix, **features)
+            for r in range(fits))  # fmt: skip
+    return min(sum(report.seconds for report in model.history_) for model in runs)
 
 
-def main(argv=None) -> dict[str, float]:
+def main(argv=None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens 100k folder or zip")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs a fit (default 20)")
+    parser.add_argument("--fits", type=int, default=3, help="fits a measurement, the best kept (default 3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds; each measures SGD again right before each path (default 1)")
     args = parser.parse_args(argv)
     train, _ = load_movielens_100k(args.data, split="ua", min_rating=4.0)
     matrix = train.matrix
     features = {"plain": {}, "identities": dict(item_features=np.zeros((matrix.shape[1], 0))),
                 "genres": dict(item_features=np.asarray(train.item_features, dtype=float))}
-    sgd = kernel_seconds(matrix, {}, {})
-    ratios = {name: kernel_seconds(matrix, params, features[kind]) / sgd for name, (params, kind) in PATHS.items()}
-    print(f"plain SGD: {sgd / (20 * matrix.nnz) * 1e9:.0f} ns a sample")
-    for name, ratio in ratios.items():
-        print(f"{name:36s} {ratio:5.1f}x SGD")
+    ratios: dict[str, list[float]] = {name: [] for name in PATHS}
+    sgd_ns = []
+    for _ in range(args.rounds):
+        for name, (params, kind) in PATHS.items():
+            # SGD measured next to each path: a drift of the shared machine falls on both.
+            sgd = kernel_seconds(matrix, {}, {}, args.epochs, args.fits)
+            sgd_ns.append(sgd / (args.epochs * matrix.nnz) * 1e9)
+            ratios[name].append(kernel_seconds(matrix, params, features[kind], args.epochs, args.fits) / sgd)
+    print(f"plain SGD: {np.median(sgd_ns):.0f} ns a sample (median; {min(sgd_ns):.0f}-{max(sgd_ns):.0f})")
+    for name, values in ratios.items():
+        spread = f" ({min(values):.2f}-{max(values):.2f} over {len(values)} rounds)" if len(values) > 1 else ""
+        print(f"{name:36s} {np.median(values):5.2f}x SGD{spread}")
     return ratios
 
 
