@@ -46,59 +46,57 @@ def _stream_seed(seed, epoch, chunk, stream):
     return mix64(s + GOLDEN * np.uint64(stream + 1))
 
 
+def _is_int64_array(array) -> bool:
+    """Whether an intrinsic's argument type is an int64 array (else the intrinsic returns None: a
+    typing error at the call, not an LLVM one)."""
+    return isinstance(array, types.Array) and array.dtype == types.int64
+
+
+def _item_pointer(context, builder, signature, args):
+    """Pointer to ``array[index]``, an intrinsic's first two arguments (no wraparound)."""
+    aryty, indexty = signature.args[:2]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    index = context.cast(builder, args[1], indexty, types.intp)
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [index], wraparound=False)
+
+
 @intrinsic
 def _fetch_add(typingctx, array, index):
     """Atomically add 1 to ``array[index]`` (int64); return the value before."""
-    if not isinstance(array, types.Array) or array.dtype != types.int64:
-        return None  # a typing error at the call, not an LLVM one
-    sig = types.int64(array, index)
+    if not _is_int64_array(array):
+        return None
 
     def codegen(context, builder, signature, args):
-        aryty, indexty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(
-            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
-        )
+        ptr = _item_pointer(context, builder, signature, args)
         return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "monotonic")
 
-    return sig, codegen
+    return types.int64(array, index), codegen
 
 
 @intrinsic
 def _atomic_load(typingctx, array, index):
     """``array[index]`` (int64) read atomically: a load the compiler may not hoist out of a loop."""
-    if not isinstance(array, types.Array) or array.dtype != types.int64:
+    if not _is_int64_array(array):
         return None
-    sig = types.int64(array, index)
 
     def codegen(context, builder, signature, args):
-        aryty, indexty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(
-            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
-        )
-        return builder.load_atomic(ptr, "acquire", 8)
+        return builder.load_atomic(_item_pointer(context, builder, signature, args), "acquire", 8)
 
-    return sig, codegen
+    return types.int64(array, index), codegen
 
 
 @intrinsic
 def _atomic_store(typingctx, array, index, value):
     """``array[index] = value`` (int64) with release order: the writes before it are visible first."""
-    if not isinstance(array, types.Array) or array.dtype != types.int64:
+    if not _is_int64_array(array):
         return None
-    sig = types.void(array, index, value)
 
     def codegen(context, builder, signature, args):
-        aryty, indexty, valuety = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(
-            context, builder, aryty, ary, [context.cast(builder, args[1], indexty, types.intp)], wraparound=False
-        )
-        builder.store_atomic(context.cast(builder, args[2], valuety, types.int64), ptr, "release", 8)
+        value64 = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(value64, _item_pointer(context, builder, signature, args), "release", 8)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(array, index, value), codegen
 
 
 @njit(cache=True, nogil=True)

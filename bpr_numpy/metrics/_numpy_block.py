@@ -5,9 +5,10 @@ start (1,999 users × 1,000 items) took 4.3-5.0 s, nearly all of it compiling
 :func:`._kernels._block_kernel` (with ``_top_k``, ``_pair_count`` and ``_sorted_copy``); warm,
 the same call takes 0.02-0.04 s. :func:`_numpy_block` computes the same outputs with array
 operations and compiles nothing: the quick start's first ``evaluate`` takes 0.14-0.17 s with
-it (the block itself 50-65 ms, MovieLens 100k's 40 ms). ``_protocol`` sends problems of up to
-``SMALL_PROBLEM_SCORES`` scores here and larger ones to the kernel, whose speed (several
-times the twin's) repays its one compile.
+it (the block itself 50-65 ms, MovieLens 100k's 40 ms). ``_protocol`` may send problems of up to
+``SMALL_PROBLEM_SCORES`` scores here (until the process has spent its rent in the twin, by the
+rule of :mod:`bpr_numpy._twins`) and larger ones to the kernel, whose speed (several times the
+twin's) repays its one compile.
 
 It must equal ``_block_kernel`` exactly — the same dtypes and shapes, the same values bit
 for bit: NaN where a metric is undefined or not asked for, the tie rule of the rankings
@@ -165,25 +166,15 @@ def _numpy_block(
         rows with a test positive whose scores hold a NaN (not evaluated; the caller raises).
         Rows without a test positive keep every default.
     """
-    n_block, n_items = scores.shape
-    outs = (
-        np.full(n_block, np.nan),  # full_auc
-        np.full(n_block, np.nan),  # auc
-        np.full((n_block, kmax), -1, np.int64),  # top
-        np.zeros((n_block, kmax), np.bool_),  # hits
-        np.zeros(n_block, np.int64),  # n_rel
-        np.zeros(n_block, np.int64),  # first_rank
-        np.zeros(n_block, np.bool_),  # nan_rows
-    )
+    n_items = scores.shape[1]
     # A few hundred rows at a time, so the dozen temporary passes over the scores stay in
     # cache: the quick start's block took 50 ms in pieces of 262 rows, 61-80 ms in one piece.
+    # (An empty block is one empty piece: its outputs keep their shapes.)
     step = max(1, CHUNK_SCORES // max(n_items, 1))
-    for start in range(0, n_block, step):
-        part = _rows(scores[start : start + step], users[start : start + step], tr_indptr, tr_indices, tr_pos,
-                     te_indptr, te_indices, te_pos, kmax, exclude_train, do_auc, do_mrr)  # fmt: skip
-        for out, got in zip(outs, part, strict=True):
-            out[start : start + step] = got
-    return outs
+    rest = (tr_indptr, tr_indices, tr_pos, te_indptr, te_indices, te_pos, kmax, exclude_train, do_auc, do_mrr)
+    starts = range(0, max(len(scores), 1), step)
+    parts = [_rows(scores[start : start + step], users[start : start + step], *rest) for start in starts]
+    return tuple(np.concatenate(outs) for outs in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
 def _rows(

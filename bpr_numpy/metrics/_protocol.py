@@ -34,18 +34,11 @@ _TOPK_METRICS = frozenset({"precision", "recall", "ndcg", "map", "hit_rate", "co
 #: where the block no longer stays in cache between the product and the kernel.
 DEFAULT_BLOCK_BYTES: int = 16 * 2**20
 
-#: Largest problem (evaluated users × items) that ``evaluate`` and ``auc_from_scores`` score
-#: with the NumPy twin of the kernel (:mod:`._numpy_block`) instead of the numba kernel.
-#: Measured on a shared 2-core AMD EPYC VM: with an empty numba cache the kernel's compile
-#: made the quick start's first ``evaluate`` (1,999 × 1,000 scores) take 4.3-5.0 s, with the
-#: twin 0.14-0.17 s. Warm (median of 7), numba / twin: quick start 0.034 / 0.130 s,
-#: MovieLens 100k ``ua`` (934 × 1,682) 0.031 / 0.126 s, 2,000 × 2,000 random 0.073 / 0.264 s,
-#: 4,000 × 2,000 0.155 / 0.526 s: the twin costs about 50 ns a score more (30 ns with
-#: OpenBLAS on one thread, whose idle threads otherwise spin on the second core). At 3
-#: million scores that is about 0.15 s a call, a few percent of the compile it saves on a
-#: new machine. Both data sets above may use the twin (until the process has paid the rent
-#: of :mod:`bpr_numpy._twins`), larger problems (Gowalla: 29,858 × 40,981) use the kernel,
-#: whose speed repays its one compile (cached on disk).
+#: Largest problem (evaluated users × items) that ``evaluate`` and ``auc_from_scores`` may score
+#: with the NumPy twin of the kernel (:mod:`._numpy_block`, whose docstring gives the compile it
+#: saves). Warm, the twin costs about 50 ns a score more than the kernel (MovieLens 100k: 0.13
+#: against 0.03 s a call): at 3 million scores about 0.15 s, a few percent of that compile.
+#: Larger problems (Gowalla: 29,858 × 40,981) use the kernel, whose speed repays its compile.
 SMALL_PROBLEM_SCORES: int = 3_000_000
 
 #: The block function ``evaluate`` and ``auc_from_scores`` call: the numba kernel, or for
