@@ -83,7 +83,7 @@ def _hybrid_apply_batch(
 
     ``scratch`` is a ``(4, factors)`` array of the embeddings' dtype (the representation of u,
     the difference of i's and j's, a cell for rounding to that dtype, a gradient row); ``lr``
-    and the ``reg_*`` arrive in that dtype; ``opt`` as in :func:`_hybrid_run_chunk`; ``xs``
+    and the ``reg_*`` arrive in that dtype; ``opt`` as in :func:`_hybrid_run_chunks`; ``xs``
     (None or an array) receives ``x_uij`` before each step (NaN where skipped). ``j < 0`` skips a sample (counted).
     ``loss_sum`` is the running total the batch's losses are added to.
 
@@ -287,8 +287,8 @@ def _hybrid_apply_batch(
 # element by element in float64, and with this error model its own build and its caller's copy
 # differed for float64 Adam (the hazard described above _hybrid_apply_batch, one level up); with
 # the row rules every combination agrees (benchmarks/equivalence.py --fresh-cache).
-@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _hybrid_run_chunk(
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True)
+def _hybrid_run_chunks(
     E,
     Fm,
     c,
@@ -301,11 +301,11 @@ def _hybrid_run_chunk(
     indptr,
     indices,
     row_blocks,
+    bitmap,
     epoch_samples,
     user_run,
     seed,
     epoch,
-    chunk,
     lr,
     reg_u,
     reg_i,
@@ -314,126 +314,91 @@ def _hybrid_run_chunk(
     loss_code,
     use_bias,
     skip_liked,
+    prefetch_runs,
     popularity,
-    bitmap,
     opt,
+    out_loss,
+    out_ordered,
+    out_skipped,
+    next_chunk,
+    chunk_stop,
 ):
-    """Sample and apply the triplets of chunk ``chunk``, as :func:`bpr_numpy._kernels._run_chunks` does.
+    """The epoch's chunks, chunk ``next_chunk[0]`` (advanced atomically) on, until ``chunk_stop``, as
+    :func:`bpr_numpy._kernels._run_chunks` does for the plain model.
 
-    Returns ``(sum of ell(x_uij), count of x_uij > 0, skipped samples)``.
+    The arguments are the bundles flattened, in order: Parameters (the embeddings),
+    FeatureMatrices, TrainingData, EpochSettings (run prefetching is not used), the Sampling's
+    ``popularity``, ``opt``, Outputs. Chunk ``ch``'s ``(sum of ell(x_uij), count of x_uij > 0,
+    skipped samples)`` go to ``out_*[ch]``. Releases the GIL.
     """
-    n_items = yptr.shape[0] - 1
-    _, n_samples, pos_state, neg_state, starts = _chunk_streams(
-        epoch_samples, indices.shape[0], user_run, seed, epoch, chunk
-    )
-    bu, bi, bj, base, length = _batch_buffers()
-    scratch = np.empty((4, E.shape[1]), E.dtype)
-    loss_sum = 0.0
-    ordered = 0
-    skipped = 0
-    for start in range(0, n_samples, BATCH):
-        n = min(BATCH, n_samples - start)
-        pos_state, neg_state = _draw_batch(
-            pos_state,
-            neg_state,
-            indptr,
-            indices,
-            row_blocks,
-            n_items,
-            n,
-            user_run,
-            bu,
-            bi,
-            bj,
-            base,
-            length,
-            E,
-            Fm,
-            False,
-            True,
-            skip_liked,
-            popularity,
-            bitmap,
-            starts,
-            start // BATCH,
-        )
-        loss_sum, batch_ordered, batch_skipped = _hybrid_apply_batch(
-            E,
-            Fm,
-            c,
-            xptr,
-            xidx,
-            xval,
-            yptr,
-            yidx,
-            yval,
-            bu,
-            bi,
-            bj,
-            n,
-            lr,
-            reg_u,
-            reg_i,
-            reg_j,
-            reg_b,
-            loss_code,
-            use_bias,
-            scratch,
-            opt,
-            None,
-            loss_sum,
-        )
-        ordered += batch_ordered
-        skipped += batch_skipped
-    return loss_sum, ordered, skipped
-
-
-@njit(cache=True, nogil=True)
-def _hybrid_chunk_worker(params, features, data, settings, popularity, opt, outs, next_chunk, chunk_stop):
-    """Chunks of the epoch the bundles describe, chunk ``next_chunk[0]`` (advanced atomically) on, until ``chunk_stop``.
-
-    As :func:`bpr_numpy._kernels._run_chunks`: ``params`` are the embeddings as a
-    :class:`bpr_numpy._kernel_args.Parameters`; ``features``: FeatureMatrices; ``data``,
-    ``settings``, ``outs`` as there (run prefetching is not used); ``popularity`` as in its
-    Sampling. Releases the GIL.
-    """
-    E, Fm, c = params
-    xptr, xidx, xval, yptr, yidx, yval = features
-    indptr, indices, row_blocks, bitmap = data
-    (n_samples, user_run, seed, epoch, lr, reg_u, reg_i, reg_j, reg_b, loss_code, use_bias, skip_liked, _) = settings
-    out_loss, out_ordered, out_skipped = outs
     ch = _fetch_add(next_chunk, 0)
     while ch < chunk_stop:
-        out_loss[ch], out_ordered[ch], out_skipped[ch] = _hybrid_run_chunk(
-            E,
-            Fm,
-            c,
-            xptr,
-            xidx,
-            xval,
-            yptr,
-            yidx,
-            yval,
-            indptr,
-            indices,
-            row_blocks,
-            n_samples,
-            user_run,
-            seed,
-            epoch,
-            ch,
-            lr,
-            reg_u,
-            reg_i,
-            reg_j,
-            reg_b,
-            loss_code,
-            use_bias,
-            skip_liked,
-            popularity,
-            bitmap,
-            opt,
+        n_items = yptr.shape[0] - 1
+        _, n_samples, pos_state, neg_state, starts = _chunk_streams(
+            epoch_samples, indices.shape[0], user_run, seed, epoch, ch
         )
+        bu, bi, bj, base, length = _batch_buffers()
+        scratch = np.empty((4, E.shape[1]), E.dtype)
+        loss_sum = 0.0
+        ordered = 0
+        skipped = 0
+        for start in range(0, n_samples, BATCH):
+            n = min(BATCH, n_samples - start)
+            pos_state, neg_state = _draw_batch(
+                pos_state,
+                neg_state,
+                indptr,
+                indices,
+                row_blocks,
+                n_items,
+                n,
+                user_run,
+                bu,
+                bi,
+                bj,
+                base,
+                length,
+                E,
+                Fm,
+                False,
+                True,
+                skip_liked,
+                popularity,
+                bitmap,
+                starts,
+                start // BATCH,
+            )
+            loss_sum, batch_ordered, batch_skipped = _hybrid_apply_batch(
+                E,
+                Fm,
+                c,
+                xptr,
+                xidx,
+                xval,
+                yptr,
+                yidx,
+                yval,
+                bu,
+                bi,
+                bj,
+                n,
+                lr,
+                reg_u,
+                reg_i,
+                reg_j,
+                reg_b,
+                loss_code,
+                use_bias,
+                scratch,
+                opt,
+                None,
+                loss_sum,
+            )
+            ordered += batch_ordered
+            skipped += batch_skipped
+        out_loss[ch] = loss_sum
+        out_ordered[ch] = ordered
+        out_skipped[ch] = skipped
         ch = _fetch_add(next_chunk, 0)
 
 
@@ -442,8 +407,8 @@ def _hybrid_train_chunks(
 ):
     """Chunks ``chunk_start .. chunk_stop - 1``: in order on the calling thread (``threads=1``: bitwise
     reproducible) or Hogwild over ``threads`` threads, as :func:`bpr_numpy._kernels._train_chunks`."""
-    hogwild(_hybrid_chunk_worker, (params, features, data, settings, popularity, opt, outs), chunk_start, chunk_stop,
-            threads)  # fmt: skip
+    args = (*params, *features, *data, *settings, popularity, opt, *outs)
+    hogwild(_hybrid_run_chunks, args, chunk_start, chunk_stop, threads)
 
 
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -451,7 +416,7 @@ def _hybrid_apply_triplets(params, features, triplets, settings, opt):
     """Apply the hybrid update to an explicit triplet sequence, in order; returns ``x_uij`` before each step.
 
     Negatives below 0 are skipped (NaN in the result), as in an epoch. ``triplets`` is
-    ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_chunk_worker`.
+    ``(users, positives, negatives)``; the other bundles as in :func:`_hybrid_train_chunks`.
     """
     E, Fm, c = params
     xptr, xidx, xval, yptr, yidx, yval = features
