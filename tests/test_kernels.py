@@ -324,10 +324,22 @@ def test_epoch_with_the_bitmap_or_run_prefetching_equals_the_plain_epoch(kernel,
 @given(st.lists(st.sampled_from([0.0, 1.5, -2.0, 1e30, np.inf, -np.inf, np.nan]), max_size=40),
        st.sampled_from([np.float32, np.float64]))
 def test_copy_finite_copies_and_reports_non_finite_values(values, dtype):
+    from bpr_numpy.model import _training
+
     src = np.array(values, dtype=dtype)
     dst = np.full_like(src, 7)
     assert K._copy_finite(src, dst) == bool(np.isfinite(src).all())
     np.testing.assert_array_equal(dst, src)
+    # The snapshot's choice between the kernel and NumPy, both ways (the threshold at 0: the kernel).
+    saved = _training.SMALL_SNAPSHOT
+    try:
+        for threshold in (0, saved):
+            _training.SMALL_SNAPSHOT = threshold
+            dst = np.full_like(src, 7)
+            assert _training._copy_checking_finite(src, dst) == bool(np.isfinite(src).all())
+            np.testing.assert_array_equal(dst, src)
+    finally:
+        _training.SMALL_SNAPSHOT = saved
 
 
 @settings(max_examples=examples(60), deadline=None)

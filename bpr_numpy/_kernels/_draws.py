@@ -73,8 +73,9 @@ def _chunk_streams(epoch_samples, n_positives, user_run, seed, epoch, chunk):
     """
     first, stop = _chunk_range(epoch_samples, chunk)
     n_samples = stop - first
-    pos_state = _stream_seed(seed, epoch, chunk, 0)
-    neg_state = _stream_seed(seed, epoch, chunk, 1)
+    # Stream numbers as int64, not literals: numba compiles a function once per literal argument.
+    pos_state = _stream_seed(seed, epoch, chunk, np.int64(0))
+    neg_state = _stream_seed(seed, epoch, chunk, np.int64(1))
     pos_state, starts = _draw_run_starts(pos_state, n_positives, n_samples, user_run)
     return first, n_samples, pos_state, neg_state, starts
 
@@ -402,7 +403,7 @@ def _draw_adaptive_negatives(U, V, b, use_bias, indptr, indices, users, adaptive
     comparison with the exact laws of :mod:`bpr_numpy.sampling`.
     """
     n_items = V.shape[0]
-    state = _stream_seed(seed, 0, 0, 1)
+    state = _stream_seed(seed, np.int64(0), np.int64(0), np.int64(1))
     out = np.empty(users.shape[0], np.int64)
     for k in range(users.shape[0]):
         u = users[k]

@@ -122,9 +122,11 @@ def _await_call(state, next_chunk, calls, spins):
     Returns whether the call was posted within ``spins`` reads.
     """
     _atomic_store(state, 3, calls)
-    if not _spin_until(state, 0, calls, spins):
+    # The index as int64, as the Python callers pass it: a literal 0 would compile a second _spin_until.
+    first = np.int64(0)
+    if not _spin_until(state, first, calls, spins):
         return False
-    _spin_until(next_chunk, 0, state[2] + 1, spins)
+    _spin_until(next_chunk, first, state[2] + 1, spins)
     return True
 
 

@@ -35,6 +35,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
 
 
+#: Arrays of fewer elements are copied and checked by NumPy, in two passes (a few ms at most):
+#: less than compiling the one-pass kernel costs a process with an empty numba cache (0.07 s).
+SMALL_SNAPSHOT = 1 << 20
+
+
+def _copy_checking_finite(src: np.ndarray, dst: np.ndarray) -> bool:
+    """Copy the 1-D ``src`` into ``dst``; return whether every value is finite."""
+    if src.size < SMALL_SNAPSHOT:
+        np.copyto(dst, src)
+        return bool(np.isfinite(dst).all())
+    from .._kernels import _copy_finite
+
+    return _copy_finite(src, dst)
+
+
 class _Snapshot:
     """A copy of the parameters (and optimiser state) as the last completed epoch left them.
 
@@ -58,12 +73,10 @@ class _Snapshot:
 
     def take(self) -> int:
         """Copy the live arrays; return the index of the first parameter array with NaN/inf, or -1."""
-        from .._kernels import _copy_finite
-
         bad = -1
         for k, (src, dst) in enumerate(zip(self.live, self.saved, strict=True)):
             if k < self.n_parameters and src.size:
-                if not _copy_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
+                if not _copy_checking_finite(src.reshape(-1), dst.reshape(-1)) and bad < 0:
                     bad = k
             else:
                 np.copyto(dst, src)
