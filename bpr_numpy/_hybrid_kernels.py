@@ -20,7 +20,7 @@ from numba import njit
 from ._kernels import (
     _FASTMATH,
     BATCH,
-    _adam_factors,
+    _adam_lookup,
     _adaptive_rule,
     _batch_buffers,
     _chunk_streams,
@@ -104,7 +104,7 @@ def _hybrid_apply_batch(
 
     Returns ``(loss_sum + the batch's sum of ell(x_uij), count of x_uij > 0, skipped)``.
     """
-    code, mU, mV, mb, vU, vV, vb, tU, tV = opt
+    code, mU, mV, mb, vU, vV, vb, tU, tV, factors = opt
     adam = code == OPTIMIZER_ADAM
     w = scratch[0]
     d = scratch[1]
@@ -206,7 +206,7 @@ def _hybrid_apply_batch(
             # The rule by hand (a helper taking the arrays made AdaGrad 40% slower: reference counts).
             if adam:
                 tU[f] += 1
-                c1, c2 = _adam_factors(tU[f])
+                c1, c2 = _adam_lookup(factors, tU[f])
                 cell[0] = c1  # the corrections in the embeddings' dtype, as _adam_row takes them
                 c1_e = cell[0]
                 cell[0] = c2
@@ -258,7 +258,7 @@ def _hybrid_apply_batch(
                 grad[k] = coef_e * w[k] + regc_e * Fm[g, k]
             if adam:
                 tV[g] += 1
-                c1, c2 = _adam_factors(tV[g])
+                c1, c2 = _adam_lookup(factors, tV[g])
                 cell[0] = c1
                 c1_e = cell[0]
                 cell[0] = c2

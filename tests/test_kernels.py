@@ -350,6 +350,34 @@ def test_adam_corrections_are_the_references(steps):
 
     c1, c2 = K._adam_factors(steps)
     np.testing.assert_allclose([c1, c2], [1 / (1 - ADAM_BETA1**steps), 1 / (1 - ADAM_BETA2**steps)], rtol=1e-12)
+    # The kernels look them up in a table: the same bits, past its end too.
+    assert _adam_lookup_of(K.adam_factor_table(), steps) == (c1, c2)
+
+
+@njit
+def _adam_lookup_of(table, steps):
+    return K._adam_lookup(table, steps)
+
+
+@njit
+def _first_step_not_looked_up_exactly(table, last):
+    """The first step count up to ``last`` whose looked-up corrections are not _adam_factors' bits (0: none)."""
+    for t in range(1, last + 1):
+        if K._adam_lookup(table, t) != K._adam_factors(t):
+            return t
+    return 0
+
+
+def test_adam_factor_table_gives_the_formulas_bits_to_2_to_the_22_steps():
+    # Every row is _adam_factors' own value, and the formula stays at exactly 1.0 past the table's
+    # last row (where the lookup stops): checked for every step count to 2**22, beyond which
+    # t ln(beta) is only further below the point where expm1 rounds to -1.
+    table = K.adam_factor_table()
+    last = table.shape[0] - 1
+    assert tuple(table[last]) == (1.0, 1.0) and tuple(table[last - 1]) != (1.0, 1.0)
+    assert not table.flags.writeable and K.adam_factor_table() is table
+    assert _first_step_not_looked_up_exactly(table, 1 << 22) == 0
+    assert K._adam_factors(1 << 40) == (1.0, 1.0) and K._adam_factors(2**62) == (1.0, 1.0)
 
 
 # --------------------------------------------------------------------------- Hogwild helper threads

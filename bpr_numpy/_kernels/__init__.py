@@ -75,12 +75,14 @@ from ._primitives import (
     n_chunks,
 )
 from ._updates import (
-    _adam_corrections,
+    _adam_factor_table,
     _adam_factors,
+    _adam_lookup,
     _adaptive_rule,
     _apply_batch,
     _apply_triplets,
     _pair_loss_and_slope,
+    adam_factor_table,
 )
 
 __all__ = [
@@ -118,7 +120,9 @@ __all__ = [
     "_pair_loss_and_slope",
     "_adaptive_rule",
     "_adam_factors",
-    "_adam_corrections",
+    "_adam_factor_table",
+    "_adam_lookup",
+    "adam_factor_table",
     "_apply_batch",
     "_apply_triplets",
     "_run_chunks",

@@ -90,7 +90,12 @@ def _apply_batch_multi(
     w64 = np.empty(n_factors)
     h64 = np.empty(n_factors)
     if opt is not None:
-        code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v = opt
+        # Adam's corrections computed, not looked up in the table (opt's last entry) as the
+        # one-negative kernels do: here they reach _adam_row's float64 arithmetic directly (the
+        # others pass them through an array), and looked up they changed the last bits of 7
+        # float64 combinations (benchmarks/equivalence.py; fastmath likely folds the formula's
+        # division into the step). This step is dominated by its k negatives' scores anyway.
+        code, m_u, m_v, m_b, v_u, v_v, v_b, t_u, t_v, _ = opt
         adam = code == OPTIMIZER_ADAM
         beta = _adam_constants(grad)  # Adam's constants in float64, the type of this kernel's step
     rate = np.float64(lr)

@@ -68,7 +68,7 @@ class _Snapshot:
     def _arrays(self) -> list[np.ndarray]:
         m = self.model
         state = m._optimizer_state
-        extra = [a for a in state.kernel_args()[1:] if a.size] if state is not None and state.code else []
+        extra = [a for a in state.arrays() if a.size] if state is not None and state.code else []
         return [*m._parameters(), *extra]
 
     def take(self) -> int:

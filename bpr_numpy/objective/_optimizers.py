@@ -74,17 +74,16 @@ class OptimizerState:
         Every array is compared with the shape a fresh state would give it: the kernels
         index the moments with the parameters' rows, so a mismatch would reach past them.
         """
-        arrays = self.kernel_args()[1:]
+        arrays = self.arrays()
         return (
             optimizer == self.optimizer
             and [a.shape for a in arrays] == self._shapes(self.code, n_users, n_items, factors)
             and all(a.dtype == np.dtype(dtype) for a in arrays[:6])
         )
 
-    def kernel_args(self) -> tuple:
-        """The state as the kernels take it: ``(code, first_u, first_i, first_b, second_u, ...)``."""
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The state's arrays, in the order of :meth:`_shapes`: ``(first_u, first_i, first_b, second_u, ...)``."""
         return (
-            self.code,
             self.user_first,
             self.item_first,
             self.bias_first,
@@ -94,6 +93,25 @@ class OptimizerState:
             self.user_steps,
             self.item_steps,
         )
+
+    def kernel_args(self) -> tuple:
+        """The state as the kernels take it: ``(code, *arrays(), factors)``.
+
+        ``factors`` is Adam's table of bias corrections by step count (the kernels look them up:
+        :func:`bpr_numpy._kernels.adam_factor_table`, shared and read-only), an empty one for the
+        other optimisers.
+        """
+        if self.code == OPTIMIZER_ADAM:
+            from .._kernels import adam_factor_table  # the kernels' own values: numba's expm1
+
+            factors = adam_factor_table()
+        else:
+            factors = _NO_FACTORS
+        return (self.code, *self.arrays(), factors)
+
+
+_NO_FACTORS = np.empty((0, 2))
+_NO_FACTORS.flags.writeable = False
 
 
 def _optimizer_rows(theta, grad, first, second, steps, rows, code: int, learning_rate: float) -> None:
