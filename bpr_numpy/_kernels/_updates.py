@@ -159,11 +159,16 @@ def adam_factor_table() -> np.ndarray:
 
 
 # Adam's bias corrections are looked up, not computed: two expm1 for each of the three rows of a
-# sample were a sixth of Adam's step (MovieLens 100k, 64 factors, one thread: kernel time 0.84x,
+# sample were a sixth of Adam's step (MovieLens 100k, 64 factors, one thread: kernel time 0.83x,
 # 8 runs side by side with the computing version on the two cores). The same bits (above).
 @njit(cache=True, inline="always")
 def _adam_lookup(table, steps):
-    """:func:`_adam_factors` ``(c1, c2)`` after ``steps`` steps, from :func:`adam_factor_table`."""
+    """:func:`_adam_factors` ``(c1, c2)`` after ``steps >= 1`` steps, from :func:`adam_factor_table`.
+
+    No bounds check: ``table`` must be that table, which :meth:`OptimizerState.kernel_args
+    <bpr_numpy.objective.OptimizerState.kernel_args>` gives every Adam state (the other
+    optimisers get an empty one, which their branches never read).
+    """
     row = min(steps, table.shape[0] - 1)
     return table[row, 0], table[row, 1]
 

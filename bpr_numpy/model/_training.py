@@ -56,7 +56,8 @@ class _Snapshot:
     Kept in preallocated buffers, so an interrupted epoch can be undone: the
     price of "Ctrl-C keeps the last completed epoch" is one more copy of the
     parameters in memory and one copy of them per epoch, which also checks
-    that they are finite (one pass over memory instead of two).
+    that they are finite (one pass over memory instead of two; NumPy's two
+    passes for parameters under ``SMALL_SNAPSHOT`` values).
     """
 
     def __init__(self, model: BPR) -> None:

@@ -53,7 +53,7 @@ class OptimizerState:
 
     @staticmethod
     def _shapes(code: int, n_users: int, n_items: int, factors: int) -> list[tuple[int, ...]]:
-        """Shapes of the arrays of :meth:`kernel_args` (after the code), in that order."""
+        """Shapes of the arrays of :meth:`arrays`, in that order."""
         adam = code in (OPTIMIZER_ADAM, OPTIMIZER_ADAM_DENSE)
         rows_u, rows_i = (n_users, n_items) if code else (0, 0)
         adam_u, adam_i = (rows_u, rows_i) if adam else (0, 0)
