@@ -330,16 +330,16 @@ def test_copy_finite_copies_and_reports_non_finite_values(values, dtype):
     dst = np.full_like(src, 7)
     assert K._copy_finite(src, dst) == bool(np.isfinite(src).all())
     np.testing.assert_array_equal(dst, src)
-    # The snapshot's choice between the kernel and NumPy, both ways (the threshold at 0: the kernel).
-    saved = _training.SMALL_SNAPSHOT
+    # The snapshot's kernel and its NumPy twin, both ways.
+    chooser = _training._snapshot_chooser()
     try:
-        for threshold in (0, saved):
-            _training.SMALL_SNAPSHOT = threshold
+        for path in ("numba", "numpy"):
+            chooser.path = path
             dst = np.full_like(src, 7)
             assert _training._copy_checking_finite(src, dst) == bool(np.isfinite(src).all())
             np.testing.assert_array_equal(dst, src)
     finally:
-        _training.SMALL_SNAPSHOT = saved
+        chooser.path = "auto"
 
 
 @settings(max_examples=examples(60), deadline=None)

@@ -6,6 +6,7 @@ triplets through both and compares.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -146,16 +147,12 @@ def _adam_factor_table():
     return table
 
 
-_ADAM_TABLE: list[np.ndarray] = []  # built once per process, on the first Adam state
-
-
+@functools.cache
 def adam_factor_table() -> np.ndarray:
-    """The process's :func:`_adam_factor_table` (37,413 rows, 0.6 MB; read-only)."""
-    if not _ADAM_TABLE:
-        table = _adam_factor_table()
-        table.flags.writeable = False
-        _ADAM_TABLE.append(table)
-    return _ADAM_TABLE[0]
+    """The process's :func:`_adam_factor_table` (37,413 rows, 0.6 MB; read-only), built on the first Adam state."""
+    table = _adam_factor_table()
+    table.flags.writeable = False
+    return table
 
 
 # Adam's bias corrections are looked up, not computed: two expm1 for each of the three rows of a

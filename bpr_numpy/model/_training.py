@@ -35,19 +35,34 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import BPR
 
 
-#: Arrays of fewer elements are copied and checked by NumPy, in two passes (a few ms at most):
-#: less than compiling the one-pass kernel costs a process with an empty numba cache (0.07 s).
+#: Arrays of fewer elements count as small for the snapshot's :class:`~bpr_numpy._twins.KernelOrTwin`:
+#: NumPy's two passes (a few ms at most) cost less than compiling the one-pass kernel on a new
+#: machine (0.07 s).
 SMALL_SNAPSHOT = 1 << 20
+
+_CHOOSER = None
+
+
+def _copy_finite_numpy(src: np.ndarray, dst: np.ndarray) -> bool:
+    """:func:`bpr_numpy._kernels._copy_finite`'s twin: the copy, then the check, in NumPy."""
+    np.copyto(dst, src)
+    return bool(np.isfinite(dst).all())
+
+
+def _snapshot_chooser():
+    """The snapshot's kernel-or-twin chooser, made on first use (importing must not import numba)."""
+    global _CHOOSER
+    if _CHOOSER is None:
+        from .._kernels import _copy_finite
+        from .._twins import KernelOrTwin
+
+        _CHOOSER = KernelOrTwin(_copy_finite, _copy_finite_numpy)
+    return _CHOOSER
 
 
 def _copy_checking_finite(src: np.ndarray, dst: np.ndarray) -> bool:
     """Copy the 1-D ``src`` into ``dst``; return whether every value is finite."""
-    if src.size < SMALL_SNAPSHOT:
-        np.copyto(dst, src)
-        return bool(np.isfinite(dst).all())
-    from .._kernels import _copy_finite
-
-    return _copy_finite(src, dst)
+    return _snapshot_chooser().choose(src.size < SMALL_SNAPSHOT)(src, dst)
 
 
 class _Snapshot:
