@@ -258,17 +258,12 @@ def test_warp_finds_uniform_violators_and_gives_up_at_max_sampled():
             assert _chi_square(counts, violators / violators.sum(), got.size) > 1e-4
 
 
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("negatives", [1, 3])
-def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
-    # Frozen factors (learning rate 0): every negative a training epoch picks, with one negative
-    # per positive (the batch loop's own DNS choice) or several (each slot's), is a draw from
-    # DNS's exact law, as the reference sampler's draws are (test_dns_keeps_the_best_of_k...).
-    m, U, V, b = _dns_problem(bias)
-    candidates, n = 3, 40_000
+def _frozen_dns_epoch(m, U, V, b, bias, negatives, candidates, n, seed):
+    """One epoch of ``n`` samples with DNS and learning rate 0 (the factors frozen), one negative per
+    positive (the batch loop's own choice) or ``negatives`` (each slot's); returns the trace."""
     trace = np.full((n, 2 + negatives if negatives > 1 else 4), np.nan)
     chunks = K.n_chunks(n)
-    epoch = epoch_settings(n_samples=n, user_run=1, seed=5, epoch=0, learning_rate=0.0,
+    epoch = epoch_settings(n_samples=n, user_run=1, seed=seed, epoch=0, learning_rate=0.0,
                            regularization=Regularization(), loss_code=loss_code("bpr"), use_bias=bias,
                            skip_liked=False, dtype=U.dtype)
     if negatives > 1:
@@ -277,11 +272,53 @@ def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
         plan = Sampling(None, (sampling.ADAPTIVE_DNS, 0, candidates, 1.0, np.zeros((0, 0), np.int32), np.zeros(0)))
     K._train_chunks(Parameters(U, V, b), training_data(m.indptr, m.indices), epoch, plan, None, trace,
                     epoch_outputs(chunks), 0, chunks)
+    return trace
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
+    # Frozen factors (learning rate 0): every negative a training epoch picks, with one negative
+    # per positive (the batch loop's own DNS choice) or several (each slot's), is a draw from
+    # DNS's exact law, as the reference sampler's draws are (test_dns_keeps_the_best_of_k...).
+    m, U, V, b = _dns_problem(bias)
+    candidates = 3
+    trace = _frozen_dns_epoch(m, U, V, b, bias, negatives, candidates, n=40_000, seed=5)
     users = trace[:, 0].astype(int)
     picked = trace[:, 2:2 + negatives].astype(int)
     assert (picked >= 0).all() and set(users) == {0, 1}
     for slot in range(negatives):
         _assert_draws_follow_the_law("dns", m, U, V, b, users, picked[:, slot], dns_candidates=candidates)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_dns_keeps_the_drawn_negative_when_no_extra_candidate_is_found(negatives, bias):
+    # One user holding 99 of 100 items: a uniform draw misses the one non-positive (item 7) 64
+    # times in a row with probability 0.99**64 = 0.526, so the batch's negative is often missing
+    # (the sample is skipped) and, when it is there, its extra candidate often is not. A missing
+    # candidate must leave the drawn negative in place (the kernels store the negative itself in
+    # its slot, so that the choice is a branch-free maximum): every pick is item 7 or a skip, and
+    # skips come at the rate of the negative's own misses only. The positives score above item 7,
+    # so a missing candidate read as any other row would be picked.
+    n_items, tries = 100, sampling.MAX_NEGATIVE_TRIES
+    m = sp.csr_matrix((np.ones(n_items - 1), (np.zeros(n_items - 1, int), np.delete(np.arange(n_items), 7))),
+                      shape=(1, n_items))
+    m = as_user_items(m)
+    U = np.ones((1, 4))
+    V = np.ones((n_items, 4))
+    V[7] = -1.0
+    b = np.where(np.arange(n_items) == 7, -1.0, 1.0) if bias else np.zeros(n_items)
+    n = 6_000
+    trace = _frozen_dns_epoch(m, U, V, b, bias, negatives, 2, n=n, seed=3)
+    picked = trace[:, 2:2 + negatives].astype(int)
+    assert set(np.unique(picked)) == {-1, 7}
+    miss = (1 - 1 / n_items) ** tries
+    for slot in range(negatives):
+        # slot 0 is the batch's negative; a later slot is -1 when its own draw or slot 0's missed
+        p_skip = miss if slot == 0 else 1 - (1 - miss) ** 2
+        rate = np.mean(picked[:, slot] < 0)
+        assert abs(rate - p_skip) < 5 * np.sqrt(p_skip * (1 - p_skip) / n), (slot, rate, p_skip)
 
 
 @pytest.mark.parametrize("optimizer", KERNEL_OPTIMIZERS)

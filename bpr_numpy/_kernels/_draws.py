@@ -279,14 +279,17 @@ def _is_positive(indices, lo, hi, bitmap, u, j):
 
 @njit(cache=True, inline="always")
 def _draw_dns_candidates(state, indptr, indices, bitmap, bu, bj, n, candidates, n_items):
-    """DNS's extra candidates for the batch's samples, before their updates: ``candidates[t, c]`` (-1: none found).
+    """DNS's extra candidates for the batch's samples, before their updates: ``candidates[t, c]``.
 
     Each is what :func:`_dns_choose` draws at the update: uniform, redrawn while it is a positive
     (at most ``MAX_NEGATIVE_TRIES`` draws), for every sample with a negative (``bj[t] >= 0``), the
     samples in order. Candidates do not depend on the factors, so drawing them here takes the
     same draws from the same stream in the same order, and DNS picks the same negatives: drawn
     here, the membership test reads the bitmap where there is one (a binary search of the row
-    otherwise), and the candidates' rows can be prefetched ahead of the updates.
+    otherwise), and the candidates' rows can be prefetched ahead of the updates. Where no
+    candidate was found, the slot holds the sample's own negative ``bj[t]``, which cannot win
+    (the first of ties is kept): the choice then needs no test per candidate (see
+    :func:`bpr_numpy._kernels._updates._apply_batch`).
     """
     for t in range(n):
         if bj[t] < 0:
@@ -295,7 +298,7 @@ def _draw_dns_candidates(state, indptr, indices, bitmap, bu, bj, n, candidates, 
         lo = indptr[u]
         hi = indptr[u + 1]
         for c in range(candidates.shape[1]):
-            found = np.int64(-1)
+            found = bj[t]
             for _ in range(MAX_NEGATIVE_TRIES):
                 state, item = _draw_candidate(state, n_items, None)
                 if not _is_positive(indices, lo, hi, bitmap, u, item):

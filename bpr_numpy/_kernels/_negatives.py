@@ -126,7 +126,10 @@ def _apply_batch_multi(
                 neg_state, drawn[t, m, 0] = _draw_negative(neg_state, indices, lo, hi, n_items, popularity)
             if dns_candidates > 1 and drawn[t, m, 0] >= 0:
                 for c in range(1, dns_candidates):
-                    neg_state, drawn[t, m, c] = _draw_negative(neg_state, indices, lo, hi, n_items, None)
+                    neg_state, item = _draw_negative(neg_state, indices, lo, hi, n_items, None)
+                    # Not found: the slot's own negative, which cannot win (ties keep the first), so
+                    # the choice below tests no candidate and compiles without a branch (_apply_batch).
+                    drawn[t, m, c] = item if item >= 0 else drawn[t, m, 0]
     for t in range(-PREFETCH_AHEAD if given is None else 0, n):
         ahead = t + PREFETCH_AHEAD
         if given is None and ahead < n and bj[ahead] >= 0:
@@ -163,8 +166,6 @@ def _apply_batch_multi(
                         best_score += np.float64(b[best])
                     for c in range(1, dns_candidates):
                         item = drawn[t, m, c]
-                        if item < 0:
-                            continue
                         score = 0.0
                         for f in range(n_factors):
                             score += w64[f] * np.float64(V[item, f])
