@@ -65,7 +65,7 @@ class EpochSettings(NamedTuple):
     loss_code: int
     use_bias: bool
     skip_liked: bool
-    prefetch_runs: bool
+    prefetch_runs: bool | None  # True or None, not False: None prunes the code from the kernel (epoch_settings)
 
 
 class Sampling(NamedTuple):
@@ -141,6 +141,9 @@ def epoch_settings(
 
     ``loss_code`` is :func:`bpr_numpy.objective.loss_code` of the loss; the step size and the
     penalties are cast to ``dtype``, the parameters' (the kernels compute the SGD step in it).
+    ``prefetch_runs`` travels as True or None: numba compiles the run prefetching only into the
+    specialisation that can take it, so the small matrices' kernel (a first fit's) compiles
+    without it.
     """
     t = np.dtype(dtype).type
     return EpochSettings(
@@ -156,7 +159,7 @@ def epoch_settings(
         int(loss_code),
         bool(use_bias),
         bool(skip_liked),
-        bool(prefetch_runs),
+        True if prefetch_runs else None,
     )
 
 

@@ -136,9 +136,6 @@ def _draw_batch(
     bj,
     base,
     length,
-    U,
-    V,
-    prefetch_rows,
     draw_negatives,
     skip_liked,
     popularity,
@@ -164,8 +161,7 @@ def _draw_batch(
     same stream). Without
     ``draw_negatives`` (samplers that pick the negative at update time) ``bj``
     is 0 for every sample that is not skipped. ``base`` and ``length`` are
-    scratch arrays of the batch size. With ``prefetch_rows`` the factor rows
-    of each triplet are prefetched for the updates.
+    scratch arrays of the batch size.
 
     The work runs in passes over the batch so that the cache misses of
     different samples overlap instead of queueing: run starts, then users,
@@ -202,10 +198,6 @@ def _draw_batch(
         length[t] = row
         if bitmap is not None:
             _prefetch(bitmap, u, bj[t] >> 6)
-        if prefetch_rows:
-            _prefetch_row(U, u)
-            _prefetch_row(V, bi[t])
-            _prefetch_row(V, bj[t])
     # Lower-bound search of bj[t] in each row, all rows one level at a time.
     level = np.int64(0)
     if bitmap is None:
@@ -237,8 +229,6 @@ def _draw_batch(
         u = bu[t]
         neg_state, j = _draw_negative(neg_state, indices, indptr[u], indptr[u + 1], n_items, popularity)
         bj[t] = j
-        if prefetch_rows and j >= 0:
-            _prefetch_row(V, j)
     return pos_state, neg_state
 
 

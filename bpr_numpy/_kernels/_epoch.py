@@ -72,9 +72,9 @@ def _run_chunks(
     or an array whose row ``k`` receives ``(u, i, j, weight)`` of the epoch's
     ``k``-th sample (``j = -1``: skipped; ``j = -2``: WARP found no
     violation), for the tests' replay. ``bitmap``: see :func:`_draw_batch`.
-    ``prefetch_runs``: fetch the runs' rows batches ahead (:func:`_prefetch_runs`),
-    for matrices bigger than the caches: 18% faster on 20M pairs, 2.5% slower
-    on MovieLens 100k, where everything is cached already. ``negatives`` is None (one
+    ``prefetch_runs``: True to fetch the runs' rows batches ahead (:func:`_prefetch_runs`),
+    for matrices bigger than the caches (18% faster on 20M pairs, 2.5% slower
+    on MovieLens 100k, where everything is cached already), or None. ``negatives`` is None (one
     negative per positive) or ``(k, dns_candidates)``: each sample's step takes k negatives
     (:func:`bpr_numpy._kernels._negatives._apply_batch_multi`; ``adaptive`` is then None).
 
@@ -107,11 +107,13 @@ def _run_chunks(
         ordered = 0
         skipped = 0
         n_batches = (n_samples + BATCH - 1) // BATCH
-        for batch in range(-3, n_batches):
+        for batch in range(-3 if prefetch_runs is not None else 0, n_batches):
             # The runs' chains of loads, one link per batch, three batches ahead (_prefetch_runs).
-            for stage in range(3 if prefetch_runs else 0):
-                if 0 <= batch + 3 - stage < n_batches:
-                    _prefetch_runs(starts, batch + 3 - stage, stage, user_run, row_blocks, indptr, indices, U)
+            # None (small matrices) prunes it from the specialisation: 0.5 s of a first fit's compile.
+            if prefetch_runs is not None:
+                for stage in range(3):
+                    if 0 <= batch + 3 - stage < n_batches:
+                        _prefetch_runs(starts, batch + 3 - stage, stage, user_run, row_blocks, indptr, indices, U)
             if batch < 0:
                 continue
             start = batch * BATCH
@@ -130,9 +132,6 @@ def _run_chunks(
                 bj,
                 base,
                 length,
-                U,
-                V,
-                False,
                 draw_negatives,
                 skip_liked,
                 popularity,
@@ -248,7 +247,6 @@ def _sample_stream_arrays(
     users = np.empty(n_samples, np.int64)
     positives = np.empty(n_samples, np.int64)
     negatives = np.empty(n_samples, np.int64)
-    dummy = np.empty((1, 1), np.float32)
     _, _, _, base, length = _batch_buffers()
     for c in range(n_chunks(n_samples)):
         first, size, pos_state, neg_state, starts = _chunk_streams(
@@ -271,9 +269,6 @@ def _sample_stream_arrays(
                 negatives[start : start + n],
                 base,
                 length,
-                dummy,
-                dummy,
-                False,
                 True,
                 skip_liked,
                 popularity,
