@@ -265,21 +265,33 @@ def warm_up(adapters: Sequence[Adapter], threads: Sequence[int], settings: FitSe
     """Fit every library once on a tiny matrix for every thread count (not measured).
 
     This compiles (or loads from cache) bpr_numpy's numba kernels for this dtype and thread
-    mode and starts the peers' OpenMP pools, so no timed fit pays for them. Two matrices: a
-    dense one and a sparse one (below 1/64 density), because bpr_numpy's kernels take a
-    membership bitmap on dense catalogues only, and each variant is its own compiled kernel.
+    mode and starts the peers' OpenMP pools, so no timed fit pays for them. Each variant of
+    bpr_numpy's epoch kernel is its own compiled specialisation, so three fits: a dense matrix
+    and a sparse one (below 1/64 density: the kernels take a membership bitmap on dense
+    catalogues only), and the sparse one again as if it were beyond the caches (the kernels then
+    fetch each run's rows ahead, ``bpr_numpy._runtime.beyond_cache``), as large data sets train.
     """
+    from bpr_numpy import _runtime
+
     log = sys.stderr if log is None else log
     tiny = tiny_matrix()
+    sparse = tiny_matrix(n_users=64, n_items=1024, per_user=8)
     t0 = time.perf_counter()
-    for matrix in (tiny, tiny_matrix(n_users=64, n_items=1024, per_user=8)):
-        for t in threads:
-            for a in adapters:
-                s = FitSettings(factors=settings.factors, epochs=2, learning_rate=settings.learning_rate,
-                                regularization=settings.regularization, threads=t, seed=settings.seed)
-                model = a.build(s, matrix.shape)
-                a.fit(model, a.prepare(matrix, s), s)
-                a.factors(model, matrix.shape, s)
+    for matrix, large in ((tiny, False), (sparse, False), (sparse, True)):
+        threshold = _runtime._PREFETCH_RUNS_BYTES
+        _runtime._PREFETCH_RUNS_BYTES = -1 if large else threshold
+        try:
+            for t in threads:
+                for a in adapters:
+                    if large and not a.name.startswith("bpr_numpy"):
+                        continue
+                    s = FitSettings(factors=settings.factors, epochs=2, learning_rate=settings.learning_rate,
+                                    regularization=settings.regularization, threads=t, seed=settings.seed)
+                    model = a.build(s, matrix.shape)
+                    a.fit(model, a.prepare(matrix, s), s)
+                    a.factors(model, matrix.shape, s)
+        finally:
+            _runtime._PREFETCH_RUNS_BYTES = threshold
     print(f"warm-up fits on {tiny.shape[0]}x{tiny.shape[1]} and 64x1024 matrices ({tiny.nnz} pairs each) for "
           f"{', '.join(a.name for a in adapters)} x threads {','.join(map(str, threads))}: "
           f"{time.perf_counter() - t0:.1f} s (not timed)", file=log, flush=True)

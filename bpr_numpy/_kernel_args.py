@@ -8,13 +8,13 @@ tests all build them with the functions here. The kernels unpack each bundle on 
 the same code as before: the bundles change no triplet and no bit.
 
 A bundle holding ``None`` where an option is off (no popularity table, no adaptive sampler, no
-optimiser state, no bitmap) lets numba prune that branch at compile time, so each combination
-in use compiles to its own lean specialisation.
+optimiser state, no bitmap, no run prefetching) lets numba prune that branch at compile time, so
+each combination in use compiles to its own lean specialisation.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class EpochSettings(NamedTuple):
     loss_code: int
     use_bias: bool
     skip_liked: bool
-    prefetch_runs: bool | None  # True or None, not False: None prunes the code from the kernel (epoch_settings)
+    prefetch_runs: Literal[True] | None  # not False: None prunes the code from the kernel (epoch_settings)
 
 
 class Sampling(NamedTuple):

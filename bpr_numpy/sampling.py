@@ -47,7 +47,9 @@ Rendle's bootstrap); they differ in the negative ``j``:
 
 A user who holds every item has no negative: the sample is skipped and
 counted, never looped on. Redraws stop after
-:data:`MAX_NEGATIVE_TRIES` draws (then the sample is skipped).
+:data:`MAX_NEGATIVE_TRIES` of them (then the sample is skipped): the kernels' negative of a
+sample gets a first draw and that many redraws, an extra DNS candidate or an extra negative
+(``n_negatives``) that many draws.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ __all__ = [
 CANDIDATE_UNIFORM, CANDIDATE_TABLE = 0, 1
 CANDIDATE_POPULARITY = CANDIDATE_TABLE  # the name the kernels and tests have always used
 
-#: Negative draws tried for one positive before the sample is skipped (kernels and minibatch trainer).
+#: Redraws of a negative that is a known positive before giving up (see the module docstring for
+#: which draws count; the minibatch trainer stops after this many draws in all).
 MAX_NEGATIVE_TRIES = 64
 ADAPTIVE_NONE, ADAPTIVE_DNS, ADAPTIVE_AOBPR = 0, 1, 2
 

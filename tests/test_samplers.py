@@ -294,31 +294,38 @@ def test_training_picks_dns_negatives_by_the_exact_law(negatives, bias):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("negatives", [1, 3])
 def test_dns_keeps_the_drawn_negative_when_no_extra_candidate_is_found(negatives, bias):
-    # One user holding 99 of 100 items: a uniform draw misses the one non-positive (item 7) 64
-    # times in a row with probability 0.99**64 = 0.526, so the batch's negative is often missing
-    # (the sample is skipped) and, when it is there, its extra candidate often is not. A missing
-    # candidate must leave the drawn negative in place (the kernels store the negative itself in
-    # its slot, so that the choice is a branch-free maximum): every pick is item 7 or a skip, and
-    # skips come at the rate of the negative's own misses only. The positives score above item 7,
-    # so a missing candidate read as any other row would be picked.
-    n_items, tries = 100, sampling.MAX_NEGATIVE_TRIES
-    m = sp.csr_matrix((np.ones(n_items - 1), (np.zeros(n_items - 1, int), np.delete(np.arange(n_items), 7))),
-                      shape=(1, n_items))
-    m = as_user_items(m)
-    U = np.ones((1, 4))
-    V = np.ones((n_items, 4))
-    V[7] = -1.0
-    b = np.where(np.arange(n_items) == 7, -1.0, 1.0) if bias else np.zeros(n_items)
-    n = 6_000
-    trace = _frozen_dns_epoch(m, U, V, b, bias, negatives, 2, n=n, seed=3)
+    # One user holding 98 of 100 items: a uniform draw misses both non-positives (7, scored
+    # above 42) 64 times in a row with probability 0.98**64 = 0.27, so negatives and DNS's extra
+    # candidates are often missing. A missing candidate must leave the slot's own negative in
+    # place (the kernels store that negative in its place, so that the choice is a branch-free
+    # maximum), which gives the law below, misses included. The positives score above both, so
+    # a missing candidate read as a positive, as -1 or as item 7 would change it.
+    n_items, tries, candidates = 100, sampling.MAX_NEGATIVE_TRIES, 3
+    others = np.setdiff1d(np.arange(n_items), [7, 42])
+    m = as_user_items(sp.csr_matrix((np.ones(others.size), (np.zeros(others.size, int), others)),
+                                    shape=(1, n_items)))
+    level = np.ones(n_items)
+    level[7], level[42] = 0.0, -1.0
+    U, V = np.ones((1, 4)), np.outer(level, np.ones(4))
+    b = level if bias else np.zeros(n_items)
+    n = 8_000
+    trace = _frozen_dns_epoch(m, U, V, b, bias, negatives, candidates, n=n, seed=3)
     picked = trace[:, 2:2 + negatives].astype(int)
-    assert set(np.unique(picked)) == {-1, 7}
-    miss = (1 - 1 / n_items) ** tries
+    assert set(np.unique(picked)) == {-1, 7, 42}
+    miss = (1 - 2 / n_items) ** tries  # a candidate's draws (and an extra negative's first) all miss
+    miss_first = miss * (1 - 2 / n_items)  # the batch's negative: a first draw and `tries` redraws
+    # 42 is picked when the slot's negative is 42 and no extra candidate is 7 (missing or 42)
+    p_42 = 0.5 * (miss + (1 - miss) / 2) ** (candidates - 1)
+
+    def close(count, total, p):
+        return abs(count / total - p) < 5 * np.sqrt(p * (1 - p) / total)
+
     for slot in range(negatives):
-        # slot 0 is the batch's negative; a later slot is -1 when its own draw or slot 0's missed
-        p_skip = miss if slot == 0 else 1 - (1 - miss) ** 2
-        rate = np.mean(picked[:, slot] < 0)
-        assert abs(rate - p_skip) < 5 * np.sqrt(p_skip * (1 - p_skip) / n), (slot, rate, p_skip)
+        # a later slot is -1 when its own negative or the batch's (slot 0) is missing
+        p_skip = miss_first if slot == 0 else 1 - (1 - miss_first) * (1 - miss)
+        found = picked[:, slot] >= 0
+        assert close(n - found.sum(), n, p_skip), (slot, 1 - found.mean(), p_skip)
+        assert close((picked[found, slot] == 42).sum(), found.sum(), p_42), (slot, p_42)
 
 
 @pytest.mark.parametrize("optimizer", KERNEL_OPTIMIZERS)

@@ -153,7 +153,7 @@ def _draw_batch(
     in cache for the run. Runs restart at each batch. Negative: a candidate
     (uniform, or popularity through the alias table), and when it is a known
     positive of u (binary search of u's sorted row) either redrawn, at most
-    ``MAX_NEGATIVE_TRIES`` draws, or, with ``skip_liked``, given up. ``j = -1``
+    ``MAX_NEGATIVE_TRIES`` more draws, or, with ``skip_liked``, given up. ``j = -1``
     marks a sample to skip (and count): a user who holds every item, a
     skipped liked candidate, or no negative found in the redraws. ``bitmap``
     is None or :func:`bpr_numpy._runtime.positives_bitmap` of the CSR: the first candidate's
@@ -165,10 +165,9 @@ def _draw_batch(
 
     The work runs in passes over the batch so that the cache misses of
     different samples overlap instead of queueing: run starts, then users,
-    items and first negative candidates (prefetching the bitmap words, or
-    factor rows when asked), then the membership tests as branch-free
-    binary searches advanced one level at a time for the whole batch, then
-    the rare redraws one sample at a time.
+    items and first negative candidates (prefetching the bitmap words), then
+    the membership tests as branch-free binary searches advanced one level at
+    a time for the whole batch, then the rare redraws one sample at a time.
     """
     run0 = batch * _runs_per_batch(user_run)
     for t in range(0, n, user_run):

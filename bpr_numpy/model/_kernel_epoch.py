@@ -91,7 +91,9 @@ def run_epoch(
 
     def run(chunk_start: int, chunk_stop: int) -> None:
         if features is not None:
-            hybrid_args = (*features.kernel_args(), data, settings, popularity, state.kernel_args(), outs)
+            # The side-feature kernel does not prefetch runs: None keeps it one specialisation.
+            hybrid_settings = settings._replace(prefetch_runs=None)
+            hybrid_args = (*features.kernel_args(), data, hybrid_settings, popularity, state.kernel_args(), outs)
             _hybrid_kernels._hybrid_train_chunks(*hybrid_args, chunk_start, chunk_stop, threads)
             return
         adaptive = None

@@ -241,7 +241,8 @@ def draw_negatives(
 ) -> np.ndarray:
     """A negative for each user by the sampler's law; -1 where the sample is skipped.
 
-    A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws, as in the kernels), skips
+    A known positive is redrawn (up to ``MAX_NEGATIVE_TRIES`` draws in all; the kernels' batch
+    negative gets one more, a first draw and as many redraws), skips
     the sample with ``skip_liked`` (the skip variants), or is kept with ``keeps_liked``.
     """
     negatives = _candidates(rng, len(users), n_items, alias)
