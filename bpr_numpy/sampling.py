@@ -46,10 +46,8 @@ Rendle's bootstrap); they differ in the negative ``j``:
     chunks), as in the paper. ``lambda = aobpr_lambda * n_items``.
 
 A user who holds every item has no negative: the sample is skipped and
-counted, never looped on. Redraws stop after
-:data:`MAX_NEGATIVE_TRIES` of them (then the sample is skipped): the kernels' negative of a
-sample gets a first draw and that many redraws, an extra DNS candidate or an extra negative
-(``n_negatives``) that many draws.
+counted, never looped on. A negative gets a first draw and at most :data:`MAX_NEGATIVE_TRIES`
+redraws, DNS's extra candidates and extra negatives that many draws (then the sample is skipped).
 """
 
 from __future__ import annotations
@@ -81,8 +79,7 @@ __all__ = [
 CANDIDATE_UNIFORM, CANDIDATE_TABLE = 0, 1
 CANDIDATE_POPULARITY = CANDIDATE_TABLE  # the name the kernels and tests have always used
 
-#: Redraws of a negative that is a known positive before giving up (see the module docstring for
-#: which draws count; the minibatch trainer stops after this many draws in all).
+#: Redraws before a negative is given up (module docstring; the minibatch trainer: draws in all).
 MAX_NEGATIVE_TRIES = 64
 ADAPTIVE_NONE, ADAPTIVE_DNS, ADAPTIVE_AOBPR = 0, 1, 2
 
