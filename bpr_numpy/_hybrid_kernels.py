@@ -127,151 +127,197 @@ def _hybrid_apply_batch(
             if xs is not None:
                 xs[t] = np.nan
             continue
-        # The user's representation w = sum_f x_uf E[f]: the first feature sets it (0 + v e = v e,
-        # no pass of zeros), an empty row is zero.
-        for p in range(xptr[u], xptr[u + 1]):
-            cell[0] = xval[p]
-            value = cell[0]
-            f = xidx[p]
-            if p == xptr[u]:
-                for k in range(n_factors):
-                    w[k] = value * E[f, k]
-            else:
-                for k in range(n_factors):
-                    w[k] += value * E[f, k]
-        if xptr[u] == xptr[u + 1]:
-            w[:] = 0
-        # The items' difference d = h_i - h_j = sum_g (y_ig - y_jg) F[g] in one pass over both
-        # sorted rows, merged: a feature both items hold with the same value is read not at all
-        # (the representations h_i and h_j themselves are never needed), and the bias
-        # difference with it. The first term sets d, as for w.
-        pa, ea = yptr[i], yptr[i + 1]
-        pb, eb = yptr[j], yptr[j + 1]
-        started = False
-        bias_d = np.float32(0.0)  # in the embeddings' dtype (numba unifies it to float64 for float64 ones)
-        while pa < ea or pb < eb:
-            ga = yidx[pa] if pa < ea else -1
-            gb = yidx[pb] if pb < eb else -1
-            coef = 0.0
-            if gb < 0 or (ga >= 0 and ga <= gb):
-                g = ga
-                coef += np.float64(yval[pa])
-                pa += 1
-            else:
-                g = gb
-            if pb < eb and yidx[pb] == g:
-                coef -= np.float64(yval[pb])
-                pb += 1
-            if coef == 0.0:
-                continue
-            cell[0] = coef
-            value = cell[0]
-            if not started:
-                for k in range(n_factors):
-                    d[k] = value * Fm[g, k]
-                started = True
-            else:
-                for k in range(n_factors):
-                    d[k] += value * Fm[g, k]
+        # A user and two items that are each one feature of value 1 (identities only, or rows
+        # without metadata): the representations are those rows themselves and d = F[gi] - F[gj]
+        # exactly (1 * e = e; the merge below sums two rounded terms, i.e. subtracts), so SGD's
+        # step is the plain kernel's, computed as it computes it: one pass over the three rows, no
+        # scratch rows, no merge. The same bits as the general path (with identities only, the
+        # plain model's bits: tests/test_hybrid.py); identities only take 0.69 of the kernel time
+        # (MovieLens 100k, one thread).
+        pu = xptr[u]
+        pi = yptr[i]
+        pj = yptr[j]
+        if (
+            code == OPTIMIZER_SGD
+            and xptr[u + 1] - pu == 1
+            and yptr[i + 1] - pi == 1
+            and yptr[j + 1] - pj == 1
+            and xval[pu] == 1.0
+            and yval[pi] == 1.0
+            and yval[pj] == 1.0
+            and yidx[pi] != yidx[pj]
+        ):
+            f = xidx[pu]
+            gi = yidx[pi]
+            gj = yidx[pj]
+            x32 = np.float32(0.0)
+            for k in range(n_factors):
+                x32 += E[f, k] * (Fm[gi, k] - Fm[gj, k])
             if use_bias:
-                bias_d += value * c[g]
-        if not started:
-            d[:] = 0
-        # x_uij in the embeddings' dtype (a float32 zero: numba unifies it to float64 for float64 ones).
-        x32 = np.float32(0.0)
-        for k in range(n_factors):
-            x32 += w[k] * d[k]
-        if use_bias:
-            x32 += bias_d
-        x = np.float64(x32)
-        linear, factor, slope = _pair_loss_and_slope(x32, loss_code, 1.0, one)
-        c1 = c2 = 1.0
-        # The user's feature rows: gradient x_uf * slope * d + reg_u * E[f].
-        for p in range(xptr[u], xptr[u + 1]):
-            f = xidx[p]
-            coef = np.float64(xval[p]) * slope
-            if code == OPTIMIZER_SGD:
+                x32 += c[gi] - c[gj]
+            x = np.float64(x32)
+            linear, factor, slope = _pair_loss_and_slope(x32, loss_code, 1.0, one)
+            cell[0] = slope
+            s = cell[0]
+            s_neg = -s  # the general path's coefficient of j: (0 - 1) * slope, rounded
+            for k in range(n_factors):
+                wu = E[f, k]
+                hi = Fm[gi, k]
+                hj = Fm[gj, k]
+                E[f, k] = wu - lr * (s * (hi - hj) + reg_u * wu)
+                Fm[gi, k] = hi - lr * (s * wu + reg_i * hi)
+                Fm[gj, k] = hj - lr * (s_neg * wu + reg_j * hj)
+            if use_bias:
+                old = c[gi]
+                c[gi] = old - lr * (s + reg_b * old)
+                old = c[gj]
+                c[gj] = old - lr * (s_neg + reg_b * old)
+        else:
+            # The user's representation w = sum_f x_uf E[f]: the first feature sets it (0 + v e = v e,
+            # no pass of zeros), an empty row is zero.
+            for p in range(xptr[u], xptr[u + 1]):
+                cell[0] = xval[p]
+                value = cell[0]
+                f = xidx[p]
+                if p == xptr[u]:
+                    for k in range(n_factors):
+                        w[k] = value * E[f, k]
+                else:
+                    for k in range(n_factors):
+                        w[k] += value * E[f, k]
+            if xptr[u] == xptr[u + 1]:
+                w[:] = 0
+            # The items' difference d = h_i - h_j = sum_g (y_ig - y_jg) F[g] in one pass over both
+            # sorted rows, merged: a feature both items hold with the same value is read not at all
+            # (the representations h_i and h_j themselves are never needed), and the bias
+            # difference with it. The first term sets d, as for w.
+            pa, ea = yptr[i], yptr[i + 1]
+            pb, eb = yptr[j], yptr[j + 1]
+            started = False
+            bias_d = np.float32(0.0)  # in the embeddings' dtype (numba unifies it to float64 for float64 ones)
+            while pa < ea or pb < eb:
+                ga = yidx[pa] if pa < ea else -1
+                gb = yidx[pb] if pb < eb else -1
+                coef = 0.0
+                if gb < 0 or (ga >= 0 and ga <= gb):
+                    g = ga
+                    coef += np.float64(yval[pa])
+                    pa += 1
+                else:
+                    g = gb
+                if pb < eb and yidx[pb] == g:
+                    coef -= np.float64(yval[pb])
+                    pb += 1
+                if coef == 0.0:
+                    continue
+                cell[0] = coef
+                value = cell[0]
+                if not started:
+                    for k in range(n_factors):
+                        d[k] = value * Fm[g, k]
+                    started = True
+                else:
+                    for k in range(n_factors):
+                        d[k] += value * Fm[g, k]
+                if use_bias:
+                    bias_d += value * c[g]
+            if not started:
+                d[:] = 0
+            # x_uij in the embeddings' dtype (a float32 zero: numba unifies it to float64 for float64 ones).
+            x32 = np.float32(0.0)
+            for k in range(n_factors):
+                x32 += w[k] * d[k]
+            if use_bias:
+                x32 += bias_d
+            x = np.float64(x32)
+            linear, factor, slope = _pair_loss_and_slope(x32, loss_code, 1.0, one)
+            c1 = c2 = 1.0
+            # The user's feature rows: gradient x_uf * slope * d + reg_u * E[f].
+            for p in range(xptr[u], xptr[u + 1]):
+                f = xidx[p]
+                coef = np.float64(xval[p]) * slope
+                if code == OPTIMIZER_SGD:
+                    cell[0] = coef
+                    coef_e = cell[0]
+                    for k in range(n_factors):
+                        old = E[f, k]
+                        E[f, k] = old - lr * (coef_e * d[k] + reg_u * old)
+                    continue
+                # AdaGrad or Adam: the gradient row in the embeddings' dtype, then the row rule the
+                # plain kernel applies (_adagrad_row, _adam_row: vectorised, in that dtype).
                 cell[0] = coef
                 coef_e = cell[0]
                 for k in range(n_factors):
-                    old = E[f, k]
-                    E[f, k] = old - lr * (coef_e * d[k] + reg_u * old)
-                continue
-            # AdaGrad or Adam: the gradient row in the embeddings' dtype, then the row rule the
-            # plain kernel applies (_adagrad_row, _adam_row: vectorised, in that dtype).
-            cell[0] = coef
-            coef_e = cell[0]
-            for k in range(n_factors):
-                grad[k] = coef_e * d[k] + reg_u * E[f, k]
-            # The rule by hand (a helper taking the arrays made AdaGrad 40% slower: reference counts).
-            if adam:
-                tU[f] += 1
-                c1, c2 = _adam_lookup(factors, tU[f])
-                cell[0] = c1  # the corrections in the embeddings' dtype, as _adam_row takes them
-                c1_e = cell[0]
-                cell[0] = c2
-                _adam_row(E[f], mU[f], vU[f], grad, lr, c1_e, cell[0], beta)
-            else:
-                _adagrad_row(E[f], vU[f], grad, lr)
-        # The item feature rows of i and j, merged: gradient slope * (y_ig - y_jg) * w + penalty.
-        pa, ea = yptr[i], yptr[i + 1]
-        pb, eb = yptr[j], yptr[j + 1]
-        while pa < ea or pb < eb:
-            ga = yidx[pa] if pa < ea else -1
-            gb = yidx[pb] if pb < eb else -1
-            coef = 0.0
-            regc = 0.0
-            touches = 0.0
-            if gb < 0 or (ga >= 0 and ga <= gb):
-                g = ga
-                coef += np.float64(yval[pa])
-                regc += reg_i
-                touches += 1.0
-                pa += 1
-            else:
-                g = gb
-            if pb < eb and yidx[pb] == g:
-                coef -= np.float64(yval[pb])
-                regc += reg_j
-                touches += 1.0
-                pb += 1
-            coef *= slope
-            if code == OPTIMIZER_SGD:
+                    grad[k] = coef_e * d[k] + reg_u * E[f, k]
+                # The rule by hand (a helper taking the arrays made AdaGrad 40% slower: reference counts).
+                if adam:
+                    tU[f] += 1
+                    c1, c2 = _adam_lookup(factors, tU[f])
+                    cell[0] = c1  # the corrections in the embeddings' dtype, as _adam_row takes them
+                    c1_e = cell[0]
+                    cell[0] = c2
+                    _adam_row(E[f], mU[f], vU[f], grad, lr, c1_e, cell[0], beta)
+                else:
+                    _adagrad_row(E[f], vU[f], grad, lr)
+            # The item feature rows of i and j, merged: gradient slope * (y_ig - y_jg) * w + penalty.
+            pa, ea = yptr[i], yptr[i + 1]
+            pb, eb = yptr[j], yptr[j + 1]
+            while pa < ea or pb < eb:
+                ga = yidx[pa] if pa < ea else -1
+                gb = yidx[pb] if pb < eb else -1
+                coef = 0.0
+                regc = 0.0
+                touches = 0.0
+                if gb < 0 or (ga >= 0 and ga <= gb):
+                    g = ga
+                    coef += np.float64(yval[pa])
+                    regc += reg_i
+                    touches += 1.0
+                    pa += 1
+                else:
+                    g = gb
+                if pb < eb and yidx[pb] == g:
+                    coef -= np.float64(yval[pb])
+                    regc += reg_j
+                    touches += 1.0
+                    pb += 1
+                coef *= slope
+                if code == OPTIMIZER_SGD:
+                    cell[0] = coef
+                    coef_e = cell[0]
+                    cell[0] = regc
+                    regc_e = cell[0]
+                    for k in range(n_factors):
+                        old = Fm[g, k]
+                        Fm[g, k] = old - lr * (coef_e * w[k] + regc_e * old)
+                    if use_bias:
+                        cell[0] = reg_b * touches
+                        regb_e = cell[0]
+                        old = c[g]
+                        c[g] = old - lr * (coef_e + regb_e * old)
+                    continue
                 cell[0] = coef
                 coef_e = cell[0]
                 cell[0] = regc
                 regc_e = cell[0]
                 for k in range(n_factors):
-                    old = Fm[g, k]
-                    Fm[g, k] = old - lr * (coef_e * w[k] + regc_e * old)
-                if use_bias:
-                    cell[0] = reg_b * touches
-                    regb_e = cell[0]
-                    old = c[g]
-                    c[g] = old - lr * (coef_e + regb_e * old)
-                continue
-            cell[0] = coef
-            coef_e = cell[0]
-            cell[0] = regc
-            regc_e = cell[0]
-            for k in range(n_factors):
-                grad[k] = coef_e * w[k] + regc_e * Fm[g, k]
-            if adam:
-                tV[g] += 1
-                c1, c2 = _adam_lookup(factors, tV[g])
-                cell[0] = c1
-                c1_e = cell[0]
-                cell[0] = c2
-                _adam_row(Fm[g], mV[g], vV[g], grad, lr, c1_e, cell[0], beta)
-            else:
-                _adagrad_row(Fm[g], vV[g], grad, lr)
-            if use_bias:
-                old = np.float64(c[g])
-                g_b = coef + reg_b * touches * old
-                m = mb[g] if adam else 0.0
-                c[g], m, vb[g] = _adaptive_rule(old, g_b, m, vb[g], code, rate, c1, c2)
+                    grad[k] = coef_e * w[k] + regc_e * Fm[g, k]
                 if adam:
-                    mb[g] = m
+                    tV[g] += 1
+                    c1, c2 = _adam_lookup(factors, tV[g])
+                    cell[0] = c1
+                    c1_e = cell[0]
+                    cell[0] = c2
+                    _adam_row(Fm[g], mV[g], vV[g], grad, lr, c1_e, cell[0], beta)
+                else:
+                    _adagrad_row(Fm[g], vV[g], grad, lr)
+                if use_bias:
+                    old = np.float64(c[g])
+                    g_b = coef + reg_b * touches * old
+                    m = mb[g] if adam else 0.0
+                    c[g], m, vb[g] = _adaptive_rule(old, g_b, m, vb[g], code, rate, c1, c2)
+                    if adam:
+                        mb[g] = m
         if xs is not None:
             xs[t] = x
         loss_sum += linear
