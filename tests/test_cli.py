@@ -412,6 +412,7 @@ def test_tune_scores_on_valid_txt_and_writes_the_best_parameters(tmp_path):
     assert "LightGCN split" in proc.stdout and "train.txt/valid.txt" in proc.stdout
     assert "validation: the held-out file, 120 positives" in proc.stdout
     assert "searched 4 arms, 6 checkpoints" in proc.stdout and "ndcg@5" in proc.stdout
+    assert "--max-epochs 9 --arms 12 (one more rung, 3x the arms)" in proc.stdout  # seconds of 300 used
     assert proc.stderr.count("tune: arm ") == 6  # one progress line per checkpoint
     params = best_json(proc.stdout)
     assert json.loads(output.read_text()) == params and params["epochs"] in (1, 3)
@@ -421,6 +422,17 @@ def test_tune_scores_on_valid_txt_and_writes_the_best_parameters(tmp_path):
     # Rung 0 on 20 of the 60 validation users: its progress lines say so, the later rungs' do not.
     screened = run(*args, "--screening-users", "20", check_code=0)
     assert screened.stderr.count("(screening)") == 4 and screened.stderr.count("tune: arm ") == 6
+
+
+def test_a_schedule_done_early_is_told_the_options_of_one_more_rung():
+    from bpr_numpy.cli._commands import _longer_schedule
+
+    # MovieLens 100k's search: 243 arms, rungs of 5 / 15 / 45 / 135 epochs, 65 s of 900.
+    hint = _longer_schedule(243, 5, 135, 3, 65.0, 900)
+    assert hint.startswith("the schedule took 65 s of the 900 s budget: --max-epochs 405 --arms 729 ")
+    assert "would take about 244 s" in hint  # 65 s x 3 (the arms) x 5 / 4 (the rungs)
+    assert _longer_schedule(243, 5, 135, 3, 300.0, 900) is None  # 1125 s: beyond the budget
+    assert "--max-epochs 10 --arms 4 (one more rung, 2x the arms)" in _longer_schedule(2, 5, 5, 2, 1.0, 60)
 
 
 def test_tune_carves_validation_out_of_the_training_part(tmp_path):

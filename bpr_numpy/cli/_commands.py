@@ -212,6 +212,10 @@ def _tune(args) -> int:
     arms = len({t.arm for t in result.trials})
     why = {"done": "schedule complete", "budget": "budget spent", "callback": "stopped"}[result.stopped]
     print(f"searched {arms} arms, {len(result.trials)} checkpoints, in {result.elapsed_seconds:.1f} s ({why})")
+    if result.stopped == "done":
+        hint = _longer_schedule(arms, args.min_epochs, args.max_epochs, args.eta, result.elapsed_seconds, args.budget)
+        if hint:
+            print(hint)
     print(result.table(limit=args.top or None))
     if args.top and len(result.trials) > args.top:
         print(f"  ... {len(result.trials) - args.top} more checkpoints (--top 0 shows all)")
@@ -222,6 +226,31 @@ def _tune(args) -> int:
         write_text_atomic(args.output, text + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _longer_schedule(
+    arms: int, min_epochs: int, max_epochs: int, eta: int, elapsed: float, budget: float
+) -> str | None:
+    """A note for a schedule that finished well within its budget: the options of one more rung.
+
+    A complete schedule leaves the rest of the budget unused, and on small data the best settings
+    are often those that train longest (MovieLens 100k: 65 s of 900, and its picks trained 135
+    epochs, 0.149-0.152 precision@10 on ua.test; with one more rung and three times the arms,
+    270-330 s, 405 epochs and 0.154-0.156). The projection scales the time taken: successive
+    halving spends about as much on each rung, and ``eta`` times the arms cost ``eta`` times as
+    much. None when that would not fit in the budget.
+    """
+    from ..tuning._halving import _rung_epochs
+
+    rungs = len(_rung_epochs(min_epochs, max_epochs, eta))
+    projected = elapsed * eta * (rungs + 1) / rungs
+    if projected > budget:
+        return None
+    return (
+        f"the schedule took {elapsed:.0f} s of the {budget:g} s budget: --max-epochs {max_epochs * eta} "
+        f"--arms {arms * eta} (one more rung, {eta}x the arms) would take about {projected:.0f} s and "
+        "train the best settings longer"
+    )
 
 
 def _load_model(path: str):
