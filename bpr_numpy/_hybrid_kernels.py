@@ -130,10 +130,12 @@ def _hybrid_apply_batch(
         # A user and two items that are each one feature of value 1 (identities only, or rows
         # without metadata): the representations are those rows themselves and d = F[gi] - F[gj]
         # exactly (1 * e = e; the merge below sums two rounded terms, i.e. subtracts), so SGD's
-        # step is the plain kernel's, computed as it computes it: one pass over the three rows, no
-        # scratch rows, no merge. The same bits as the general path (with identities only, the
-        # plain model's bits: tests/test_hybrid.py); identities only take 0.69 of the kernel time
-        # (MovieLens 100k, one thread).
+        # step is the plain kernel's: one pass over the three rows, as the plain kernel makes it,
+        # each expression written as the general path writes it; no scratch rows, no merge. The
+        # same bits as the general path (tests/test_hybrid.py; with identities only, the plain
+        # model's bits); identities only take 0.69 of the kernel time (MovieLens 100k, one
+        # thread). AdaGrad and Adam keep the general path: their gradient rows, computed here in
+        # one pass or in three, were not the general path's bits (LLVM fused other products).
         pu = xptr[u]
         pi = yptr[i]
         pj = yptr[j]

@@ -429,9 +429,10 @@ def test_a_schedule_done_early_is_told_the_options_of_one_more_rung():
 
     # MovieLens 100k's search: 243 arms, rungs of 5 / 15 / 45 / 135 epochs, 65 s of 900.
     hint = _longer_schedule(243, 5, 135, 3, 65.0, 900)
-    assert hint.startswith("the schedule took 65 s of the 900 s budget: --max-epochs 405 --arms 729 ")
+    assert hint.startswith("the schedule took 65.0 s of the 900.0 s budget: --max-epochs 405 --arms 729 ")
     assert "would take about 244 s" in hint  # 65 s x 3 (the arms) x 5 / 4 (the rungs)
-    assert _longer_schedule(243, 5, 135, 3, 300.0, 900) is None  # 1125 s: beyond the budget
+    assert _longer_schedule(243, 5, 135, 3, 150.0, 900) is not None  # 562 s: a third to spare
+    assert _longer_schedule(243, 5, 135, 3, 170.0, 900) is None  # 638 s: less than a third to spare
     assert "--max-epochs 10 --arms 4 (one more rung, 2x the arms)" in _longer_schedule(2, 5, 5, 2, 1.0, 60)
 
 

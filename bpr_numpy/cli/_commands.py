@@ -234,20 +234,21 @@ def _longer_schedule(
     """A note for a schedule that finished well within its budget: the options of one more rung.
 
     A complete schedule leaves the rest of the budget unused, and on small data the best settings
-    are often those that train longest (MovieLens 100k: 65 s of 900, and its picks trained 135
-    epochs, 0.149-0.152 precision@10 on ua.test; with one more rung and three times the arms,
-    270-330 s, 405 epochs and 0.154-0.156). The projection scales the time taken: successive
-    halving spends about as much on each rung, and ``eta`` times the arms cost ``eta`` times as
-    much. None when that would not fit in the budget.
+    are often those that train longest (MovieLens 100k: 65 s of 900, picks that trained 135
+    epochs; with one more rung and three times the arms, 405 epochs and better picks, see
+    benchmarks/RESULTS.md). The projection scales the time taken: successive halving spends about
+    as much on each rung, and ``eta`` times the arms cost ``eta`` times as much. It runs low (the
+    survivors tend to be the dearer settings: MovieLens 100k, 244 s projected, 270-330 s taken
+    two searches at a time), so the note needs a third of the budget to spare. None otherwise.
     """
     from ..tuning._halving import _rung_epochs
 
     rungs = len(_rung_epochs(min_epochs, max_epochs, eta))
     projected = elapsed * eta * (rungs + 1) / rungs
-    if projected > budget:
+    if projected > budget * 2 / 3:
         return None
     return (
-        f"the schedule took {elapsed:.0f} s of the {budget:g} s budget: --max-epochs {max_epochs * eta} "
+        f"the schedule took {elapsed:.1f} s of the {budget:.1f} s budget: --max-epochs {max_epochs * eta} "
         f"--arms {arms * eta} (one more rung, {eta}x the arms) would take about {projected:.0f} s and "
         "train the best settings longer"
     )
