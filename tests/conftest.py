@@ -2,6 +2,7 @@
 mode and the count of generated cases."""
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,15 @@ if os.environ.get("BPR_NUMPY_BOUNDSCHECK", "") not in ("", "0"):
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+# A run started in the background by a shell without job control (`pytest ... &` in a script)
+# ignores SIGINT, and so does every process it starts (an ignored signal stays ignored across
+# exec). Python then installs no KeyboardInterrupt handler, and the Ctrl-C tests would send
+# interrupts that nothing sees (test_interrupt.py waiting 600 s for each). They test the handling
+# an interactive run has: the session puts Python's handler back, and the processes it starts
+# (xdist's workers, the tests' own) then begin with the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Numba compiles on first call, so per-example deadlines would fail at random.
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
