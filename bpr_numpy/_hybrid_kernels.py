@@ -27,6 +27,7 @@ from ._kernels import (
     _draw_batch,
     _fetch_add,
     _pair_loss_and_slope,
+    _settle_negatives,
 )
 from ._kernels._updates import _adagrad_row, _adam_constants, _adam_row
 from ._runtime import hogwild
@@ -412,6 +413,20 @@ def _hybrid_run_chunks(
                 bitmap,
                 starts,
                 start // BATCH,
+            )
+            neg_state = _settle_negatives(
+                neg_state,
+                indptr,
+                indices,
+                n_items,
+                n,
+                bu,
+                bj,
+                base,
+                length,
+                skip_liked,
+                popularity,
+                bitmap,
             )
             loss_sum, batch_ordered, batch_skipped = _hybrid_apply_batch(
                 E,

@@ -53,6 +53,7 @@ from ._draws import (
     _item_score,
     _prefetch_runs,
     _runs_per_batch,
+    _settle_negatives,
     _warp_search,
     _warp_weight,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "_draw_run_starts",
     "_prefetch_runs",
     "_draw_batch",
+    "_settle_negatives",
     "_item_score",
     "_dns_choose",
     "_aobpr_draw",

@@ -152,22 +152,27 @@ def _draw_batch(
     bootstrap's (pair uniform over the nnz), while the user's factor row stays
     in cache for the run. Runs restart at each batch. Negative: a candidate
     (uniform, or popularity through the alias table), and when it is a known
-    positive of u (binary search of u's sorted row) either redrawn, at most
-    ``MAX_NEGATIVE_TRIES`` more draws, or, with ``skip_liked``, given up. ``j = -1``
-    marks a sample to skip (and count): a user who holds every item, a
-    skipped liked candidate, or no negative found in the redraws. ``bitmap``
-    is None or :func:`bpr_numpy._runtime.positives_bitmap` of the CSR: the first candidate's
-    test is then one bit instead of a binary search (the same answer, so the
-    same stream). Without
-    ``draw_negatives`` (samplers that pick the negative at update time) ``bj``
-    is 0 for every sample that is not skipped. ``base`` and ``length`` are
-    scratch arrays of the batch size.
+    positive of u, either redrawn, at most ``MAX_NEGATIVE_TRIES`` more draws, or,
+    with ``skip_liked``, given up: :func:`_settle_negatives`, which every caller
+    calls right after this one. ``j = -1`` marks a sample to skip (and count): a
+    user who holds every item, a skipped liked candidate, or no negative found in
+    the redraws. ``bitmap`` is None or :func:`bpr_numpy._runtime.positives_bitmap`
+    of the CSR: the first candidate's test is then one bit instead of a binary
+    search (the same answer, so the same stream); here it is only prefetched.
+    Without ``draw_negatives`` (samplers that pick the negative at update time)
+    ``bj`` is 0 for every sample that is not skipped. ``base`` and ``length`` are
+    scratch arrays of the batch size, for :func:`_settle_negatives`.
 
     The work runs in passes over the batch so that the cache misses of
     different samples overlap instead of queueing: run starts, then users,
     items and first negative candidates (prefetching the bitmap words), then
-    the membership tests as branch-free binary searches advanced one level at
-    a time for the whole batch, then the rare redraws one sample at a time.
+    (:func:`_settle_negatives`) the membership tests, then the rare redraws.
+
+    Two functions, not one, for a first fit's compilation: numba's IR inliner copies an
+    inlined function block by block, each block with the function's whole scope, so the
+    copy grows with blocks times variables. As one function (83 blocks, 884 variables
+    once its own helpers are in) the copy took 0.36-0.41 s of a first fit with an empty
+    cache; as two, each inlined where it is called, the code compiled is the same.
     """
     run0 = batch * _runs_per_batch(user_run)
     for t in range(0, n, user_run):
@@ -197,6 +202,19 @@ def _draw_batch(
         length[t] = row
         if bitmap is not None:
             _prefetch(bitmap, u, bj[t] >> 6)
+    return pos_state, neg_state
+
+
+@njit(cache=True, inline="always")
+def _settle_negatives(neg_state, indptr, indices, n_items, n, bu, bj, base, length, skip_liked, popularity, bitmap):
+    """Test the first negative candidates :func:`_draw_batch` left in ``bj`` against the users' rows, and
+    skip or redraw those that are known positives; return the advanced negative stream.
+
+    Every caller of :func:`_draw_batch` calls this right after it, with the same arrays.
+    ``base`` and ``length`` hold each sample's row as :func:`_draw_batch` left them (``length``
+    0: no test). Without ``bitmap`` the tests are branch-free binary searches advanced one level
+    at a time for the whole batch; then the rare redraws, one sample at a time.
+    """
     # Lower-bound search of bj[t] in each row, all rows one level at a time.
     level = np.int64(0)
     if bitmap is None:
@@ -228,7 +246,7 @@ def _draw_batch(
         u = bu[t]
         neg_state, j = _draw_negative(neg_state, indices, indptr[u], indptr[u + 1], n_items, popularity)
         bj[t] = j
-    return pos_state, neg_state
+    return neg_state
 
 
 @njit(cache=True, inline="always")

@@ -8,7 +8,14 @@ from numba import njit
 
 from .._runtime import hogwild
 from ..sampling import ADAPTIVE_AOBPR, ADAPTIVE_DNS
-from ._draws import _batch_buffers, _chunk_streams, _draw_batch, _draw_dns_candidates, _prefetch_runs
+from ._draws import (
+    _batch_buffers,
+    _chunk_streams,
+    _draw_batch,
+    _draw_dns_candidates,
+    _prefetch_runs,
+    _settle_negatives,
+)
 from ._negatives import _apply_batch_multi
 from ._primitives import _FASTMATH, BATCH, _fetch_add, n_chunks
 from ._updates import _apply_batch
@@ -138,6 +145,20 @@ def _run_chunks(
                 bitmap,
                 starts,
                 batch,
+            )
+            neg_state = _settle_negatives(
+                neg_state,
+                indptr,
+                indices,
+                n_items,
+                n,
+                bu,
+                bj,
+                base,
+                length,
+                skip_liked,
+                popularity,
+                bitmap,
             )
             # Under ``adaptive is not None``, which numba prunes at compile time: the default path's
             # specialisation compiles without this code (0.3 s of a first fit with an empty cache).
@@ -275,5 +296,19 @@ def _sample_stream_arrays(
                 bitmap,
                 starts,
                 (start - first) // BATCH,
+            )
+            neg_state = _settle_negatives(
+                neg_state,
+                indptr,
+                indices,
+                n_items,
+                n,
+                users[start : start + n],
+                negatives[start : start + n],
+                base,
+                length,
+                skip_liked,
+                popularity,
+                bitmap,
             )
     return users, positives, negatives
