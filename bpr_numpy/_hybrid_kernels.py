@@ -3,9 +3,9 @@
 The update is :func:`bpr_numpy.objective.hybrid_sgd_step` (the math and its
 derivation live there; ``tests/test_hybrid.py`` replays triplets through
 both). Triplets are drawn exactly as for the plain model
-(:func:`bpr_numpy._kernels._draw_batch`, same streams per ``(seed, epoch,
-chunk)``), so a hybrid model whose only features are identities trains on the
-same triplets as the plain model.
+(:func:`bpr_numpy._kernels._draw_batch` and ``_settle_negatives``, same
+streams per ``(seed, epoch, chunk)``), so a hybrid model whose only features
+are identities trains on the same triplets as the plain model.
 
 Feature matrices arrive as CSR arrays ``(indptr, indices, data)`` with sorted
 column indices; representations are built per triplet in scratch rows, so no
@@ -408,7 +408,6 @@ def _hybrid_run_chunks(
                 base,
                 length,
                 True,
-                skip_liked,
                 popularity,
                 bitmap,
                 starts,

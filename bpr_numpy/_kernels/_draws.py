@@ -82,8 +82,8 @@ def _chunk_streams(epoch_samples, n_positives, user_run, seed, epoch, chunk):
 
 @njit(cache=True, inline="always")
 def _batch_buffers():
-    """A batch's triplets ``(users, positives, negatives)`` and its runs' ``(base, length)``, for
-    :func:`_draw_batch`."""
+    """A batch's triplets ``(users, positives, negatives)`` and its rows' ``(base, length)``, for
+    :func:`_draw_batch` and :func:`_settle_negatives`."""
     return (
         np.empty(BATCH, np.int64),
         np.empty(BATCH, np.int64),
@@ -137,13 +137,13 @@ def _draw_batch(
     base,
     length,
     draw_negatives,
-    skip_liked,
     popularity,
     bitmap,
     starts,
     batch,
 ):
-    """Draw ``n`` triplets into ``bu, bi, bj``; return the advanced stream states.
+    """Draw ``n`` users and positives into ``bu, bi`` and their first negative candidates into ``bj``
+    (:func:`_settle_negatives` then tests them); return the advanced stream states.
 
     Positive: a uniform observed pair (position uniform over the nnz, taken
     from ``starts``, :func:`_draw_run_starts` of the chunk, batch ``batch``),
@@ -152,9 +152,9 @@ def _draw_batch(
     bootstrap's (pair uniform over the nnz), while the user's factor row stays
     in cache for the run. Runs restart at each batch. Negative: a candidate
     (uniform, or popularity through the alias table), and when it is a known
-    positive of u, either redrawn, at most ``MAX_NEGATIVE_TRIES`` more draws, or,
-    with ``skip_liked``, given up: :func:`_settle_negatives`, which every caller
-    calls right after this one. ``j = -1`` marks a sample to skip (and count): a
+    positive of u, either redrawn, at most ``MAX_NEGATIVE_TRIES`` more draws, or
+    given up (``skip_liked``): that is :func:`_settle_negatives`, which every
+    caller calls right after this one. ``j = -1`` marks a sample to skip (and count): a
     user who holds every item, a skipped liked candidate, or no negative found in
     the redraws. ``bitmap`` is None or :func:`bpr_numpy._runtime.positives_bitmap`
     of the CSR: the first candidate's test is then one bit instead of a binary
@@ -171,8 +171,10 @@ def _draw_batch(
     Two functions, not one, for a first fit's compilation: numba's IR inliner copies an
     inlined function block by block, each block with the function's whole scope, so the
     copy grows with blocks times variables. As one function (83 blocks, 884 variables
-    once its own helpers are in) the copy took 0.36-0.41 s of a first fit with an empty
-    cache; as two, each inlined where it is called, the code compiled is the same.
+    once its own helpers are in) the copies took 0.36-0.41 s of a first fit with an empty
+    cache, as two about 0.15 s together, and the machine code is the same instructions
+    (``benchmarks/RESULTS.md``, "The batch draw in two halves"). Do not merge them again,
+    nor wrap the pair in one inlined helper: that helper would be copied whole.
     """
     run0 = batch * _runs_per_batch(user_run)
     for t in range(0, n, user_run):
@@ -206,14 +208,30 @@ def _draw_batch(
 
 
 @njit(cache=True, inline="always")
-def _settle_negatives(neg_state, indptr, indices, n_items, n, bu, bj, base, length, skip_liked, popularity, bitmap):
+def _settle_negatives(
+    neg_state,
+    indptr,
+    indices,
+    n_items,
+    n,
+    bu,
+    bj,
+    base,
+    length,
+    skip_liked,
+    popularity,
+    bitmap,
+):
     """Test the first negative candidates :func:`_draw_batch` left in ``bj`` against the users' rows, and
-    skip or redraw those that are known positives; return the advanced negative stream.
+    settle those that are known positives; return the advanced negative stream.
 
-    Every caller of :func:`_draw_batch` calls this right after it, with the same arrays.
-    ``base`` and ``length`` hold each sample's row as :func:`_draw_batch` left them (``length``
-    0: no test). Without ``bitmap`` the tests are branch-free binary searches advanced one level
-    at a time for the whole batch; then the rare redraws, one sample at a time.
+    Every caller of :func:`_draw_batch` calls this right after it, with the same arrays (why two
+    functions: :func:`_draw_batch`). ``base`` and ``length`` hold each sample's row as
+    :func:`_draw_batch` left them (``length`` 0: no test). With ``bitmap`` a test is one bit;
+    without, the tests are branch-free binary searches advanced one level at a time for the whole
+    batch. A candidate that is a known positive is, with ``skip_liked``, given up (``bj[t] = -1``),
+    otherwise redrawn, one sample at a time (rare), at most ``MAX_NEGATIVE_TRIES`` draws (-1 if
+    none is found).
     """
     # Lower-bound search of bj[t] in each row, all rows one level at a time.
     level = np.int64(0)

@@ -140,7 +140,6 @@ def _run_chunks(
                 base,
                 length,
                 draw_negatives,
-                skip_liked,
                 popularity,
                 bitmap,
                 starts,
@@ -254,7 +253,7 @@ def _sample_stream(data, n_items, n_samples, user_run, seed, epoch, skip_liked, 
     """
     indptr, indices, row_blocks, bitmap = data
     # The bitmap goes on as an argument: numba prunes ``bitmap is None`` branches of arguments
-    # only, and _draw_batch is inlined into the function that calls it.
+    # only, and _draw_batch and _settle_negatives are inlined into the function that calls them.
     return _sample_stream_arrays(
         indptr, indices, row_blocks, bitmap, n_items, n_samples, user_run, seed, epoch, skip_liked, popularity
     )
@@ -291,7 +290,6 @@ def _sample_stream_arrays(
                 base,
                 length,
                 True,
-                skip_liked,
                 popularity,
                 bitmap,
                 starts,
