@@ -10,6 +10,11 @@ are identities trains on the same triplets as the plain model.
 Feature matrices arrive as CSR arrays ``(indptr, indices, data)`` with sorted
 column indices; representations are built per triplet in scratch rows, so no
 ``n_users x factors`` table is kept in step with the embeddings.
+
+One module of about 500 lines on purpose: the per-batch step is inlined into both of its
+callers here (the epoch's chunks and the explicit sequence the tests replay), and its bits
+depend on being inlined (see the comment above :func:`_hybrid_apply_batch`), so the step and
+its callers stay in one room.
 """
 
 from __future__ import annotations

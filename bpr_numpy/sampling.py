@@ -5,6 +5,8 @@ says what each sampler *is*, in plain NumPy: the exact probability of every
 item being drawn as the negative of a user (:func:`negative_distribution`),
 which the tests compare with the kernels' empirical draws (chi-square), and
 the precomputed tables the kernels read (alias table, AOBPR rankings).
+About 500 lines on purpose: the registry entry of each sampler sits beside its exact law, which
+the chi-square tests read; split, an entry would live apart from the law it names.
 
 Samplers (``BPR(sampler=...)``)
 -------------------------------

@@ -275,6 +275,8 @@ def _sample_stream_arrays(
         end = first + size
         for start in range(first, end, BATCH):
             n = min(BATCH, end - start)
+            bu = users[start : start + n]  # views: the draws land in the outputs
+            bj = negatives[start : start + n]
             pos_state, neg_state = _draw_batch(
                 pos_state,
                 neg_state,
@@ -284,9 +286,9 @@ def _sample_stream_arrays(
                 n_items,
                 n,
                 user_run,
-                users[start : start + n],
+                bu,
                 positives[start : start + n],
-                negatives[start : start + n],
+                bj,
                 base,
                 length,
                 True,
@@ -301,8 +303,8 @@ def _sample_stream_arrays(
                 indices,
                 n_items,
                 n,
-                users[start : start + n],
-                negatives[start : start + n],
+                bu,
+                bj,
                 base,
                 length,
                 skip_liked,
